@@ -1,0 +1,58 @@
+"""Microscope backends (import name ``stedloop.drivers``) and the factory that builds one.
+
+Backends are found through the entry-point group ``stedloop.drivers``; the simulator and the
+Imspector driver are registered there exactly like a lab's own plugin would be.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from stedloop import registry
+from stedloop.config.schema import StedloopConfig
+from stedloop.driver import Driver
+from stedloop.errors import ConfigError, PluginError
+
+
+def driver_class(name: str) -> Any:
+    """The class registered under ``name`` (version-checked; only that plugin is imported)."""
+    cls = registry.load(registry.DRIVERS, name)
+    if not isinstance(getattr(cls, "Options", None), type) or not issubclass(cls.Options, BaseModel):
+        raise PluginError(
+            f"driver plugin {name!r} has no Options model; set Options = <pydantic model> "
+            "(stedloop.driver.NoOptions if it takes none)"
+        )
+    return cls
+
+
+def parse_driver_options(cls: Any, name: str, options: dict[str, Any]) -> BaseModel:
+    try:
+        return cls.Options.model_validate(options)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            key = ".".join(str(p) for p in error["loc"])
+            if error["type"] == "extra_forbidden":
+                known = ", ".join(sorted(cls.Options.model_fields))
+                problems.append(f"unknown key 'drivers.{name}.{key}'; known keys: {known}")
+            else:
+                problems.append(
+                    f"key 'drivers.{name}.{key}': {error['msg']} (got {error.get('input')!r})"
+                )
+        raise ConfigError("invalid driver options:\n  " + "\n  ".join(problems)) from None
+
+
+def validate_driver_options(config: StedloopConfig) -> BaseModel:
+    """Check the configured driver's ``[drivers.<name>]`` table; returns the parsed options."""
+    cls = driver_class(config.driver.name)
+    return parse_driver_options(cls, config.driver.name, config.driver_options())
+
+
+def create_driver(config: StedloopConfig, **option_overrides: Any) -> Driver:
+    """Build (not connect) the configured driver with its options and the safety caps."""
+    name = config.driver.name
+    cls = driver_class(name)
+    options = parse_driver_options(cls, name, {**config.driver_options(), **option_overrides})
+    return cls(options, config.safety)

@@ -1,0 +1,142 @@
+"""The configuration schema: every section, every field with its unit in its name.
+
+Each section belongs to one part of stedloop; a part adds its fields to its own section.
+Driver options are not here: ``[drivers.<name>]`` tables are validated by the driver's own
+``Options`` model when that driver is loaded, so plugins can bring their own settings.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from stedloop.params import ParamSpace, SafetyCaps
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DriverSection(Section):
+    name: str = Field("simulator", description="Driver plugin name (entry point in stedloop.drivers).")
+    in_worker: bool = Field(
+        False, description="Run the driver in its own worker process (see [worker])."
+    )
+
+
+class QualitySection(Section):
+    model_path: Path | None = Field(
+        None, description="Quality-network checkpoint; empty means the shipped model."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Where the network runs; auto picks CUDA when present."
+    )
+    batch_size: int = Field(16, ge=1, le=4096, description="Frames per scoring batch.")
+
+
+class ObjectivesSection(Section):
+    names: tuple[str, ...] = Field(
+        ("quality",), description="Objective plugins (stedloop.objectives) to evaluate."
+    )
+    weights: dict[str, float] = Field(
+        default_factory=dict,
+        description="Scalarisation weight per objective name; missing names weigh 1.",
+    )
+    scalarisation: Literal["weighted_sum", "chebyshev"] = Field(
+        "weighted_sum", description="How several objectives become the one the optimizer sees."
+    )
+
+
+class OptimizerSection(Section):
+    n_initial_points: int = Field(5, ge=1, le=100, description="Space-filling warm-up frames.")
+    initial_design: Literal["lhs", "sobol", "halton", "random"] = Field(
+        "lhs", description="Design of the warm-up points."
+    )
+    acquisition: Literal["EI", "PI", "LCB", "gp_hedge"] = Field(
+        "EI", description="Acquisition function of the Gaussian-process surrogate."
+    )
+    random_seed: int | None = Field(None, description="Seed for reproducible proposals.")
+
+
+class SessionSection(Section):
+    budget_frames: int = Field(30, ge=1, le=100_000, description="Frames a session may take.")
+    target_score: float | None = Field(
+        None, description="Stop once the combined objective reaches this value."
+    )
+    driver_retries: int = Field(
+        2, ge=0, le=20, description="Retries of a frame whose acquisition raised."
+    )
+    on_driver_failure: Literal["stop", "continue"] = Field(
+        "stop", description="After retries are spent: stop the session, or skip that point."
+    )
+
+
+class StoreSection(Section):
+    data_dir: Path | None = Field(
+        None,
+        description="Where sessions are stored; empty means $STEDLOOP_HOME or the user data folder.",
+    )
+
+
+class DaemonSection(Section):
+    request_address: str = Field(
+        "tcp://127.0.0.1:5755", description="ZeroMQ ROUTER address for requests."
+    )
+    event_address: str = Field(
+        "tcp://127.0.0.1:5756", description="ZeroMQ PUB address for events."
+    )
+    max_message_bytes: int = Field(
+        1_048_576, ge=1024, description="Largest request accepted, in bytes."
+    )
+    keys_dir: Path | None = Field(
+        None, description="CURVE key folder; required to bind anything but loopback."
+    )
+
+
+class WorkerSection(Section):
+    python_executable: Path | None = Field(
+        None, description="Interpreter for the driver worker; empty means this one."
+    )
+    heartbeat_interval_s: float = Field(0.5, gt=0, description="Worker heartbeat period.")
+    heartbeat_timeout_s: float = Field(5.0, gt=0, description="Silence before a worker is declared hung.")
+    abort_grace_period_s: float = Field(
+        2.0, gt=0, description="Wait for an abort to be honoured before killing the worker."
+    )
+
+
+class LoggingSection(Section):
+    level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+    json_file: Path | None = Field(None, description="Also write JSON log lines to this file.")
+
+
+class StedloopConfig(BaseModel):
+    """All of stedloop's settings. TOML tables map onto these sections."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    driver: DriverSection = DriverSection()
+    drivers: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Per-driver options, validated by the driver."
+    )
+    params: ParamSpace = ParamSpace()
+    safety: SafetyCaps = SafetyCaps()
+    quality: QualitySection = QualitySection()
+    objectives: ObjectivesSection = ObjectivesSection()
+    optimizer: OptimizerSection = OptimizerSection()
+    session: SessionSection = SessionSection()
+    store: StoreSection = StoreSection()
+    daemon: DaemonSection = DaemonSection()
+    worker: WorkerSection = WorkerSection()
+    logging: LoggingSection = LoggingSection()
+
+    @model_validator(mode="after")
+    def _ranges_within_caps(self) -> StedloopConfig:
+        # Caps are enforced at config time too: a range reaching past a cap is an error.
+        self.params.check_within_caps(self.safety)
+        return self
+
+    def driver_options(self) -> dict[str, Any]:
+        """The ``[drivers.<name>]`` table of the configured driver (may be empty)."""
+        return dict(self.drivers.get(self.driver.name, {}))

@@ -1,0 +1,173 @@
+"""The one interface every microscope backend implements.
+
+A backend is a class registered in the entry-point group ``stedloop.drivers``. The loop only
+ever sees the ``Driver`` protocol; ``BaseDriver`` is an optional helper that makes the safety
+checks impossible to forget: its ``acquire`` checks the caps and the region, then calls the
+backend's ``_acquire``.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict
+
+from stedloop import PLUGIN_API_VERSION
+from stedloop.errors import RegionError
+from stedloop.frame import Frame, Region
+from stedloop.params import ImagingParams, SafetyCaps
+
+
+@dataclass(frozen=True)
+class DriverDescription:
+    """What a backend can do, as ``describe()`` reports it."""
+
+    name: str
+    pixel_size_nm: float
+    field_of_view_px: tuple[int, int]  # (width, height) of one frame
+    #: Sample area the backend can reach, (width, height) in µm from the origin;
+    #: None when unbounded or unknown (a real stage).
+    sample_extent_um: tuple[float, float] | None
+    #: Settable range of each imaging parameter in stedloop units: name -> (min, max).
+    parameter_ranges: dict[str, tuple[float, float]]
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "pixel_size_nm": self.pixel_size_nm,
+            "field_of_view_px": list(self.field_of_view_px),
+            "sample_extent_um": list(self.sample_extent_um) if self.sample_extent_um else None,
+            "parameter_ranges": {k: list(v) for k, v in self.parameter_ranges.items()},
+            "details": self.details,
+        }
+
+
+@runtime_checkable
+class Driver(Protocol):
+    """A microscope backend. Usable as a context manager (connect ... safe_state + close)."""
+
+    def connect(self) -> None:
+        """Open the connection. Raises ``DriverDisconnected`` with what to check."""
+
+    def describe(self) -> DriverDescription:
+        """Name, parameter ranges, pixel size and field of view."""
+
+    def acquire(self, params: ImagingParams, region: Region) -> Frame:
+        """Image ``region`` confocal-before, STED, confocal-after with ``params``.
+
+        Checks the safety caps right before applying anything; refuses (never clips)."""
+
+    def safe_state(self) -> None:
+        """Put every laser to zero and stop any measurement. Must not raise if avoidable."""
+
+    def close(self) -> None:
+        """Release the connection. Idempotent."""
+
+    def __enter__(self) -> Driver: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+class NoOptions(BaseModel):
+    """Options model for a backend that takes none."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class BaseDriver(ABC):
+    """Helper base class: caps and region checks, abort flag, context management.
+
+    Subclasses set ``Options`` (a pydantic model for their ``[drivers.<name>]`` config
+    section) and implement ``connect``, ``describe``, ``_acquire``, ``safe_state``, ``close``.
+    """
+
+    API_VERSION: ClassVar[str] = PLUGIN_API_VERSION
+    Options: ClassVar[type[BaseModel]] = NoOptions
+
+    def __init__(self, options: BaseModel | None = None, caps: SafetyCaps | None = None) -> None:
+        self.options = options if options is not None else self.Options()
+        self.caps = caps if caps is not None else SafetyCaps()
+        self._abort = threading.Event()
+
+    # -- the protocol -----------------------------------------------------------------------
+    @abstractmethod
+    def connect(self) -> None: ...
+
+    @abstractmethod
+    def describe(self) -> DriverDescription: ...
+
+    def acquire(self, params: ImagingParams, region: Region) -> Frame:
+        self.caps.check(params)  # the last check before anything reaches the instrument
+        self.check_region(region)
+        self._abort.clear()
+        return self._acquire(params, region)
+
+    @abstractmethod
+    def _acquire(self, params: ImagingParams, region: Region) -> Frame: ...
+
+    @abstractmethod
+    def safe_state(self) -> None: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    # -- shared helpers ---------------------------------------------------------------------
+    def request_abort(self) -> None:
+        """Ask the acquisition in flight to stop at its next check point (thread-safe)."""
+        self._abort.set()
+
+    @property
+    def abort_requested(self) -> bool:
+        return self._abort.is_set()
+
+    def check_region(self, region: Region) -> None:
+        description = self.describe()
+        width, height = description.field_of_view_px
+        if (region.width_px, region.height_px) != (width, height):
+            raise RegionError(
+                f"region is {region.width_px}x{region.height_px} px but this backend images "
+                f"{width}x{height} px fields"
+            )
+        extent = description.sample_extent_um
+        if extent is None:
+            return
+        size_x_um = region.width_px * description.pixel_size_nm / 1000
+        size_y_um = region.height_px * description.pixel_size_nm / 1000
+        tolerance_um = 1e-9
+        if (
+            region.x_um < -tolerance_um
+            or region.y_um < -tolerance_um
+            or region.x_um + size_x_um > extent[0] + tolerance_um
+            or region.y_um + size_y_um > extent[1] + tolerance_um
+        ):
+            raise RegionError(
+                f"region at ({region.x_um:g}, {region.y_um:g}) µm of "
+                f"{size_x_um:g}x{size_y_um:g} µm lies outside the sample "
+                f"(0..{extent[0]:g}, 0..{extent[1]:g}) µm"
+            )
+
+    def __enter__(self) -> BaseDriver:
+        self.connect()
+        self.safe_state()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            self.safe_state()
+        finally:
+            self.close()

@@ -1,0 +1,93 @@
+"""What one acquisition produces: a ``Frame`` of three images over a ``Region``."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from stedloop.errors import DataError, RegionError
+from stedloop.params import ImagingParams
+
+IMAGE_NAMES: tuple[str, ...] = ("confocal_before", "sted", "confocal_after")
+
+
+@dataclass(frozen=True, slots=True)
+class Region:
+    """A field to image: top-left corner in sample coordinates (µm) and size in pixels."""
+
+    x_um: float
+    y_um: float
+    width_px: int
+    height_px: int
+
+    def __post_init__(self) -> None:
+        for name in ("x_um", "y_um"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise RegionError(f"region {name} must be a finite number, got {value!r}")
+        for name in ("width_px", "height_px"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise RegionError(f"region {name} must be a positive integer, got {value!r}")
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {
+            "x_um": self.x_um,
+            "y_um": self.y_um,
+            "width_px": self.width_px,
+            "height_px": self.height_px,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Region:
+        return cls(
+            float(data["x_um"]), float(data["y_um"]), int(data["width_px"]), int(data["height_px"])
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """Confocal-before, STED and confocal-after images of one region, as photon counts.
+
+    ``params`` are the values as actually applied (read back from the instrument), which
+    may differ slightly from what was asked. Times are seconds since the epoch.
+    """
+
+    confocal_before: np.ndarray
+    sted: np.ndarray
+    confocal_after: np.ndarray
+    params: ImagingParams
+    region: Region
+    pixel_size_nm: float
+    started_at_s: float
+    finished_at_s: float
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        shapes = set()
+        for name in IMAGE_NAMES:
+            image = getattr(self, name)
+            if not isinstance(image, np.ndarray) or image.ndim != 2:
+                raise DataError(f"frame image {name} must be a 2-D numpy array")
+            if not np.issubdtype(image.dtype, np.number):
+                raise DataError(f"frame image {name} has non-numeric dtype {image.dtype}")
+            shapes.add(image.shape)
+        if len(shapes) != 1:
+            raise DataError(f"frame images differ in shape: {sorted(shapes)}")
+        if not (self.pixel_size_nm > 0):
+            raise DataError(f"pixel_size_nm must be positive, got {self.pixel_size_nm!r}")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.sted.shape  # type: ignore[return-value]
+
+    @property
+    def acquisition_time_s(self) -> float:
+        return self.finished_at_s - self.started_at_s
+
+    def stack(self) -> np.ndarray:
+        """The three images as one (3, H, W) array in ``IMAGE_NAMES`` order."""
+        return np.stack([getattr(self, n) for n in IMAGE_NAMES])

@@ -19,7 +19,9 @@ from stedloop.errors import ConfigError, PluginError
 def driver_class(name: str) -> Any:
     """The class registered under ``name`` (version-checked; only that plugin is imported)."""
     cls = registry.load(registry.DRIVERS, name)
-    if not isinstance(getattr(cls, "Options", None), type) or not issubclass(cls.Options, BaseModel):
+    if not isinstance(getattr(cls, "Options", None), type) or not issubclass(
+        cls.Options, BaseModel
+    ):
         raise PluginError(
             f"driver plugin {name!r} has no Options model; set Options = <pydantic model> "
             "(stedloop.driver.NoOptions if it takes none)"

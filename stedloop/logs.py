@@ -10,12 +10,17 @@ from typing import Any
 
 import structlog
 
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
-           "error": logging.ERROR}
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
 
 
-def configure_logging(level: str = "info", json_file: Path | None = None,
-                      json_stderr: bool | None = None) -> None:
+def configure_logging(
+    level: str = "info", json_file: Path | None = None, json_stderr: bool | None = None
+) -> None:
     """Route structlog through stdlib logging: stderr (pretty or JSON) and an optional file.
 
     ``json_stderr`` defaults to JSON when stderr is not a terminal (a service's journal) or

@@ -14,6 +14,9 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("STEDLOOP_HOME", str(home))
     monkeypatch.delenv("STEDLOOP_CONFIG", raising=False)
     for name in list(__import__("os").environ):
-        if name.startswith("STEDLOOP_") and name not in ("STEDLOOP_HOME", "STEDLOOP_REQUIRE_BROWSER"):
+        if name.startswith("STEDLOOP_") and name not in (
+            "STEDLOOP_HOME",
+            "STEDLOOP_REQUIRE_BROWSER",
+        ):
             monkeypatch.delenv(name, raising=False)
     return home

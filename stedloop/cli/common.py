@@ -27,7 +27,9 @@ ConfigOption = Annotated[
 ]
 
 
-def load_cli_config(config_path: Path | None, overrides: dict[str, Any] | None = None) -> LoadedConfig:
+def load_cli_config(
+    config_path: Path | None, overrides: dict[str, Any] | None = None
+) -> LoadedConfig:
     return load_config(config_path, overrides=overrides)
 
 

@@ -20,7 +20,9 @@ class Section(BaseModel):
 
 
 class DriverSection(Section):
-    name: str = Field("simulator", description="Driver plugin name (entry point in stedloop.drivers).")
+    name: str = Field(
+        "simulator", description="Driver plugin name (entry point in stedloop.drivers)."
+    )
     in_worker: bool = Field(
         False, description="Run the driver in its own worker process (see [worker])."
     )
@@ -84,9 +86,7 @@ class DaemonSection(Section):
     request_address: str = Field(
         "tcp://127.0.0.1:5755", description="ZeroMQ ROUTER address for requests."
     )
-    event_address: str = Field(
-        "tcp://127.0.0.1:5756", description="ZeroMQ PUB address for events."
-    )
+    event_address: str = Field("tcp://127.0.0.1:5756", description="ZeroMQ PUB address for events.")
     max_message_bytes: int = Field(
         1_048_576, ge=1024, description="Largest request accepted, in bytes."
     )
@@ -100,7 +100,9 @@ class WorkerSection(Section):
         None, description="Interpreter for the driver worker; empty means this one."
     )
     heartbeat_interval_s: float = Field(0.5, gt=0, description="Worker heartbeat period.")
-    heartbeat_timeout_s: float = Field(5.0, gt=0, description="Silence before a worker is declared hung.")
+    heartbeat_timeout_s: float = Field(
+        5.0, gt=0, description="Silence before a worker is declared hung."
+    )
     abort_grace_period_s: float = Field(
         2.0, gt=0, description="Wait for an abort to be honoured before killing the worker."
     )

@@ -1,0 +1,137 @@
+"""Layered configuration: defaults < shipped file < site file < environment < overrides."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from stedloop.config import load_config, with_overrides
+from stedloop.errors import ConfigError
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_defaults_come_from_the_shipped_file() -> None:
+    loaded = load_config(environ={})
+    assert loaded.config.driver.name == "simulator"
+    assert loaded.source_of("session.budget_frames").endswith("default.toml")
+    assert loaded.source_of("store.data_dir") == "default"
+
+
+def test_site_file_merges_deeply_and_env_wins(tmp_path: Path) -> None:
+    site = write(
+        tmp_path / "site.toml",
+        "[params.depletion_mw]\nmax = 200.0\n[session]\nbudget_frames = 12\n",
+    )
+    loaded = load_config(site, environ={"STEDLOOP_SESSION__BUDGET_FRAMES": "40"})
+    config = loaded.config
+    assert config.params.depletion_mw.max == 200.0
+    assert config.params.depletion_mw.min == 0.0  # sibling key kept from the defaults
+    assert config.session.budget_frames == 40
+    assert loaded.source_of("session.budget_frames") == "environment"
+    assert loaded.source_of("params.depletion_mw.max") == f"file {site}"
+
+
+def test_stedloop_config_env_names_the_site_file(tmp_path: Path) -> None:
+    site = write(tmp_path / "site.toml", "[session]\nbudget_frames = 7\n")
+    loaded = load_config(environ={"STEDLOOP_CONFIG": str(site)})
+    assert loaded.config.session.budget_frames == 7
+    assert "$STEDLOOP_CONFIG" in loaded.source_of("session.budget_frames")
+
+
+def test_unknown_key_names_key_file_and_suggestion(tmp_path: Path) -> None:
+    site = write(tmp_path / "site.toml", "[session]\nbudget_frame = 3\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(site, environ={})
+    message = str(info.value)
+    assert "unknown key 'session.budget_frame'" in message
+    assert str(site) in message
+    assert "did you mean 'budget_frames'" in message
+
+
+def test_wrong_type_and_unit_names_expected_form(tmp_path: Path) -> None:
+    site = write(tmp_path / "site.toml", '[params.dwell_time_us]\nmax = "10 ms"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(site, environ={})
+    message = str(info.value)
+    assert "params.dwell_time_us.max" in message
+    assert "'10 ms'" in message
+    assert "µs" in message
+
+
+def test_range_beyond_safety_cap_is_refused(tmp_path: Path) -> None:
+    site = write(tmp_path / "site.toml", "[params.depletion_mw]\nmax = 400.0\n")
+    with pytest.raises(
+        ConfigError, match="depletion_mw.max=400 exceeds safety.max_depletion_mw=350"
+    ):
+        load_config(site, environ={})
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [("[session\nbudget=1", "not valid TOML"), (b"\xff\xfe", "not UTF-8|not valid TOML")],
+)
+def test_unreadable_files(tmp_path: Path, content: str | bytes, expected: str) -> None:
+    path = tmp_path / "bad.toml"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    with pytest.raises(ConfigError, match=expected):
+        load_config(path, environ={})
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.toml", environ={})
+
+
+def test_bad_environment_variables() -> None:
+    with pytest.raises(ConfigError, match="STEDLOOP_SESION__X does not name a setting"):
+        load_config(environ={"STEDLOOP_SESION__X": "1"})
+    with pytest.raises(ConfigError, match="session.budget_frames.*from environment"):
+        load_config(environ={"STEDLOOP_SESSION__BUDGET_FRAMES": "many"})
+
+
+def test_overrides_are_validated_and_tracked() -> None:
+    loaded = load_config(environ={})
+    updated = with_overrides(loaded, {"session": {"budget_frames": 5}})
+    assert updated.config.session.budget_frames == 5
+    assert updated.source_of("session.budget_frames") == "override"
+    with pytest.raises(ConfigError, match="exceeds"):
+        with_overrides(loaded, {"params": {"excitation_uw": {"max": 50.0}}})
+
+
+def run_cli(
+    *args: str, env_extra: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    import os
+
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "stedloop.cli.main", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+
+
+def test_config_show_prints_values_and_sources(tmp_path: Path) -> None:
+    site = write(tmp_path / "site.toml", "[session]\nbudget_frames = 9\n")
+    result = run_cli("config", "show", "--config", str(site))
+    assert result.returncode == 0, result.stderr
+    line = next(x for x in result.stdout.splitlines() if x.startswith("session.budget_frames"))
+    assert "9" in line and str(site) in line
+
+
+def test_config_show_bad_file_exits_2_with_one_line_reason(tmp_path: Path) -> None:
+    site = write(tmp_path / "site.toml", "[nonsense]\nx = 1\n")
+    result = run_cli("config", "show", "--config", str(site))
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: invalid configuration")
+    assert "unknown key 'nonsense'" in result.stderr
+    assert result.stdout == ""

@@ -1,0 +1,74 @@
+"""Turning 16-bit STED images into network input, with one documented size policy.
+
+Policy for images that are not the network's input size (224 x 224 for the shipped model):
+an image *larger* in either dimension is **centre-cropped** to the input size (the central
+field is kept, like the paper's 224-px crops); an image *smaller* in either dimension is
+refused with a :class:`DataError`. Images are never resized or interpolated, because
+resampling changes the apparent resolution, which is what the network judges.
+
+Accepted values: any real numeric 2-D array whose values are finite counts in
+[0, 65535] (uint16 frames, or float photon counts from a simulator). NaN/infinite values,
+negative or > 65535 values, and constant images (a dead detector) are refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from stedloop.errors import DataError
+
+MAX_COUNT = 65535.0
+
+
+def check_image(image: np.ndarray, name: str = "image") -> np.ndarray:
+    """Validate one image; return it as float32. ``name`` goes into error messages."""
+    if not isinstance(image, np.ndarray):
+        raise DataError(f"{name}: expected a numpy array, got {type(image).__name__}")
+    if image.ndim != 2:
+        raise DataError(f"{name}: expected a 2-D image, got shape {image.shape}")
+    if image.dtype == np.bool_ or not (
+        np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)
+    ):
+        raise DataError(f"{name}: unsupported dtype {image.dtype} (expected 16-bit counts)")
+    data = image.astype(np.float32, copy=False)
+    if not np.isfinite(data).all():
+        raise DataError(f"{name}: image contains NaN or infinite values")
+    lo, hi = float(data.min()), float(data.max())
+    if lo < 0 or hi > MAX_COUNT:
+        raise DataError(
+            f"{name}: values {lo:g}..{hi:g} are outside the 16-bit count range 0..65535"
+        )
+    if lo == hi:
+        raise DataError(f"{name}: image is constant ({lo:g}); nothing to score")
+    return data
+
+
+def fit_to_size(image: np.ndarray, size_px: int, name: str = "image") -> np.ndarray:
+    """Centre-crop to ``size_px`` square; refuse smaller images (see module docstring)."""
+    h, w = image.shape
+    if h < size_px or w < size_px:
+        raise DataError(
+            f"{name}: image is {h}x{w} px, smaller than the network's {size_px}x{size_px} "
+            "input (images are centre-cropped, never upscaled)"
+        )
+    top = (h - size_px) // 2
+    left = (w - size_px) // 2
+    return image[top : top + size_px, left : left + size_px]
+
+
+def prepare_batch(
+    images: Sequence[np.ndarray],
+    size_px: int,
+    mean: float,
+    std: float,
+    names: Sequence[str] | None = None,
+) -> np.ndarray:
+    """Stack validated, cropped, scaled (/65535) and z-scored images as (N, 1, S, S) float32."""
+    out = np.empty((len(images), 1, size_px, size_px), dtype=np.float32)
+    for i, image in enumerate(images):
+        name = names[i] if names is not None else f"image {i}"
+        data = fit_to_size(check_image(image, name), size_px, name)
+        out[i, 0] = (data / MAX_COUNT - mean) / std
+    return out

@@ -341,6 +341,14 @@ class StudyStore:
                 (check_name(labeller, "labeller name"), image, float(score), utc_now()),
             )
 
+    def labels_with_time(self, labeller: str) -> dict[str, tuple[float, str]]:
+        """image -> (score, labelled_at) for one labeller."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT image, score, labelled_at FROM labels WHERE labeller=?", (labeller,)
+            ).fetchall()
+        return {r["image"]: (float(r["score"]), r["labelled_at"]) for r in rows}
+
     def labels(self, labeller: str) -> dict[str, float]:
         with self._lock:
             rows = self._db.execute(

@@ -1,9 +1,453 @@
-"""Commands of this area; registered by `stedloop.cli.main`."""
+"""Daemon commands: `stedloop serve | start | status | stop | pause | resume | watch | ls |
+keys | demo`. Everything but `serve`, `keys` and `demo` is a client of a running daemon."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+
+from stedloop.cli.common import ConfigOption, fail, load_cli_config, print_json
+
+ConnectOption = Annotated[
+    str | None,
+    typer.Option(
+        "--connect",
+        help="Daemon request address, e.g. tcp://host:5755 (default: daemon.request_address).",
+        show_default=False,
+    ),
+]
+KeysOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--keys",
+        help="CURVE key folder with server.key and client.key[_secret] (default: "
+        "daemon.keys_dir when CURVE is configured).",
+        show_default=False,
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+TimeoutOption = Annotated[float, typer.Option("--timeout", help="Reply timeout, seconds.")]
+TokenOption = Annotated[
+    str | None,
+    typer.Option("--token", help="Session token (default: the one saved by `stedloop start`)."),
+]
+
+
+def _client(config: Path | None, connect: str | None, keys: Path | None, timeout_s: float) -> Any:
+    from stedloop.client import Client
+    from stedloop.server.daemon import keys_dir_of
+
+    loaded = load_cli_config(config)
+    address = connect or loaded.config.daemon.request_address
+    keys_dir = keys if keys is not None else keys_dir_of(loaded)
+    return Client(address, timeout_s=timeout_s, curve=keys_dir)
+
+
+def event_address_for(request_address: str, reported: str) -> str:
+    """Where to subscribe: the daemon's event port on the host we reached it at (a daemon
+    bound to 0.0.0.0 reports that, which is not an address to connect to)."""
+    from urllib.parse import urlsplit
+
+    if not reported.startswith("tcp://"):
+        return reported
+    host = urlsplit("//" + reported[6:]).hostname or ""
+    if host not in ("0.0.0.0", "*", "::", ""):
+        return reported
+    port = reported.rsplit(":", 1)[1]
+    reached = urlsplit("//" + request_address[6:]).hostname or "127.0.0.1"
+    reached = f"[{reached}]" if ":" in reached else reached
+    return f"tcp://{reached}:{port}"
+
+
+def parse_set(assignments: list[str]) -> dict[str, Any]:
+    """``a.b.c=value`` items to nested overrides; values are JSON when they parse as JSON."""
+    overrides: dict[str, Any] = {}
+    for item in assignments:
+        key, sep, raw = item.partition("=")
+        if not sep or not key or any(not part for part in key.split(".")):
+            fail(
+                f"--set {item!r}: expected KEY=VALUE with a dotted key, e.g. session.budget_frames=20"
+            )
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+        table = overrides
+        parts = key.split(".")
+        for part in parts[:-1]:
+            table = table.setdefault(part, {})
+            if not isinstance(table, dict):
+                fail(f"--set {item!r} conflicts with another --set of {part}")
+        table[parts[-1]] = value
+    return overrides
+
+
+def _current_session(client: Any, session_id: str | None) -> str:
+    if session_id:
+        return session_id
+    status = client.call("status")
+    session = status.get("session")
+    if not session:
+        fail("no session in this daemon; name one (see `stedloop ls`)")
+    return str(session["id"])
+
+
+def _token(client: Any, session_id: str, token: str | None) -> str:
+    from stedloop.client.tokens import load_token
+
+    found = token or load_token(client.address, session_id)
+    if not found:
+        fail(
+            f"no token for session {session_id}: only the client that started it may control "
+            "it; pass --token"
+        )
+    return found
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return "–" if value is None else str(value)
+
+
+def describe_status(status: dict[str, Any]) -> str:
+    d = status["daemon"]
+    lines = [
+        f"daemon   stedloop {d['version']} (protocol v{d['protocol']}), pid {d['pid']}, "
+        f"up {d['uptime_s']:.0f} s, {'CURVE' if d['curve'] else 'loopback, no CURVE'}",
+        f"         requests {d['request_address']}   events {d['event_address']}",
+        f"driver   {status['driver'].get('name', '?')}"
+        + (" (worker process)" if status["driver"].get("in_worker") else ""),
+        f"model    {status['scorer']['state']}"
+        + (f" on {status['scorer']['device']}" if status["scorer"].get("device") else "")
+        + (f": {status['scorer']['error']}" if status["scorer"].get("error") else ""),
+    ]
+    session = status.get("session")
+    if session:
+        last = session.get("last_frame") or {}
+        best = last.get("best_score", last.get("best"))
+        lines.append(
+            f"session  {session['id']}  {session['state']}  frame {session['frames']}/"
+            f"{session['budget_frames']}  best {_fmt(best)}"
+        )
+    else:
+        lines.append("session  none")
+    if status.get("interrupted"):
+        lines.append(
+            "interrupted (resume with `stedloop start --resume ID`): "
+            + ", ".join(status["interrupted"])
+        )
+    return "\n".join(lines)
+
+
+def describe_event(event: dict[str, Any]) -> str:
+    data = event.get("data") or {}
+    topic = event.get("topic")
+    if topic == "gap":
+        return f"(missed {event['missed']} events: older than the daemon's event buffer)"
+    if topic == "frame":
+        params = data.get("params") or {}
+        values = data.get("values") or data.get("objectives") or {}
+        shown = "  ".join(f"{k} {_fmt(v)}" for k, v in values.items())
+        return (
+            f"frame {_fmt(data.get('frame'))}  dwell {_fmt(params.get('dwell_time_us'))} µs  "
+            f"exc {_fmt(params.get('excitation_uw'))} µW  dep {_fmt(params.get('depletion_mw'))}"
+            f" mW  {shown}  score {_fmt(data.get('combined'))}  best "
+            f"{_fmt(data.get('best_score', data.get('best')))}"
+        )
+    if topic == "session":
+        extra = {k: v for k, v in data.items() if k != "state"}
+        return f"session {data.get('state', '?')}" + (
+            f"  {json.dumps(extra, default=str)}" if extra else ""
+        )
+    level = data.get("level", "info")
+    return f"{level}: {data.get('message', json.dumps(data, default=str))}"
+
+
+_TERMINAL_STATES = ("stopped", "finished", "failed")
+
+
+def watch_session(
+    client: Any, event_address: str, session_id: str, as_json: bool, since_seq: int = 0
+) -> str | None:
+    """Print a session's events until it ends; returns its final state."""
+    for event in client.follow(event_address, since_seq=since_seq):
+        if event.get("session_id") not in (session_id, None) and event.get("topic") != "gap":
+            continue
+        if as_json:
+            print_json(event)
+        else:
+            typer.echo(describe_event(event))
+        state = (event.get("data") or {}).get("state")
+        if event.get("topic") == "session" and state in _TERMINAL_STATES:
+            return str(state)
+    return None
 
 
 def register(app: typer.Typer) -> None:
-    """Add this area's commands to the main app."""
+    @app.command("serve")
+    def serve(
+        config: ConfigOption = None,
+        request_address: Annotated[
+            str | None, typer.Option("--request-address", help="Override daemon.request_address.")
+        ] = None,
+        event_address: Annotated[
+            str | None, typer.Option("--event-address", help="Override daemon.event_address.")
+        ] = None,
+        ready_file: Annotated[
+            Path | None,
+            typer.Option("--ready-file", help="Write the bound addresses here (JSON) when ready."),
+        ] = None,
+    ) -> None:
+        """Run the daemon: own the driver and the model, serve sessions over ZeroMQ."""
+        overrides: dict[str, Any] = {}
+        if request_address:
+            overrides.setdefault("daemon", {})["request_address"] = request_address
+        if event_address:
+            overrides.setdefault("daemon", {})["event_address"] = event_address
+        loaded = load_cli_config(config, overrides=overrides or None)
+        from stedloop.logs import configure_logging
+        from stedloop.server.daemon import Daemon
+
+        section = loaded.config.logging
+        configure_logging(section.level, section.json_file)
+        raise typer.Exit(Daemon(loaded, ready_file=ready_file).serve())
+
+    @app.command("status")
+    def status(
+        config: ConfigOption = None,
+        connect: ConnectOption = None,
+        keys: KeysOption = None,
+        as_json: JsonOption = False,
+        timeout_s: TimeoutOption = 5.0,
+    ) -> None:
+        """Show the daemon, its driver and model, the running and interrupted sessions."""
+        with _client(config, connect, keys, timeout_s) as client:
+            result = client.call("status")
+        if as_json:
+            print_json(result)
+        else:
+            typer.echo(describe_status(result))
+
+    @app.command("start")
+    def start(
+        config: ConfigOption = None,
+        connect: ConnectOption = None,
+        keys: KeysOption = None,
+        budget: Annotated[
+            int | None, typer.Option("--budget", help="Frames the session may take.")
+        ] = None,
+        objective: Annotated[
+            list[str] | None, typer.Option("--objective", help="Objective name (repeatable).")
+        ] = None,
+        set_: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--set",
+                help="Config override KEY=VALUE (params., objectives., "
+                "optimizer., session. only); repeatable.",
+            ),
+        ] = None,
+        name: Annotated[str | None, typer.Option("--name", help="A label for the session.")] = None,
+        resume: Annotated[
+            str | None, typer.Option("--resume", help="Resume this interrupted session.")
+        ] = None,
+        force: Annotated[
+            bool, typer.Option("--force", help="Resume even if space/objectives changed.")
+        ] = False,
+        watch: Annotated[bool, typer.Option("--watch", help="Follow the session live.")] = False,
+        as_json: JsonOption = False,
+        timeout_s: TimeoutOption = 10.0,
+    ) -> None:
+        """Start (or resume) an optimisation session on the daemon."""
+        import uuid
+
+        from stedloop.client.tokens import save_token
+
+        params: dict[str, Any] = {"idempotency_key": uuid.uuid4().hex, "force": force}
+        if set_:
+            params["overrides"] = parse_set(set_)
+        if budget is not None:
+            params["budget_frames"] = budget
+        if objective:
+            params["objectives"] = list(objective)
+        if name:
+            params["name"] = name
+        if resume:
+            params["resume"] = resume
+        with _client(config, connect, keys, timeout_s) as client:
+            result = start_with_retry(client, params, timeout_s=60.0)
+            save_token(client.address, result["session_id"], result["token"])
+            if as_json and not watch:
+                print_json(result)
+                return
+            if not as_json:
+                verb = "resumed" if result["resumed"] else "started"
+                typer.echo(
+                    f"session {result['session_id']} {verb}: budget {result['budget_frames']} "
+                    f"frames, objectives {', '.join(result['objectives'])}"
+                )
+            if watch:
+                status_now = client.call("status")
+                events = event_address_for(client.address, status_now["daemon"]["event_address"])
+                final = watch_session(client, events, result["session_id"], as_json)
+                if final == "failed":
+                    raise typer.Exit(1)
+
+    @app.command("stop")
+    def stop(
+        session_id: Annotated[
+            str | None, typer.Argument(help="Session (default: current).")
+        ] = None,
+        config: ConfigOption = None,
+        connect: ConnectOption = None,
+        keys: KeysOption = None,
+        token: TokenOption = None,
+        abort: Annotated[
+            bool, typer.Option("--abort", help="Interrupt the frame in flight.")
+        ] = False,
+        as_json: JsonOption = False,
+        timeout_s: TimeoutOption = 5.0,
+    ) -> None:
+        """Stop a session after its current frame (or at once with --abort)."""
+        with _client(config, connect, keys, timeout_s) as client:
+            sid = _current_session(client, session_id)
+            result = client.call(
+                "session.stop", session_id=sid, token=_token(client, sid, token), abort=abort
+            )
+        print_json(result) if as_json else typer.echo(
+            f"session {sid}: stop requested ({result['state']})"
+        )
+
+    def _control(method: str, verb: str) -> Any:
+        def command(
+            session_id: Annotated[
+                str | None, typer.Argument(help="Session (default: current).")
+            ] = None,
+            config: ConfigOption = None,
+            connect: ConnectOption = None,
+            keys: KeysOption = None,
+            token: TokenOption = None,
+            as_json: JsonOption = False,
+            timeout_s: TimeoutOption = 5.0,
+        ) -> None:
+            with _client(config, connect, keys, timeout_s) as client:
+                sid = _current_session(client, session_id)
+                result = client.call(method, session_id=sid, token=_token(client, sid, token))
+            print_json(result) if as_json else typer.echo(
+                f"session {sid}: {verb} ({result['state']})"
+            )
+
+        return command
+
+    app.command(
+        "pause", help="Pause the session at the next frame boundary (lasers to safe state)."
+    )(_control("session.pause", "pause requested"))
+    app.command("resume", help="Resume a paused session (same session, same optimizer).")(
+        _control("session.resume", "resumed")
+    )
+
+    @app.command("watch")
+    def watch(
+        session_id: Annotated[
+            str | None, typer.Argument(help="Session (default: current).")
+        ] = None,
+        config: ConfigOption = None,
+        connect: ConnectOption = None,
+        keys: KeysOption = None,
+        as_json: JsonOption = False,
+        timeout_s: TimeoutOption = 5.0,
+    ) -> None:
+        """Follow a session live until it ends (its earlier events first)."""
+        with _client(config, connect, keys, timeout_s) as client:
+            status_now = client.call("status")
+            sid = _current_session(client, session_id)
+            events = event_address_for(client.address, status_now["daemon"]["event_address"])
+            final = watch_session(client, events, sid, as_json)
+        if final == "failed":
+            raise typer.Exit(1)
+
+    @app.command("ls")
+    def ls(
+        config: ConfigOption = None,
+        connect: ConnectOption = None,
+        keys: KeysOption = None,
+        limit: Annotated[int, typer.Option("--limit", help="Newest N sessions.")] = 50,
+        as_json: JsonOption = False,
+        timeout_s: TimeoutOption = 5.0,
+    ) -> None:
+        """List the daemon's sessions, oldest first."""
+        with _client(config, connect, keys, timeout_s) as client:
+            result = client.call("sessions.list", limit=limit)
+        if as_json:
+            print_json(result)
+            return
+        if not result["sessions"]:
+            typer.echo("no sessions")
+        for s in result["sessions"]:
+            flag = " (running)" if s["running"] else " (interrupted)" if s["interrupted"] else ""
+            typer.echo(
+                f"{s['id']}  {s['state']}{flag}  {s['frames']} frames  best "
+                f"{_fmt(s['best_score'])}  {s['name'] or ''}".rstrip()
+            )
+
+    @app.command("keys")
+    def keys_cmd(
+        config: ConfigOption = None,
+        directory: Annotated[
+            Path | None,
+            typer.Option("--dir", help="Key folder (default: daemon.keys_dir or <data dir>/keys)."),
+        ] = None,
+        client_name: Annotated[
+            str, typer.Option("--client", help="Name of the client key pair to create.")
+        ] = "client",
+    ) -> None:
+        """Create CURVE keys: the daemon's pair (once) and an authorised client pair."""
+        from stedloop.paths import data_dir
+        from stedloop.server.security import create_keys
+
+        loaded = load_cli_config(config)
+        target = (
+            directory
+            or loaded.config.daemon.keys_dir
+            or data_dir(loaded.config.store.data_dir) / "keys"
+        )
+        made = create_keys(Path(target).expanduser(), client_name)
+        typer.echo(f"keys in {Path(target).expanduser()}:")
+        for label, path in made.items():
+            typer.echo(f"  {label:<15} {path}")
+        typer.echo(
+            "Set daemon.keys_dir to this folder on the daemon; give a client server.key and its "
+            "own pair, and put its public .key in authorized_clients/."
+        )
+
+    @app.command("demo")
+    def demo(
+        budget: Annotated[int, typer.Option("--budget", help="Frames to take.")] = 20,
+        keep: Annotated[
+            bool, typer.Option("--keep", help="Keep the demo's data folder afterwards.")
+        ] = False,
+    ) -> None:
+        """Start a daemon on the simulator, run a session with live progress, stop it."""
+        from stedloop.client.demo import run_demo
+
+        raise typer.Exit(run_demo(budget_frames=budget, keep=keep))
+
+
+def start_with_retry(client: Any, params: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+    """session.start, waiting while the daemon is busy (the quality model loading)."""
+    import time
+
+    from stedloop.client import DaemonBusy
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return dict(client.call("session.start", **params))
+        except DaemonBusy:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)

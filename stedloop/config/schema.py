@@ -93,6 +93,22 @@ class DaemonSection(Section):
     keys_dir: Path | None = Field(
         None, description="CURVE key folder; required to bind anything but loopback."
     )
+    curve: bool = Field(
+        False,
+        description="Require CURVE encryption and client keys even on loopback "
+        "(always on for other addresses).",
+    )
+    shutdown_grace_s: float = Field(
+        10.0,
+        ge=0,
+        description="On SIGTERM/SIGINT, wait this long for the frame in flight, then abort it.",
+    )
+    reply_cache_size: int = Field(
+        1024, ge=16, le=1_000_000, description="Replies kept for repeated request ids."
+    )
+    event_buffer_size: int = Field(
+        10_000, ge=100, le=10_000_000, description="Events kept for events.since catch-up."
+    )
 
 
 class WorkerSection(Section):

@@ -1,0 +1,214 @@
+"""Talk to a stedloop daemon: requests with retries, and events without gaps or repeats.
+
+``Client.call`` sends one request on a DEALER socket (framed like a REQ socket, so the daemon
+sees the same thing from both) and waits for the reply with the same id. On a timeout it
+sends the *same* request again (same id): the daemon answers a repeated state-changing
+request from its reply cache, so a retry never starts a second session.
+
+A ``Client`` is not thread-safe; use one per thread.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from stedloop.errors import ParameterRejected, StedloopError
+from stedloop.server.protocol import PROTOCOL_VERSION
+from stedloop.server.security import CurveKeys, load_client_keys
+
+
+class DaemonError(StedloopError):
+    """The daemon answered with an error; ``code`` is the protocol error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{message} [{code}]")
+        self.code = code
+        self.message = message
+
+
+class DaemonUnreachable(DaemonError):
+    """No reply within the timeout (daemon not running, wrong address, or wrong keys)."""
+
+
+class DaemonBusy(DaemonError):
+    """The daemon is not ready for this yet (e.g. the quality model is loading)."""
+
+
+class RemoteParameterRejected(DaemonError, ParameterRejected):
+    """Parameters or ranges beyond the daemon's safety caps."""
+
+
+_ERRORS: dict[str, type[DaemonError]] = {
+    "busy": DaemonBusy,
+    "param_rejected": RemoteParameterRejected,
+}
+
+
+def error_for(code: str, message: str) -> DaemonError:
+    return _ERRORS.get(code, DaemonError)(code, message)
+
+
+class Client:
+    def __init__(
+        self,
+        address: str,
+        timeout_s: float = 5.0,
+        curve: CurveKeys | Path | None = None,
+        retries: int = 1,
+    ) -> None:
+        self.address = address
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.curve = load_client_keys(Path(curve)) if isinstance(curve, (str, Path)) else curve
+        self._context = zmq.Context.instance()
+        self._socket: zmq.Socket | None = None
+
+    # -- requests -------------------------------------------------------------------------
+    def _connect(self) -> zmq.Socket:
+        if self._socket is None:
+            socket = self._context.socket(zmq.DEALER)
+            socket.setsockopt(zmq.LINGER, 0)
+            if self.curve is not None:
+                self.curve.apply(socket)
+            socket.connect(self.address)
+            self._socket = socket
+        return self._socket
+
+    def request(
+        self, method: str, params: dict[str, Any] | None = None, request_id: str | None = None
+    ) -> dict[str, Any]:
+        """Send one request (retried with the same id on timeout); return the raw reply."""
+        request_id = request_id or uuid.uuid4().hex
+        message = json.dumps(
+            {"v": PROTOCOL_VERSION, "id": request_id, "method": method, "params": params or {}}
+        ).encode()
+        socket = self._connect()
+        for _attempt in range(self.retries + 1):
+            socket.send_multipart([b"", message])
+            deadline = time.monotonic() + self.timeout_s
+            while (remaining_s := deadline - time.monotonic()) > 0:
+                if not socket.poll(int(remaining_s * 1000) + 1, zmq.POLLIN):
+                    break
+                reply = json.loads(socket.recv_multipart()[-1])
+                if reply.get("id") == request_id:
+                    return reply
+                # A late reply to an earlier, timed-out request: not ours, drop it.
+        self.close()  # forget queued messages; the next call reconnects
+        raise DaemonUnreachable(
+            "unreachable",
+            f"no reply from the daemon at {self.address} within {self.timeout_s:g} s; is "
+            "`stedloop serve` running there (and, with CURVE, are the keys right)?",
+        )
+
+    def call(self, method: str, **params: Any) -> Any:
+        """Call ``method``; return its result or raise the matching ``DaemonError``."""
+        reply = self.request(method, params)
+        if reply.get("ok"):
+            return reply.get("result")
+        error = reply.get("error") or {}
+        raise error_for(str(error.get("code", "internal")), str(error.get("message", reply)))
+
+    def ping(self) -> float:
+        """Round trip time of a ping, in seconds."""
+        started = time.perf_counter()
+        self.call("ping")
+        return time.perf_counter() - started
+
+    # -- events ---------------------------------------------------------------------------
+    def _sub_socket(self, event_address: str) -> zmq.Socket:
+        socket = self._context.socket(zmq.SUB)
+        socket.setsockopt(zmq.LINGER, 0)
+        if self.curve is not None:
+            self.curve.apply(socket)
+        socket.setsockopt(zmq.SUBSCRIBE, b"")
+        socket.connect(event_address)
+        return socket
+
+    def subscribe(
+        self, event_address: str, timeout_s: float | None = None
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Raw PUB stream: (topic, event) as published, from now on. May miss events (PUB
+        drops while connecting); ``follow`` does not."""
+        socket = self._sub_socket(event_address)
+        try:
+            while True:
+                wait_ms = None if timeout_s is None else int(timeout_s * 1000)
+                if not socket.poll(wait_ms, zmq.POLLIN):
+                    return
+                topic, body = socket.recv_multipart()[:2]
+                yield topic.decode(), json.loads(body)
+        finally:
+            socket.close(0)
+
+    def follow(
+        self, event_address: str, since_seq: int | None = None, idle_s: float = 0.5
+    ) -> Iterator[dict[str, Any]]:
+        """Every event after ``since_seq`` (None: from now), in order, none missed or repeated.
+
+        Subscribes first, then fills from ``events.since`` whatever the subscription did not
+        deliver (before it was connected, or dropped): a gap in ``seq`` triggers a catch-up,
+        and so does every ``idle_s`` without traffic. A daemon restart (new ``boot_id``)
+        restarts the numbering. Events older than the daemon's buffer are reported by a
+        synthetic ``{"topic": "gap", "missed": n}`` event, never silently skipped.
+        """
+        socket = self._sub_socket(event_address)
+        try:
+            status = self.call("status")
+            boot_id = status["daemon"]["boot_id"]
+            last = status["last_seq"] if since_seq is None else since_seq
+            while True:
+                for event in self._catch_up(last, boot_id):
+                    if event.get("topic") == "gap":
+                        yield event
+                        continue
+                    if event.get("boot_id") != boot_id:
+                        continue
+                    last = event["seq"]
+                    yield event
+                # Live events until a gap or a quiet moment.
+                while socket.poll(int(idle_s * 1000), zmq.POLLIN):
+                    body = socket.recv_multipart()[-1]
+                    event = json.loads(body)
+                    if event.get("boot_id") != boot_id:
+                        boot_id, last = event.get("boot_id"), 0  # daemon restarted
+                        break
+                    if event["seq"] <= last:
+                        continue  # already delivered by a catch-up
+                    if event["seq"] != last + 1:
+                        break  # missed something: catch up first
+                    last = event["seq"]
+                    yield event
+        finally:
+            socket.close(0)
+
+    def _catch_up(self, last: int, boot_id: str) -> Iterator[dict[str, Any]]:
+        while True:
+            page = self.call("events.since", seq=last, limit=1000)
+            if page["boot_id"] != boot_id:
+                return
+            if page["missed"]:
+                yield {"topic": "gap", "missed": page["missed"], "seq": None}
+            events = page["events"]
+            yield from events
+            if events:
+                last = events[-1]["seq"]
+            if not page["more"]:
+                return
+
+    def close(self) -> None:
+        if self._socket is not None:
+            self._socket.close(0)
+            self._socket = None
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

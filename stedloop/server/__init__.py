@@ -1,0 +1,1 @@
+"""The stedloop daemon: ZeroMQ request/reply and event publishing around one session slot."""

@@ -1,0 +1,378 @@
+"""``stedloop serve``: the long-running process that owns the driver, the scorer and sessions.
+
+Life of the process:
+1. put the driver in its safe state (before anything else touches it);
+2. note interrupted sessions (ledger without a stopped/finished event) for ``status``;
+3. bind the ROUTER (requests) and PUB (events) sockets, loopback unless CURVE is on;
+4. tell systemd READY=1, then answer requests in one loop that never waits for hardware;
+5. on SIGTERM/SIGINT/SIGBREAK: stop the session (finish the frame within the grace period,
+   else abort it), safe state, close the driver, exit 0.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from stedloop import __version__
+from stedloop.config import LoadedConfig
+from stedloop.errors import ConfigError
+from stedloop.logs import get_logger
+from stedloop.paths import data_dir
+from stedloop.server import queries
+from stedloop.server.events import EventBus
+from stedloop.server.methods import MUTATING, validate_params
+from stedloop.server.protocol import (
+    PROTOCOL_VERSION,
+    ProtocolError,
+    decode_request,
+    encode,
+    error_reply,
+    ok_reply,
+    split_envelope,
+)
+from stedloop.server.replies import ReplyCache, fingerprint
+from stedloop.server.scorer_loader import QUALITY_OBJECTIVE, ScorerLoader
+from stedloop.server.sdnotify import Notifier
+from stedloop.server.security import (
+    check_binding,
+    load_server_keys,
+    make_server_socket,
+    start_authenticator,
+)
+from stedloop.server.sessions import SessionHost
+
+log = get_logger(__name__)
+
+#: How often the loop wakes without traffic (signals, watchdog), in ms.
+POLL_MS = 100
+#: ZeroMQ drops (disconnects) peers sending more than this multiple of the cap; up to it,
+#: an oversized message gets a ``too_large`` reply.
+HARD_CAP_FACTOR = 4
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    request_address: str
+    event_address: str
+
+
+def keys_dir_of(loaded: LoadedConfig) -> Path | None:
+    """The CURVE key folder when CURVE is on (``daemon.keys_dir`` set or ``daemon.curve``)."""
+    section = loaded.config.daemon
+    if section.keys_dir is not None:
+        return Path(section.keys_dir).expanduser()
+    if section.curve:
+        return data_dir(loaded.config.store.data_dir) / "keys"
+    return None
+
+
+class Daemon:
+    def __init__(self, loaded: LoadedConfig, ready_file: Path | None = None) -> None:
+        self.loaded = loaded
+        self.config = loaded.config
+        self.ready_file = ready_file
+        self.boot_id = uuid.uuid4().hex[:12]
+        self.started_at_s = time.time()
+        self.bus = EventBus(self.boot_id, self.config.daemon.event_buffer_size)
+        self.cache = ReplyCache(self.config.daemon.reply_cache_size)
+        self.notifier = Notifier()
+        self._stop_signal: str | None = None
+        self._signals_seen = 0
+        self.endpoints: Endpoints | None = None
+        self.curve = False
+        self.driver: Any = None
+        self.host: SessionHost | None = None
+        self.scorer = ScorerLoader(self.config.quality)
+        self.driver_info: dict[str, Any] = {}
+
+    # -- start-up -------------------------------------------------------------------------
+    def _open_driver(self) -> None:
+        if self.config.driver.in_worker:
+            from stedloop.worker import create_worker_driver
+
+            self.driver = create_worker_driver(self.config, on_fault=self._on_worker_fault)
+        else:
+            from stedloop.drivers import create_driver
+
+            self.driver = create_driver(self.config)
+        self.driver.connect()
+        self.driver.safe_state()  # first thing after connecting: lasers off
+        description = self.driver.describe()
+        self.driver_info = {
+            "name": description.name,
+            "in_worker": self.config.driver.in_worker,
+            "pixel_size_nm": description.pixel_size_nm,
+            "field_of_view_px": list(description.field_of_view_px),
+        }
+        log.info("driver_safe", driver=description.name, in_worker=self.config.driver.in_worker)
+
+    def _on_worker_fault(self, kind: str, info: dict[str, Any]) -> None:
+        log.error("driver_worker_fault", fault=kind, **info)
+        self.bus.publish(
+            "log",
+            {"level": "error", "fault": kind, "message": f"driver worker fault: {kind}", **info},
+            session_id=None,
+        )
+        if self.host is not None:
+            self.host.pause_for_fault(kind)
+
+    def _bind(self, context: zmq.Context) -> tuple[zmq.Socket, zmq.Socket, Any]:
+        section = self.config.daemon
+        keys_dir = keys_dir_of(self.loaded)
+        self.curve = keys_dir is not None
+        check_binding([section.request_address, section.event_address], self.curve)
+        server_keys = load_server_keys(keys_dir) if keys_dir is not None else None
+        auth = start_authenticator(context, keys_dir) if keys_dir is not None else None
+        router = make_server_socket(context, zmq.ROUTER, server_keys)
+        router.setsockopt(zmq.MAXMSGSIZE, section.max_message_bytes * HARD_CAP_FACTOR)
+        router.setsockopt(zmq.LINGER, 0)
+        router.setsockopt(zmq.SNDHWM, 10_000)
+        pub = make_server_socket(context, zmq.PUB, server_keys)
+        pub.setsockopt(zmq.SNDHWM, 100_000)
+        for socket, address in ((router, section.request_address), (pub, section.event_address)):
+            try:
+                socket.bind(address)
+            except zmq.ZMQError as exc:
+                router.close(0)
+                pub.close(0)
+                if auth is not None:
+                    auth.stop()
+                raise ConfigError(
+                    f"cannot bind {address}: {exc}; is another daemon running there? "
+                    "Choose another port in daemon.request_address / daemon.event_address"
+                ) from None
+        self.endpoints = Endpoints(
+            request_address=router.getsockopt_string(zmq.LAST_ENDPOINT),
+            event_address=pub.getsockopt_string(zmq.LAST_ENDPOINT),
+        )
+        return router, pub, auth
+
+    def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        names = ["SIGTERM", "SIGINT", "SIGBREAK"]  # SIGBREAK: Ctrl+Break / service stop on Windows
+        for name in names:
+            number = getattr(signal, name, None)
+            if number is not None:
+                signal.signal(number, self._on_signal)
+
+    def _on_signal(self, number: int, _frame: Any) -> None:
+        self._signals_seen += 1
+        self._stop_signal = signal.Signals(number).name
+        if self._signals_seen > 1 and self.host is not None:
+            # A second signal: do not wait for the frame in flight.
+            self.host.abort_current()
+
+    def _write_ready_file(self) -> None:
+        if self.ready_file is None or self.endpoints is None:
+            return
+        import json
+
+        tmp = self.ready_file.with_suffix(self.ready_file.suffix + ".tmp")
+        tmp.write_text(
+            json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "boot_id": self.boot_id,
+                    "request_address": self.endpoints.request_address,
+                    "event_address": self.endpoints.event_address,
+                    "curve": self.curve,
+                }
+            )
+        )
+        tmp.replace(self.ready_file)
+
+    # -- the loop -------------------------------------------------------------------------
+    def serve(self) -> int:
+        """Run until a stop signal; returns the exit code (0 after a clean stop)."""
+        # Short GIL switch interval: the loop answers within ~1 ms even while the session
+        # thread runs Python code (the default 5 ms would be the whole latency budget).
+        sys.setswitchinterval(0.0005)
+        from stedloop.store import SessionStore
+
+        self._open_driver()
+        root = data_dir(self.config.store.data_dir)
+        store = SessionStore(root / "sessions")
+        self.host = SessionHost(
+            self.loaded, self.driver, store, self.bus, self.scorer, root / "daemon" / "sessions"
+        )
+        self.store = store
+        interrupted = self.host.find_interrupted()
+        if interrupted:
+            log.warning("interrupted_sessions", sessions=interrupted)
+        context = zmq.Context()
+        router, pub, auth = self._bind(context)
+        self.bus.start_publisher(pub)
+        if QUALITY_OBJECTIVE in self.config.objectives.names:
+            self.scorer.start()
+        self._install_signals()
+        assert self.endpoints is not None
+        self._write_ready_file()
+        self.notifier.ready(f"serving on {self.endpoints.request_address}")
+        log.info(
+            "daemon_ready",
+            request_address=self.endpoints.request_address,
+            event_address=self.endpoints.event_address,
+            curve=self.curve,
+            pid=os.getpid(),
+            boot_id=self.boot_id,
+        )
+        for session_id in interrupted:
+            self.bus.publish(
+                "log",
+                {"level": "warning", "message": "interrupted session can be resumed"},
+                session_id=session_id,
+            )
+        try:
+            self._loop(router)
+        finally:
+            self._shutdown(router, auth, context)
+        return 0
+
+    def _loop(self, router: zmq.Socket) -> None:
+        poller = zmq.Poller()
+        poller.register(router, zmq.POLLIN)
+        while self._stop_signal is None:
+            events = dict(poller.poll(POLL_MS))
+            if router in events:
+                # Drain what is queued so a burst is answered without extra polls.
+                for _ in range(1000):
+                    try:
+                        frames = router.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    self._answer(router, frames)
+            self.notifier.watchdog_due()
+
+    def _answer(self, router: zmq.Socket, frames: list[bytes]) -> None:
+        identity, rest = frames[0], frames[1:]
+        envelope, payload = split_envelope(rest)
+        if len(payload) != 1:
+            reply = encode(
+                error_reply(
+                    None, "bad_request", f"expected one JSON frame, got {len(payload)} frames"
+                )
+            )
+        else:
+            reply = self.handle(payload[0])
+        try:
+            router.send_multipart([identity, *envelope, reply], zmq.NOBLOCK)
+        except zmq.ZMQError as exc:  # the peer is gone or too slow; it can ask again
+            log.debug("reply_dropped", error=str(exc))
+
+    def handle(self, payload: bytes) -> bytes:
+        """One request message in, one encoded reply out. Never raises."""
+        request_id: Any = None
+        cache_key: tuple[Any, str] | None = None
+        try:
+            request = decode_request(payload, self.config.daemon.max_message_bytes)
+            request_id = request.id
+            params = validate_params(request.method, request.params, request_id)
+            if request.method in MUTATING:
+                print_ = fingerprint(request.method, request.params)
+                cached = self.cache.lookup(request_id, print_)
+                if cached is False:
+                    raise ProtocolError(
+                        "conflict",
+                        f"request id {request_id!r} was already used for a different request; "
+                        "use a fresh id (a UUID) per request",
+                        request_id,
+                    )
+                if isinstance(cached, bytes):
+                    return cached
+                cache_key = (request_id, print_)
+            result = self._dispatch(request.method, params)
+            reply = encode(ok_reply(request_id, result))
+            if cache_key is not None:
+                self.cache.store(cache_key[0], cache_key[1], reply)
+            return reply
+        except ProtocolError as exc:
+            echo = exc.request_id if exc.request_id is not None else request_id
+            return encode(error_reply(echo, exc.code, exc.message))
+        except Exception as exc:  # a bug: log it, answer, keep serving
+            log.exception("request_failed", request_id=request_id)
+            return encode(
+                error_reply(request_id, "internal", f"{type(exc).__name__}: {exc} (see log)")
+            )
+
+    def _dispatch(self, method: str, params: Any) -> Any:
+        host = self.host
+        assert host is not None
+        if method == "ping":
+            return {"pong": True, "time_s": time.time(), "protocol": PROTOCOL_VERSION}
+        if method == "status":
+            return self.status()
+        if method == "session.start":
+            return host.start(params)
+        if method == "session.stop":
+            return host.stop(params.session_id, params.token, params.abort)
+        if method == "session.pause":
+            return host.pause(params.session_id, params.token)
+        if method == "session.resume":
+            return host.resume(params.session_id, params.token)
+        if method == "session.get":
+            return queries.session_get(self.store, host, params)
+        if method == "sessions.list":
+            return queries.sessions_list(self.store, host, params)
+        if method == "frame.get":
+            return queries.frame_get(self.store, params)
+        if method == "events.since":
+            return self.bus.since(params.seq, params.limit)
+        raise ProtocolError("unknown_method", f"unknown method {method!r}")  # pragma: no cover
+
+    def status(self) -> dict[str, Any]:
+        assert self.host is not None and self.endpoints is not None
+        return {
+            "daemon": {
+                "version": __version__,
+                "protocol": PROTOCOL_VERSION,
+                "pid": os.getpid(),
+                "boot_id": self.boot_id,
+                "uptime_s": round(time.time() - self.started_at_s, 3),
+                "request_address": self.endpoints.request_address,
+                "event_address": self.endpoints.event_address,
+                "curve": self.curve,
+            },
+            "driver": self.driver_info,
+            "scorer": self.scorer.snapshot(),
+            "session": self.host.snapshot(),
+            "interrupted": list(self.host.interrupted),
+            "last_seq": self.bus.last_seq,
+        }
+
+    # -- shutdown -------------------------------------------------------------------------
+    def _shutdown(self, router: zmq.Socket, auth: Any, context: zmq.Context) -> None:
+        reason = self._stop_signal or "loop ended"
+        log.info("daemon_stopping", reason=reason)
+        self.notifier.stopping()
+        if self.host is not None:
+            self.host.shutdown(
+                self.config.daemon.shutdown_grace_s,
+                on_step=lambda step: log.warning("shutdown_step", step=step),
+            )
+        try:
+            self.driver.safe_state()
+            log.info("driver_safe", reason="shutdown")
+        except Exception:
+            log.exception("safe_state_failed")
+        finally:
+            try:
+                self.driver.close()
+            except Exception:
+                log.exception("driver_close_failed")
+        self.bus.stop_publisher()
+        router.close(0)
+        if auth is not None:
+            auth.stop()
+        context.term()
+        log.info("daemon_stopped", reason=reason)

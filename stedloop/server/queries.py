@@ -1,0 +1,151 @@
+"""Read-only methods answered from the session store (the ledger is the truth)."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stedloop.errors import DataError
+from stedloop.frame import IMAGE_NAMES
+from stedloop.server.methods import FrameGetParams, SessionGetParams, SessionsListParams
+from stedloop.server.protocol import ProtocolError
+from stedloop.server.sessions import SessionHost
+
+
+def _open(store: Any, session_id: str, *, readonly: bool = True) -> Any:
+    from stedloop.store import SessionNotFound
+
+    try:
+        return store.open(session_id, readonly=readonly)
+    except SessionNotFound as exc:
+        raise ProtocolError("not_found", str(exc)) from None
+    except DataError as exc:
+        raise ProtocolError("not_found", f"session {session_id!r} is unreadable: {exc}") from None
+
+
+def sessions_list(store: Any, host: SessionHost, params: SessionsListParams) -> dict[str, Any]:
+    current = host.snapshot()
+    running_id = current["id"] if current and host.running else None
+    sessions = []
+    for info in store.list()[-params.limit :]:
+        entry = info.as_dict()
+        entry["running"] = info.id == running_id
+        entry["interrupted"] = info.interrupted and info.id != running_id
+        sessions.append(entry)
+    return {"sessions": sessions}
+
+
+def session_get(store: Any, host: SessionHost, params: SessionGetParams) -> dict[str, Any]:
+    record = _open(store, params.session_id)
+    try:
+        history = record.history()
+        session_id = record.id
+        folder = record.folder
+    finally:
+        record.close()
+    best = history.best()
+    live = host.snapshot()
+    running = bool(live and live["id"] == session_id and host.running)
+    frames = [
+        {
+            "frame": f.frame,
+            "status": f.status,
+            "params": f.params,
+            "values": f.values,
+            "combined": f.combined,
+            "errors": f.objective_errors or None,
+            "tiff": f.tiff,
+        }
+        for number, f in sorted(history.frames.items())
+        if number > params.frames_since
+    ]
+    return {
+        "id": session_id,
+        "name": history.created.get("name"),
+        "folder": str(folder),
+        "state": "running" if running else history.state,
+        "ledger_state": history.state,
+        "stop_reason": history.stop_reason,
+        "interrupted": history.interrupted and not running,
+        "frames_done": len(history.done_frames()),
+        "best": (
+            {"frame": best.frame, "params": best.params, "combined": best.combined}
+            if best
+            else None
+        ),
+        "objectives": history.created.get("objectives"),
+        "last_ledger_seq": history.last_seq,
+        "created_at_s": history.created_at_s,
+        "updated_at_s": history.updated_at_s,
+        "live": live if running else None,
+        "frames": frames,
+    }
+
+
+def frame_get(store: Any, params: FrameGetParams) -> dict[str, Any]:
+    record = _open(store, params.session_id)
+    try:
+        history = record.history()
+        frame = history.frames.get(params.frame)
+        if frame is None or frame.acquired is None:
+            raise ProtocolError(
+                "not_found", f"session {record.id} has no acquired frame {params.frame}"
+            )
+        path = Path(frame.tiff) if frame.tiff else record.frame_path(params.frame)
+        if not path.is_absolute():
+            path = record.folder / path
+    finally:
+        record.close()
+    image = _read_channel(path, params.image)
+    result: dict[str, Any] = {
+        "session_id": params.session_id,
+        "frame": params.frame,
+        "image": params.image,
+        "params": frame.params,
+        "values": frame.values,
+        "combined": frame.combined,
+        "mode": params.mode,
+    }
+    if params.mode == "full":
+        data = np.ascontiguousarray(image, dtype="<u2")
+    else:
+        data = thumbnail(image, params.max_px)
+    result.update(
+        shape=list(data.shape),
+        dtype="uint16" if params.mode == "full" else "uint8",
+        byte_order="little",
+        data_b64=base64.b64encode(data.tobytes()).decode(),
+    )
+    return result
+
+
+def _read_channel(path: Path, name: str) -> np.ndarray:
+    import tifffile
+
+    try:
+        stack = tifffile.imread(path)
+    except (OSError, ValueError) as exc:
+        raise ProtocolError("not_found", f"frame file {path} is unreadable: {exc}") from None
+    stack = np.asarray(stack)
+    if stack.ndim != 3 or stack.shape[0] != len(IMAGE_NAMES):
+        raise ProtocolError("internal", f"frame file {path} has shape {stack.shape}, not (3, H, W)")
+    return stack[IMAGE_NAMES.index(name)]
+
+
+def thumbnail(image: np.ndarray, max_px: int) -> np.ndarray:
+    """Block-mean downsampled, auto-contrasted (0.5-99.5 percentile) 8-bit image."""
+    factor = max(1, -(-max(image.shape) // max_px))  # ceil division
+    height = image.shape[0] // factor * factor
+    width = image.shape[1] // factor * factor
+    small = (
+        image[:height, :width]
+        .astype(np.float64)
+        .reshape(height // factor, factor, width // factor, factor)
+        .mean(axis=(1, 3))
+    )
+    low, high = np.percentile(small, [0.5, 99.5])
+    scaled = (small - low) / (high - low) if high > low else np.zeros_like(small)
+    return np.clip(np.rint(scaled * 255), 0, 255).astype(np.uint8)

@@ -1,0 +1,402 @@
+"""The daemon's session slot: at most one optimisation session, run in a worker thread.
+
+The request loop calls ``start``/``stop``/``pause``/``resume``/``snapshot`` and never waits
+for an acquisition: the session runs in its own thread with a ``SessionControl``, and its
+events go to the ``EventBus``. Only the holder of a session's token may control it.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stedloop.config import LoadedConfig, with_overrides
+from stedloop.errors import (
+    ConfigError,
+    ParameterRejected,
+    PluginError,
+    SafetyCapExceeded,
+    StedloopError,
+)
+from stedloop.logs import get_logger
+from stedloop.params import ParamSpace
+from stedloop.server.events import EventBus
+from stedloop.server.methods import OVERRIDABLE_SECTIONS, StartParams
+from stedloop.server.protocol import ProtocolError
+from stedloop.server.scorer_loader import ScorerLoader
+
+log = get_logger(__name__)
+
+#: How long to wait for a session thread after an abort before giving up on it.
+ABORT_WAIT_S = 15.0
+
+
+@dataclass
+class LiveSession:
+    """What the daemon knows about the session it runs; read under the host's lock."""
+
+    id: str
+    token: str
+    control: Any  # SessionControl
+    budget_frames: int
+    objectives: list[str]
+    resumed: bool
+    started_at_s: float = field(default_factory=time.time)
+    thread: threading.Thread | None = None
+    frames: int = 0
+    last_frame: dict[str, Any] | None = None
+    summary: dict[str, Any] | None = None
+    error: str | None = None
+    finished: bool = False
+
+    def state(self) -> str:
+        if self.error is not None:
+            return "failed"
+        if self.finished:
+            return str((self.summary or {}).get("state") or "finished")
+        return str(self.control.state)
+
+
+class SessionHost:
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        driver: Any,
+        store: Any,
+        bus: EventBus,
+        scorer: ScorerLoader,
+        state_dir: Path,
+    ) -> None:
+        self._loaded = loaded
+        self._driver = driver
+        self._store = store
+        self._bus = bus
+        self._scorer = scorer
+        self._state_dir = state_dir  # the daemon's own notes: overrides used per session
+        self._state_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._current: LiveSession | None = None
+        self._tokens: dict[str, str] = {}
+        self._idempotency: dict[str, tuple[str, dict[str, Any]]] = {}
+        self.interrupted: list[str] = []
+
+    # -- start-up -------------------------------------------------------------------------
+    def find_interrupted(self) -> list[str]:
+        from stedloop.session.runner import interrupted_sessions
+
+        self.interrupted = [info.id for info in interrupted_sessions(self._store)]
+        return self.interrupted
+
+    # -- session.start --------------------------------------------------------------------
+    def start(self, params: StartParams) -> dict[str, Any]:
+        key = params.idempotency_key
+        request_print = params.model_dump_json(exclude={"idempotency_key"})
+        if key is not None and key in self._idempotency:
+            seen_print, result = self._idempotency[key]
+            if seen_print != request_print:
+                raise ProtocolError(
+                    "conflict", f"idempotency_key {key!r} was used for a different request"
+                )
+            return result
+        with self._lock:
+            current = self._current
+            if current is not None and current.thread is not None and current.thread.is_alive():
+                raise ProtocolError(
+                    "conflict",
+                    f"session {current.id} is {current.state()}; the daemon runs one session "
+                    "at a time (stop it first)",
+                )
+        overrides = self._overrides_for(params)
+        loaded = self._apply_overrides(overrides)
+        objectives = list(loaded.config.objectives.names)
+        scorer = self._scorer.scorer_for(objectives)
+        session = self._open_session(params, loaded, scorer)
+        live = self._launch(session, loaded, objectives, resumed=params.resume is not None)
+        self._save_overrides(live.id, overrides)
+        result = {
+            "session_id": live.id,
+            "token": live.token,
+            "resumed": live.resumed,
+            "state": live.state(),
+            "budget_frames": live.budget_frames,
+            "objectives": objectives,
+            "folder": str(getattr(session, "folder", "")),
+        }
+        if key is not None:
+            self._idempotency[key] = (request_print, result)
+        return result
+
+    def _overrides_for(self, params: StartParams) -> dict[str, Any]:
+        protected = sorted(set(params.overrides) - set(OVERRIDABLE_SECTIONS))
+        if protected:
+            raise ProtocolError(
+                "forbidden",
+                f"overrides of {', '.join(protected)} are not accepted from clients; a session "
+                f"may override only {', '.join(OVERRIDABLE_SECTIONS)} (safety caps, driver and "
+                "daemon settings belong to the site config)",
+            )
+        overrides: dict[str, Any] = {}
+        if params.resume is not None and not params.overrides:
+            overrides = self._load_overrides(params.resume)
+        overrides = json.loads(json.dumps({**overrides, **params.overrides}))
+        if params.budget_frames is not None:
+            overrides.setdefault("session", {})["budget_frames"] = params.budget_frames
+        if params.objectives is not None:
+            overrides.setdefault("objectives", {})["names"] = list(params.objectives)
+        return overrides
+
+    def _apply_overrides(self, overrides: dict[str, Any]) -> LoadedConfig:
+        config = self._loaded.config
+        if isinstance(overrides.get("params"), dict):
+            # Ranges beyond the site's safety caps are refused with their own code.
+            merged = {**config.params.model_dump(mode="python")}
+            for name, table in overrides["params"].items():
+                if isinstance(table, dict) and isinstance(merged.get(name), dict):
+                    merged[name] = {**merged[name], **table}
+                else:
+                    merged[name] = table
+            try:
+                space = ParamSpace.model_validate(merged)
+            except (ValueError, StedloopError):
+                space = None  # reported below by the full validation, with key names
+            if space is not None:
+                try:
+                    space.check_within_caps(config.safety)
+                except SafetyCapExceeded as exc:
+                    raise ProtocolError("param_rejected", str(exc)) from None
+        try:
+            return with_overrides(self._loaded, overrides)
+        except ConfigError as exc:
+            raise ProtocolError("invalid_params", str(exc)) from None
+
+    def _open_session(self, params: StartParams, loaded: LoadedConfig, scorer: Any) -> Any:
+        from stedloop.session.runner import Session
+
+        try:
+            if params.resume is not None:
+                known = {info.id for info in self._store.list()}
+                if params.resume not in known:
+                    raise ProtocolError("not_found", f"no session {params.resume!r} to resume")
+                return Session.resume(
+                    params.resume,
+                    loaded,
+                    self._driver,
+                    store=self._store,
+                    scorer=scorer,
+                    force=params.force,
+                )
+            return Session.start(
+                loaded, self._driver, store=self._store, scorer=scorer, name=params.name
+            )
+        except ProtocolError:
+            raise
+        except ParameterRejected as exc:
+            raise ProtocolError("param_rejected", str(exc)) from None
+        except (ConfigError, PluginError) as exc:
+            raise ProtocolError("invalid_params", str(exc)) from None
+        except StedloopError as exc:  # e.g. resuming a finished session, or a changed space
+            raise ProtocolError("conflict", str(exc)) from None
+
+    def _launch(
+        self, session: Any, loaded: LoadedConfig, objectives: list[str], resumed: bool
+    ) -> LiveSession:
+        from stedloop.session.control import SessionControl
+
+        live = LiveSession(
+            id=str(session.id),
+            token=secrets.token_urlsafe(24),
+            control=SessionControl(),
+            budget_frames=loaded.config.session.budget_frames,
+            objectives=objectives,
+            resumed=resumed,
+        )
+        live.thread = threading.Thread(
+            target=self._run, args=(session, live), name=f"session-{live.id}", daemon=True
+        )
+        with self._lock:
+            self._current = live
+            self._tokens[live.id] = live.token
+            if live.id in self.interrupted:
+                self.interrupted.remove(live.id)
+        log.info("session_started", session_id=live.id, resumed=resumed, objectives=objectives)
+        live.thread.start()
+        return live
+
+    def _run(self, session: Any, live: LiveSession) -> None:
+        def on_event(kind: str, payload: dict[str, Any]) -> None:
+            if kind == "frame":
+                with self._lock:
+                    live.frames += 1
+                    live.last_frame = payload
+            topic = kind if kind in ("session", "frame", "log") else "log"
+            self._bus.publish(topic, dict(payload), session_id=live.id)
+
+        try:
+            summary = session.run(live.control, on_event)
+            summary_dict = _as_dict(summary)
+            with self._lock:
+                live.summary = summary_dict
+        except Exception as exc:  # the session should record faults; this is a last resort
+            log.exception("session_crashed", session_id=live.id)
+            with self._lock:
+                live.error = f"{type(exc).__name__}: {exc}"
+            self._bus.publish(
+                "log", {"level": "error", "message": f"session failed: {live.error}"}, live.id
+            )
+            self._bus.publish("session", {"state": "failed", "error": live.error}, live.id)
+        finally:
+            self._safe_state()
+            with self._lock:
+                live.finished = True
+            log.info("session_ended", session_id=live.id, state=live.state(), frames=live.frames)
+
+    def _safe_state(self) -> None:
+        try:
+            self._driver.safe_state()
+        except Exception:
+            log.exception("safe_state_failed")
+
+    # -- control --------------------------------------------------------------------------
+    def _authorised(self, session_id: str, token: str) -> LiveSession:
+        with self._lock:
+            expected = self._tokens.get(session_id)
+            current = self._current
+        if expected is None:
+            known = {info.id for info in self._store.list()}
+            if session_id not in known:
+                raise ProtocolError("not_found", f"no session {session_id!r}")
+            raise ProtocolError(
+                "conflict", f"session {session_id} is not running in this daemon (resume it first)"
+            )
+        if not hmac.compare_digest(expected.encode(), token.encode()):
+            raise ProtocolError(
+                "forbidden",
+                f"wrong token for session {session_id}: only the client that started it "
+                "(or one holding its token) may control it",
+            )
+        if current is None or current.id != session_id or current.finished:
+            raise ProtocolError("conflict", f"session {session_id} is no longer running")
+        return current
+
+    def stop(self, session_id: str, token: str, abort: bool) -> dict[str, Any]:
+        live = self._authorised(session_id, token)
+        live.control.request_stop(abort=abort)
+        log.info("session_stop_requested", session_id=session_id, abort=abort)
+        return {"session_id": session_id, "state": live.state(), "abort": abort}
+
+    def pause(self, session_id: str, token: str) -> dict[str, Any]:
+        live = self._authorised(session_id, token)
+        live.control.request_pause()
+        return {"session_id": session_id, "state": live.state()}
+
+    def resume(self, session_id: str, token: str) -> dict[str, Any]:
+        live = self._authorised(session_id, token)
+        live.control.resume()
+        return {"session_id": session_id, "state": live.state()}
+
+    def pause_for_fault(self, reason: str) -> None:
+        """A driver-worker fault: pause the running session until a user resumes it."""
+        with self._lock:
+            live = self._current
+        if live is not None and not live.finished:
+            live.control.request_pause()
+            log.warning("session_paused_for_fault", session_id=live.id, reason=reason)
+
+    def abort_current(self) -> None:
+        """Stop now, interrupting the frame in flight (a second stop signal)."""
+        with self._lock:
+            live = self._current
+        if live is not None and not live.finished:
+            live.control.request_stop(abort=True)
+
+    # -- status ---------------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any] | None:
+        with self._lock:
+            live = self._current
+            if live is None:
+                return None
+            last = live.last_frame or {}
+            return {
+                "id": live.id,
+                "state": live.state(),
+                "resumed": live.resumed,
+                "frames": live.frames,
+                "budget_frames": live.budget_frames,
+                "objectives": live.objectives,
+                "started_at_s": live.started_at_s,
+                "last_frame": _brief(last) if last else None,
+                "summary": live.summary,
+                "error": live.error,
+            }
+
+    @property
+    def running(self) -> bool:
+        with self._lock:
+            live = self._current
+        return live is not None and live.thread is not None and live.thread.is_alive()
+
+    def shutdown(self, grace_s: float, on_step: Callable[[str], None] | None = None) -> None:
+        """Stop the session: let the frame in flight finish for ``grace_s``, then abort."""
+        with self._lock:
+            live = self._current
+        if live is None or live.thread is None or not live.thread.is_alive():
+            return
+        live.control.request_stop(abort=False)
+        live.thread.join(grace_s)
+        if live.thread.is_alive():
+            if on_step is not None:
+                on_step("aborting the frame in flight")
+            live.control.request_stop(abort=True)
+            live.thread.join(ABORT_WAIT_S)
+        if live.thread.is_alive():
+            log.error("session_thread_did_not_stop", session_id=live.id)
+
+    # -- overrides kept per session, so a resume uses the same settings -------------------
+    def _save_overrides(self, session_id: str, overrides: dict[str, Any]) -> None:
+        path = self._state_dir / f"{session_id}.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"overrides": overrides}))
+        tmp.replace(path)
+
+    def _load_overrides(self, session_id: str) -> dict[str, Any]:
+        path = self._state_dir / f"{session_id}.json"
+        try:
+            return dict(json.loads(path.read_text())["overrides"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return {}
+
+
+def _as_dict(obj: Any) -> dict[str, Any]:
+    if obj is None:
+        return {}
+    if isinstance(obj, dict):
+        return obj
+    if hasattr(obj, "as_dict"):
+        return dict(obj.as_dict())
+    if hasattr(obj, "__dataclass_fields__"):
+        import dataclasses
+
+        return dataclasses.asdict(obj)
+    return {"repr": repr(obj)}
+
+
+def _brief(frame_event: dict[str, Any]) -> dict[str, Any]:
+    """The last frame event without bulky fields, for status replies."""
+    return {
+        k: v
+        for k, v in frame_event.items()
+        if not isinstance(v, (list, dict))
+        or k
+        in (
+            "params",
+            "objectives",
+            "best_params",
+        )
+    }

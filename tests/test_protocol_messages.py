@@ -1,0 +1,141 @@
+"""The protocol layer in isolation: decoding, validation, envelopes, replies, event buffer."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from stedloop.server.events import EventBus
+from stedloop.server.methods import METHODS, validate_params
+from stedloop.server.protocol import (
+    ERROR_CODES,
+    ProtocolError,
+    decode_request,
+    encode,
+    split_envelope,
+)
+from stedloop.server.replies import ReplyCache, fingerprint
+
+CAP = 4096
+
+
+def _code(payload: bytes) -> str:
+    with pytest.raises(ProtocolError) as info:
+        decode_request(payload, CAP)
+    return info.value.code
+
+
+def test_valid_request_is_decoded() -> None:
+    request = decode_request(b'{"v": 1, "id": "a1", "method": "ping", "params": {}}', CAP)
+    assert (request.v, request.id, request.method, request.params) == (1, "a1", "ping", {})
+    assert decode_request(b'{"v":1,"id":7,"method":"status"}', CAP).params == {}
+
+
+@pytest.mark.parametrize(
+    ("payload", "code"),
+    [
+        (b"{not json", "bad_json"),
+        (b"\xff\xfe", "bad_json"),
+        (b"[1, 2]", "bad_json"),
+        (b'{"v": 1, "id": "x", "method": "ping", "params": NaN}', "bad_json"),
+        (b"[" * 100_000 + b"]" * 100_000, "too_large"),
+        (b'{"v": 1, "method": "ping"}', "bad_request"),
+        (b'{"v": 1, "id": "x", "method": "ping", "extra": 1}', "bad_request"),
+        (b'{"v": "1", "id": "x", "method": "ping"}', "bad_request"),
+        (b'{"v": 1, "id": true, "method": "ping"}', "bad_request"),
+        (b'{"v": 1, "id": 1.5, "method": "ping"}', "bad_request"),
+        (b'{"v": 1, "id": "x", "method": "ping", "params": []}', "bad_request"),
+        (b'{"v": 1, "id": "", "method": "ping"}', "bad_request"),
+        (b'{"v": 2, "id": "x", "method": "ping"}', "unsupported_version"),
+    ],
+)
+def test_bad_messages_get_their_code(payload: bytes, code: str) -> None:
+    assert _code(payload) == code
+
+
+def test_deep_nesting_within_the_cap_is_bad_json_not_a_crash() -> None:
+    deep = b'{"v":1,"id":"x","method":"ping","params":' + b"[" * 1900 + b"]" * 1900 + b"}"
+    assert len(deep) < CAP
+    assert _code(deep) in ("bad_json", "bad_request")
+
+
+def test_error_reply_echoes_a_usable_id() -> None:
+    with pytest.raises(ProtocolError) as info:
+        decode_request(b'{"v": 1, "id": "abc", "method": 5}', CAP)
+    assert info.value.request_id == "abc"
+
+
+def test_method_params_are_strict() -> None:
+    assert validate_params("session.get", {"session_id": "s1"}, 1).session_id == "s1"
+    for params in ({"session_id": 5}, {}, {"session_id": "s", "bogus": 1}):
+        with pytest.raises(ProtocolError) as info:
+            validate_params("session.get", params, 1)
+        assert info.value.code == "invalid_params"
+    with pytest.raises(ProtocolError) as info:
+        validate_params("events.since", {"seq": "3"}, 1)
+    assert "seq" in info.value.message
+    with pytest.raises(ProtocolError) as info:
+        validate_params("rm -rf", {}, 1)
+    assert info.value.code == "unknown_method"
+    assert "session.start" in info.value.message
+
+
+def test_every_method_and_code_is_documented() -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "protocol.md").read_text()
+    for method in METHODS:
+        assert f"`{method}`" in doc, method
+    for code in ERROR_CODES:
+        assert f"`{code}`" in doc, code
+
+
+def test_envelopes_of_req_and_dealer() -> None:
+    assert split_envelope([b"", b"{}"]) == ([b""], [b"{}"])
+    assert split_envelope([b"{}"]) == ([], [b"{}"])
+    assert split_envelope([b"hop", b"", b"{}"]) == ([b"hop", b""], [b"{}"])
+    assert split_envelope([b"a", b"b"]) == ([], [b"a", b"b"])
+
+
+def test_encode_turns_non_finite_numbers_into_null() -> None:
+    assert json.loads(encode({"a": float("nan"), "b": [float("inf"), 1.0]})) == {
+        "a": None,
+        "b": [None, 1.0],
+    }
+
+
+def test_reply_cache_same_id_same_reply_and_conflicts() -> None:
+    cache = ReplyCache(size=16)
+    fp = fingerprint("session.start", {"budget_frames": 3})
+    assert cache.lookup("r1", fp) is None
+    cache.store("r1", fp, b"reply")
+    assert cache.lookup("r1", fp) == b"reply"
+    assert cache.lookup("r1", fingerprint("session.start", {"budget_frames": 4})) is False
+    assert cache.lookup(1, fp) is None  # the int 1 and the string "1" are different ids
+    for i in range(40):
+        cache.store(f"x{i}", fp, b"r")
+    assert len(cache) == 16
+    assert cache.lookup("r1", fp) is None  # bounded: the oldest went
+
+
+def test_event_bus_numbers_buffers_and_reports_missed() -> None:
+    bus = EventBus("boot", buffer_size=100)
+    for i in range(250):
+        bus.publish("frame", {"i": i}, session_id="s")
+    page = bus.since(0, limit=10)
+    assert page["first_available_seq"] == 151
+    assert page["missed"] == 150
+    assert [e["seq"] for e in page["events"]] == list(range(151, 161))
+    assert page["more"] is True
+    tail = bus.since(245)
+    assert [e["data"]["i"] for e in tail["events"]] == [245, 246, 247, 248, 249]
+    assert tail["more"] is False and tail["missed"] == 0
+    assert bus.since(250)["events"] == []
+    with pytest.raises(ValueError):
+        bus.publish("nonsense", {})
+
+
+def test_error_codes_are_closed() -> None:
+    with pytest.raises(ValueError):
+        ProtocolError("made_up", "x")

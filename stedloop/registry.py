@@ -17,11 +17,44 @@ OBJECTIVES = "stedloop.objectives"
 SCORERS = "stedloop.scorers"
 GROUPS = (DRIVERS, OBJECTIVES, SCORERS)
 
+#: What a plugin of each group must provide (checked at load, before it is used).
+REQUIRED_ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    DRIVERS: ("connect", "describe", "acquire", "safe_state", "close"),
+    OBJECTIVES: ("evaluate",),
+    SCORERS: ("from_config", "score"),
+}
 
-def _entry_points(group: str) -> dict[str, EntryPoint]:
+
+def _check_group(group: str) -> str:
     if group not in GROUPS:
         raise PluginError(f"unknown plugin group {group!r}; expected one of {', '.join(GROUPS)}")
-    return {ep.name: ep for ep in entry_points(group=group)}
+    return group
+
+
+def _entry_points(group: str) -> dict[str, EntryPoint]:
+    found: dict[str, EntryPoint] = {}
+    for ep in entry_points(group=_check_group(group)):
+        # The same distribution can be visible twice (e.g. an editable install plus a
+        # build folder); only a different target for the same name is a real clash.
+        if ep.name in found and found[ep.name].value != ep.value:
+            found[ep.name] = _Clash(ep.name, ep.value, found[ep.name].value)  # type: ignore[assignment]
+            continue
+        found.setdefault(ep.name, ep)
+    return found
+
+
+class _Clash:
+    """Marks a name registered twice with different targets; fails only if it is loaded."""
+
+    def __init__(self, name: str, first: str, second: str) -> None:
+        self.name = name
+        self.value = f"{first} | {second}"
+
+    def load(self) -> Any:
+        raise PluginError(
+            f"plugin name {self.name!r} is registered twice ({self.value}); "
+            "uninstall one of the packages or rename its entry point"
+        )
 
 
 def available(group: str) -> list[str]:
@@ -29,18 +62,52 @@ def available(group: str) -> list[str]:
     return sorted(_entry_points(group))
 
 
+def _parse_version(text: str) -> tuple[int, int] | None:
+    parts = text.strip().split(".")
+    if len(parts) not in (1, 2) or not all(p.isdigit() for p in parts):
+        return None
+    return int(parts[0]), int(parts[1]) if len(parts) == 2 else 0
+
+
 def check_api_version(obj: Any, label: str) -> None:
+    """Refuse a plugin written for another plugin API, naming both versions.
+
+    Same major number required; a plugin may not need a newer minor version than this
+    stedloop provides (minor versions only add to the API)."""
     declared = getattr(obj, "API_VERSION", None)
     if declared is None:
         raise PluginError(
             f"{label} does not declare API_VERSION; set API_VERSION = {PLUGIN_API_VERSION!r} "
             "on the plugin class"
         )
-    if str(declared).split(".")[0] != PLUGIN_API_VERSION.split(".")[0]:
+    wanted = _parse_version(str(declared))
+    provided = _parse_version(PLUGIN_API_VERSION)
+    assert provided is not None
+    if wanted is None:
+        raise PluginError(
+            f"{label} declares API_VERSION = {declared!r}, which is not 'MAJOR.MINOR'; "
+            f"use {PLUGIN_API_VERSION!r}"
+        )
+    if wanted[0] != provided[0] or wanted[1] > provided[1]:
         raise PluginError(
             f"{label} was written for plugin API {declared}, but this stedloop provides "
             f"{PLUGIN_API_VERSION}; update the plugin or install a matching stedloop"
         )
+
+
+def describe(group: str) -> list[dict[str, str]]:
+    """Name, target and distribution of each registered plugin, without importing any."""
+    rows = []
+    for ep in entry_points(group=_check_group(group)):
+        dist = getattr(ep, "dist", None)
+        rows.append(
+            {
+                "name": ep.name,
+                "value": ep.value,
+                "distribution": f"{dist.name} {dist.version}" if dist is not None else "?",
+            }
+        )
+    return sorted(rows, key=lambda row: row["name"])
 
 
 def load(group: str, name: str) -> Any:
@@ -52,7 +119,12 @@ def load(group: str, name: str) -> Any:
     label = f"{group} plugin {name!r} ({registered[name].value})"
     try:
         obj = registered[name].load()
+    except PluginError:
+        raise
     except Exception as exc:  # any import failure is reported, with its cause
         raise PluginError(f"cannot import {label}: {type(exc).__name__}: {exc}") from exc
     check_api_version(obj, label)
+    missing = [a for a in REQUIRED_ATTRIBUTES[group] if not callable(getattr(obj, a, None))]
+    if missing:
+        raise PluginError(f"{label} lacks {', '.join(missing)}, which {group} plugins must provide")
     return obj

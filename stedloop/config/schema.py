@@ -40,7 +40,9 @@ class QualitySection(Section):
 
 class ObjectivesSection(Section):
     names: tuple[str, ...] = Field(
-        ("quality",), description="Objective plugins (stedloop.objectives) to evaluate."
+        ("quality",),
+        min_length=1,
+        description="Objective plugins (stedloop.objectives) to evaluate.",
     )
     weights: dict[str, float] = Field(
         default_factory=dict,
@@ -48,6 +50,11 @@ class ObjectivesSection(Section):
     )
     scalarisation: Literal["weighted_sum", "chebyshev"] = Field(
         "weighted_sum", description="How several objectives become the one the optimizer sees."
+    )
+    bounds: dict[str, tuple[float, float]] = Field(
+        default_factory=dict,
+        description="Normalisation range (worst/best ends by direction) per objective name, "
+        "in its unit; missing names use the objective's own bounds.",
     )
 
 
@@ -60,6 +67,24 @@ class OptimizerSection(Section):
         "EI", description="Acquisition function of the Gaussian-process surrogate."
     )
     random_seed: int | None = Field(None, description="Seed for reproducible proposals.")
+    n_candidates: int = Field(
+        2000,
+        ge=10,
+        le=1_000_000,
+        description="Sampled points over which the acquisition is maximised per proposal.",
+    )
+    refit_every: int = Field(
+        5,
+        ge=1,
+        le=1000,
+        description="Re-optimise the GP's hyper-parameters every this many observations "
+        "(in between, the GP is refitted with the last ones: much faster decisions).",
+    )
+    hyperparameter_restarts: int = Field(
+        2, ge=0, le=50, description="Random restarts of each hyper-parameter optimisation."
+    )
+    xi: float = Field(0.01, ge=0, description="Exploration margin of EI and PI.")
+    kappa: float = Field(1.96, ge=0, description="Exploration weight of LCB.")
 
 
 class SessionSection(Section):
@@ -72,6 +97,19 @@ class SessionSection(Section):
     )
     on_driver_failure: Literal["stop", "continue"] = Field(
         "stop", description="After retries are spent: stop the session, or skip that point."
+    )
+    retry_delay_s: float = Field(
+        0.5, ge=0, le=600, description="Wait before retrying a frame whose acquisition raised."
+    )
+    region_gap_um: float = Field(
+        0.0,
+        ge=0,
+        description="Empty margin between imaged regions (bleaching reaches past a field's edge).",
+    )
+    unbounded_columns: int = Field(
+        10,
+        ge=1,
+        description="Regions per row when the driver reports no sample extent (a free stage).",
     )
 
 

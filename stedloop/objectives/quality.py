@@ -1,0 +1,36 @@
+"""The learned quality score of the STED image (the default objective)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from stedloop.config.schema import StedloopConfig
+from stedloop.frame import Frame
+from stedloop.objectives.base import BaseObjective
+
+
+class QualityObjective(BaseObjective):
+    """The quality network's score of the STED image, in [0, 1] (higher is better)."""
+
+    name = "quality"
+    unit = "score"
+    direction = "maximize"
+    bounds = (0.0, 1.0)
+
+    def __init__(self, scorer: Any) -> None:
+        self.scorer = scorer
+
+    @classmethod
+    def from_config(cls, config: StedloopConfig, scorer: Any = None) -> QualityObjective:
+        """Use ``scorer`` (e.g. the daemon's, loaded once) or load the configured network."""
+        if scorer is None:
+            from stedloop.quality.scorer import CNNScorer
+
+            scorer = CNNScorer.from_config(config.quality)
+        return cls(scorer)
+
+    def evaluate(self, frame: Frame) -> float:
+        scores = np.asarray(self.scorer.score([np.asarray(frame.sted)]), dtype=float)
+        return float(scores[0])

@@ -1,0 +1,267 @@
+"""Bayesian optimisation by ask/tell: a Gaussian process over the capped parameter box.
+
+Built from scikit-optimize's pieces (``Space`` with a ``space_constraint``, the initial point
+generators, its noise-aware ``GaussianProcessRegressor`` and acquisition functions), arranged
+for a microscope loop:
+
+* **Deterministic from the ledger.** Every random draw of proposal ``k`` comes from a generator
+  seeded with ``(seed, k)``, and hyper-parameters are re-optimised at fixed observation
+  counts, so replaying the recorded asks and tells rebuilds the very same state.
+* **Fast decisions.** Hyper-parameters (length scales, amplitude, noise) are re-optimised only
+  every ``refit_every`` observations; in between the GP is refitted with the last kernel
+  (a 50×50 Cholesky, well under a millisecond), and the acquisition is maximised over a few
+  thousand sampled candidates — uniform ones plus perturbations of the best points so far —
+  instead of L-BFGS from 10,000 points.
+* **Caps cut the box.** Candidates beyond the safety caps are dropped before the acquisition
+  is evaluated; the winner is re-checked with ``SafetyCaps.check``.
+* **Failed points are never told as a number.** ``mark_failed`` only keeps the point from
+  being proposed again.
+
+Scores are maximised (the session's combined objective); the GP models ``-score``.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from skopt.acquisition import _gaussian_acquisition
+from skopt.learning import GaussianProcessRegressor
+from skopt.learning.gaussian_process.kernels import ConstantKernel, Matern
+from skopt.utils import cook_initial_point_generator
+
+from stedloop.config.schema import OptimizerSection
+from stedloop.errors import ParameterRejected
+from stedloop.optimize.space import SearchSpace
+from stedloop.params import ImagingParams
+
+#: Points closer than this (in the GP's [0, 1] coordinates) count as the same point.
+DUPLICATE_DISTANCE = 1e-6
+HEDGE_FUNCTIONS = ("EI", "LCB", "PI")
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """What ``ask`` returns: the parameters and how they were chosen."""
+
+    params: ImagingParams
+    index: int
+    source: str  # "design" (warm-up), "random" (too few observations) or "model"
+
+
+def _rng(seed: int, *keys: int) -> np.random.RandomState:
+    state = np.random.SeedSequence([seed & 0xFFFFFFFF, *keys]).generate_state(1)[0]
+    return np.random.RandomState(int(state))
+
+
+class BayesianOptimizer:
+    """Ask/tell optimiser over a ``SearchSpace``; maximises the told scores."""
+
+    def __init__(self, space: SearchSpace, settings: OptimizerSection, seed: int = 0) -> None:
+        self.space = space
+        self.settings = settings
+        self.seed = int(seed)
+        self._unit_told: list[np.ndarray] = []
+        self._scores: list[float] = []
+        self._params_told: list[ImagingParams] = []
+        self._unit_excluded: list[np.ndarray] = []  # failed points
+        self._design = self._initial_design()
+        self._kernel = None  # hyper-parameters of the last refit (without the noise term)
+        self._noise: float | None = None
+        self._refit_at = 0  # re-optimise hyper-parameters once this many points are told
+        self._model: GaussianProcessRegressor | None = None
+        self._model_n = -1
+        self._hedge_gains = np.zeros(len(HEDGE_FUNCTIONS))
+        self._hedge_last: np.ndarray | None = None
+
+    # -- public API -----------------------------------------------------------------------
+    @property
+    def n_told(self) -> int:
+        return len(self._scores)
+
+    def ask(self, index: int) -> Proposal:
+        """The proposal for frame ``index`` (0-based); the same inputs give the same answer."""
+        if index < len(self._design):
+            unit = self._design[index]
+            if not self._is_excluded(unit):
+                return self._proposal(unit, index, "design")
+        if self.n_told < 2:
+            return self._proposal(self._random_allowed(_rng(self.seed, index, 1)), index, "random")
+        return self._proposal(self._model_proposal(index), index, "model")
+
+    def tell(self, params: ImagingParams, score: float) -> None:
+        """Record the combined score of ``params`` (higher is better). NaN is refused."""
+        if not isinstance(score, (int, float)) or not math.isfinite(score):
+            raise ParameterRejected(
+                f"cannot tell a non-finite score ({score!r}); record the point with mark_failed"
+            )
+        self._unit_told.append(self._unit(params))
+        self._scores.append(float(score))
+        self._params_told.append(params)
+
+    def mark_failed(self, params: ImagingParams) -> None:
+        """Remember a point whose frame or objectives failed, so it is not proposed again."""
+        self._unit_excluded.append(self._unit(params))
+
+    def best(self) -> tuple[ImagingParams, float] | None:
+        """The best observed point and its score, or None before any tell."""
+        if not self._scores:
+            return None
+        i = int(np.argmax(self._scores))
+        return self._params_told[i], self._scores[i]
+
+    # -- internals ------------------------------------------------------------------------
+    def _unit(self, params: ImagingParams) -> np.ndarray:
+        return np.asarray(self.space.transform([self.space.to_point(params)])[0], dtype=float)
+
+    def _proposal(self, unit: np.ndarray, index: int, source: str) -> Proposal:
+        point = self.space.inverse_transform(unit)[0]
+        return Proposal(self.space.checked_params(point), index, source)
+
+    def _visited(self) -> np.ndarray:
+        rows = self._unit_told + self._unit_excluded
+        return np.array(rows) if rows else np.empty((0, self.space.n_dims))
+
+    def _is_excluded(self, unit: np.ndarray) -> bool:
+        visited = self._visited()
+        if not len(visited):
+            return False
+        return bool(np.min(np.linalg.norm(visited - unit, axis=1)) < DUPLICATE_DISTANCE)
+
+    def _round_trip(self, unit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Snap unit-cube rows onto the space (grid indices, bounds); return (unit, values)."""
+        points = self.space.inverse_transform(np.clip(unit, 0.0, 1.0))
+        snapped = np.asarray(self.space.transform(points), dtype=float)
+        return snapped, self.space.to_values_many(np.asarray(points, dtype=float))
+
+    def _allowed_unit(self, unit: np.ndarray) -> np.ndarray:
+        snapped, values = self._round_trip(unit)
+        return snapped[self.space.allowed_values(values)]
+
+    def _random_allowed(self, rng: np.random.RandomState, n: int = 1) -> np.ndarray:
+        """Uniform points in the GP coordinates that the caps allow (log dims are log-uniform)."""
+        found: list[np.ndarray] = []
+        for _ in range(50):
+            batch = self._allowed_unit(rng.uniform(size=(max(4 * n, 64), self.space.n_dims)))
+            found.extend(batch)
+            if len(found) >= n:
+                return np.array(found[:n]) if n > 1 else found[0]
+        raise ParameterRejected(
+            "the safety caps leave (almost) nothing of the parameter space: no allowed point "
+            "found in 3,200 random draws; widen the caps or narrow the ranges"
+        )
+
+    def _initial_design(self) -> list[np.ndarray]:
+        """A space-filling warm-up design restricted to the points the caps allow.
+
+        The generator's points are drawn in growing numbers until enough are allowed, then a
+        greedy max-min subset keeps them spread out (the caps cut corners off the box)."""
+        n = self.settings.n_initial_points
+        generator = cook_initial_point_generator(
+            "random" if self.settings.initial_design == "random" else self.settings.initial_design
+        )
+        rng = _rng(self.seed, 0xD5)
+        for size in (n, 2 * n, 4 * n, 8 * n, 16 * n):
+            if generator is None:
+                points = self.space.space.rvs(n_samples=size, random_state=rng)
+            else:
+                points = generator.generate(self.space.space.dimensions, size, random_state=rng)
+            unit = np.asarray(self.space.transform(points), dtype=float)
+            allowed = self._allowed_unit(unit)
+            if len(allowed) >= n:
+                return _maximin_subset(allowed, n)
+        return list(self._random_allowed(rng, n).reshape(n, -1))
+
+    def _fit(self) -> GaussianProcessRegressor:
+        if self._model is not None and self._model_n == self.n_told:
+            return self._model
+        X = np.array(self._unit_told)
+        y = -np.array(self._scores)  # the GP minimises
+        refit = self._kernel is None or self.n_told >= self._refit_at
+        if refit:
+            kernel = ConstantKernel(1.0, (0.01, 1000.0)) * Matern(
+                length_scale=np.ones(self.space.n_dims), length_scale_bounds=(0.01, 100.0), nu=2.5
+            )
+            model = GaussianProcessRegressor(
+                kernel=kernel,
+                normalize_y=True,
+                noise="gaussian",
+                n_restarts_optimizer=self.settings.hyperparameter_restarts,
+                random_state=_rng(self.seed, 0xF17, self.n_told),
+            )
+        else:
+            model = GaussianProcessRegressor(
+                kernel=self._kernel, normalize_y=True, noise=self._noise, optimizer=None
+            )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # convergence chatter from L-BFGS
+            model.fit(X, y)
+        if refit:
+            self._kernel = model.kernel_.k1  # Sum(signal, White(0)) after skopt's noise hack
+            self._noise = float(model.noise_) if model.noise_ else 1e-5
+            self._refit_at = self.n_told + self.settings.refit_every
+        self._model, self._model_n = model, self.n_told
+        return model
+
+    def _candidates(self, rng: np.random.RandomState) -> np.ndarray:
+        n = self.settings.n_candidates
+        n_local = n // 4
+        uniform = rng.uniform(size=(n - n_local, self.space.n_dims))
+        order = np.argsort(self._scores)[::-1][:3]
+        centres = np.array(self._unit_told)[order]
+        local = centres[rng.randint(len(centres), size=n_local)] + rng.normal(
+            scale=0.05, size=(n_local, self.space.n_dims)
+        )
+        candidates = self._allowed_unit(np.vstack([uniform, local]))
+        visited = self._visited()
+        if len(visited) and len(candidates):
+            distance = np.min(
+                np.linalg.norm(candidates[:, None, :] - visited[None, :, :], axis=2), axis=1
+            )
+            candidates = candidates[distance >= DUPLICATE_DISTANCE]
+        return candidates
+
+    def _model_proposal(self, index: int) -> np.ndarray:
+        model = self._fit()
+        rng = _rng(self.seed, index, 2)
+        candidates = self._candidates(rng)
+        if not len(candidates):
+            return self._random_allowed(rng)
+        y_best = -max(self._scores)
+        kwargs = {"xi": self.settings.xi, "kappa": self.settings.kappa}
+        if self.settings.acquisition != "gp_hedge":
+            values = _gaussian_acquisition(
+                candidates,
+                model,
+                y_opt=y_best,
+                acq_func=self.settings.acquisition,
+                acq_func_kwargs=kwargs,
+            )
+            return candidates[int(np.argmin(values))]
+        # GP-Hedge (Hoffman et al. 2011), as skopt does it: each acquisition nominates a point,
+        # and is rewarded by the model's later prediction at the point it nominated.
+        if self._hedge_last is not None:
+            self._hedge_gains -= model.predict(self._hedge_last)
+        nominees = []
+        for function in HEDGE_FUNCTIONS:
+            values = _gaussian_acquisition(
+                candidates, model, y_opt=y_best, acq_func=function, acq_func_kwargs=kwargs
+            )
+            nominees.append(candidates[int(np.argmin(values))])
+        self._hedge_last = np.array(nominees)
+        logits = self._hedge_gains - np.max(self._hedge_gains)
+        probs = np.exp(logits) / np.sum(np.exp(logits))
+        return nominees[int(np.argmax(rng.multinomial(1, probs)))]
+
+
+def _maximin_subset(points: np.ndarray, n: int) -> list[np.ndarray]:
+    """Greedily pick ``n`` rows, each as far as possible from those already picked."""
+    chosen = [0]
+    distance = np.linalg.norm(points - points[0], axis=1)
+    while len(chosen) < n:
+        nxt = int(np.argmax(distance))
+        chosen.append(nxt)
+        distance = np.minimum(distance, np.linalg.norm(points - points[nxt], axis=1))
+    return [points[i] for i in chosen]

@@ -1,0 +1,635 @@
+"""The optimisation session: ask -> acquire on a fresh region -> score -> record -> tell.
+
+The same code runs in the daemon and in ``stedloop optimize``. Every step is written to the
+session's ledger (committed) before the next one starts, and the optimizer is rebuilt from
+the ledger on resume, so a crash loses at most the frame in flight. ``run`` never raises for
+driver or objective faults it can record, and it always ends with ``driver.safe_state()``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import secrets
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stedloop import __version__
+from stedloop.config import LoadedConfig
+from stedloop.driver import Driver, DriverDescription
+from stedloop.errors import AcquisitionAborted, ConfigError, ParameterRejected, StedloopError
+from stedloop.frame import Frame, Region
+from stedloop.objectives import build_objectives
+from stedloop.objectives.base import Objective, describe
+from stedloop.objectives.scalarise import Scalariser
+from stedloop.optimize import BayesianOptimizer, SearchSpace
+from stedloop.params import ImagingParams
+from stedloop.session.control import SessionControl
+from stedloop.session.regions import RegionTiler, SampleExhausted
+from stedloop.store import ledger as L
+from stedloop.store.frames import write_frame
+from stedloop.store.history import SessionHistory
+from stedloop.store.lock import FolderLock
+from stedloop.store.session_store import SessionInfo, SessionRecord, SessionStore
+
+EventCallback = Callable[[str, dict[str, Any]], None]
+
+#: Parts of the creation snapshot that must match for a resume (without --force).
+COMPATIBILITY_KEYS = ("param_space", "safety", "objectives", "scalarisation")
+
+
+@dataclass(frozen=True)
+class SessionSummary:
+    """How a run of a session ended."""
+
+    id: str
+    state: str  # finished | stopped | failed
+    frames: int  # frames with a final outcome, over all runs of the session
+    best_params: dict[str, float] | None
+    best_score: float | None
+    stop_reason: str
+    folder: Path
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "state": self.state,
+            "frames": self.frames,
+            "best_params": self.best_params,
+            "best_score": self.best_score,
+            "stop_reason": self.stop_reason,
+            "folder": str(self.folder),
+        }
+
+
+@dataclass
+class _Outcome:
+    state: str  # the session state when the loop ends: finished | stopped | failed
+    reason: str
+
+
+class Session:
+    """One optimisation session. Build it with ``start`` or ``resume``, then ``run`` it."""
+
+    def __init__(
+        self,
+        record: SessionRecord,
+        loaded: LoadedConfig,
+        driver: Driver,
+        objectives: list[Objective],
+        scalariser: Scalariser,
+        seed: int,
+        description: DriverDescription,
+        history: SessionHistory | None = None,
+        config_changes: list[str] | None = None,
+    ) -> None:
+        self.record = record
+        self.loaded = loaded
+        self.config = loaded.config
+        self.driver = driver
+        self.objectives = objectives
+        self.scalariser = scalariser
+        self.seed = seed
+        self.description = description
+        self.space = SearchSpace(self.config.params, self.config.safety)
+        self.optimizer = BayesianOptimizer(self.space, self.config.optimizer, seed)
+        self._config_changes = config_changes or []
+        self._pending: tuple[int, ImagingParams] | None = None  # frame to redo on resume
+        self._next_frame = 0
+        self._done = 0
+        self._best: tuple[float, dict[str, float]] | None = None
+        self._used_regions: list[Region] = []
+        self._resumed = history is not None
+        self._ran = False
+        self._emit_callback: EventCallback | None = None
+        if history is not None:
+            self._replay(history)
+        self.tiler = RegionTiler(
+            description,
+            self._used_regions,
+            gap_um=self.config.session.region_gap_um,
+            unbounded_columns=self.config.session.unbounded_columns,
+        )
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    @property
+    def folder(self) -> Path:
+        return self.record.folder
+
+    # -- construction ---------------------------------------------------------------------
+    @classmethod
+    def start(
+        cls,
+        loaded: LoadedConfig,
+        driver: Driver,
+        *,
+        store: SessionStore | None = None,
+        objectives: list[Objective] | None = None,
+        scorer: Any = None,
+        name: str | None = None,
+    ) -> Session:
+        """Create a new session (its folder and ledger) for a connected ``driver``."""
+        config = loaded.config
+        store = store or SessionStore.from_config(config)
+        objectives = objectives if objectives is not None else build_objectives(config, scorer)
+        scalariser = _scalariser(loaded, objectives)
+        seed = config.optimizer.random_seed
+        seed = int(seed) if seed is not None else secrets.randbits(31)
+        SearchSpace(config.params, config.safety)  # refuse an unusable space before creating
+        description = driver.describe()
+        created = {
+            "config": config.model_dump(mode="json"),
+            "param_space": config.params.model_dump(mode="json"),
+            "safety": config.safety.model_dump(mode="json"),
+            "objectives": [describe(o) for o in objectives],
+            "scalarisation": scalariser.describe(),
+            "seed": seed,
+            "driver": description.as_dict(),
+            "stedloop_version": __version__,
+        }
+        record = store.create(created, name)
+        return cls(record, loaded, driver, objectives, scalariser, seed, description)
+
+    @classmethod
+    def resume(
+        cls,
+        session_id: str,
+        loaded: LoadedConfig,
+        driver: Driver,
+        *,
+        store: SessionStore | None = None,
+        objectives: list[Objective] | None = None,
+        scorer: Any = None,
+        force: bool = False,
+    ) -> Session:
+        """Continue a stopped or crashed session, rebuilding the optimizer from its ledger.
+
+        A different parameter space, safety caps or objectives is refused with the list of
+        differences unless ``force``; the session's seed is kept."""
+        config = loaded.config
+        store = store or SessionStore.from_config(config)
+        record = store.open(session_id)
+        try:
+            if FolderLock(record.folder).is_held_elsewhere():
+                raise StedloopError(f"session {record.id} is running in another process")
+            history = record.history()
+            objectives = objectives if objectives is not None else build_objectives(config, scorer)
+            scalariser = _scalariser(loaded, objectives)
+            now = {
+                "param_space": config.params.model_dump(mode="json"),
+                "safety": config.safety.model_dump(mode="json"),
+                "objectives": [describe(o) for o in objectives],
+                "scalarisation": scalariser.describe(),
+            }
+            changes = config_differences(history.created, now)
+            if changes and not force:
+                raise ConfigError(
+                    f"session {record.id} was created with another configuration, so its "
+                    "recorded scores do not fit this one:\n  "
+                    + "\n  ".join(changes)
+                    + "\nresume with the session's own config, or force it (--force)"
+                )
+            description = driver.describe()
+            return cls(
+                record,
+                loaded,
+                driver,
+                objectives,
+                scalariser,
+                int(history.created["seed"]),
+                description,
+                history=history,
+                config_changes=changes,
+            )
+        except BaseException:
+            record.close()
+            raise
+
+    def _replay(self, history: SessionHistory) -> None:
+        """Rebuild the optimizer and the frame counters from the ledger's events."""
+        for frame_no in sorted(history.frames):
+            record = history.frames[frame_no]
+            params = ImagingParams.from_mapping(record.params)
+            self._used_regions.extend(Region.from_dict(r) for r in record.regions)
+            replayed = self._ask(frame_no)  # keeps hedge and RNG state identical to the run
+            if replayed is not None and replayed != params and not self._config_changes:
+                self._log(
+                    "warning", f"replayed proposal of frame {frame_no} differs from the ledger"
+                )
+            if record.status == "told" and record.combined is not None:
+                self._tell(params, record.combined, record.params)
+                self._done += 1
+            elif record.done:
+                self._mark_failed(params)
+                self._done += 1
+            else:
+                self._pending = (frame_no, params)  # the frame in flight: redone first
+            self._next_frame = frame_no + 1
+
+    def _ask(self, frame_no: int) -> ImagingParams | None:
+        try:
+            return self.optimizer.ask(frame_no).params
+        except StedloopError:
+            return None
+
+    def _tell(self, params: ImagingParams, score: float, params_dict: dict[str, float]) -> None:
+        try:
+            self.optimizer.tell(params, score)
+        except ParameterRejected as exc:  # only after a forced resume with another space
+            self._log("warning", f"recorded point not told to the optimizer: {exc}")
+        if self._best is None or score > self._best[0]:
+            self._best = (score, dict(params_dict))
+
+    def _mark_failed(self, params: ImagingParams) -> None:
+        with contextlib.suppress(ParameterRejected):  # only after a forced resume
+            self.optimizer.mark_failed(params)
+
+    # -- the loop -------------------------------------------------------------------------
+    def run(
+        self, control: SessionControl | None = None, on_event: EventCallback | None = None
+    ) -> SessionSummary:
+        """Run until the budget, the target score, the end of the sample or a stop request."""
+        if self._ran:
+            raise StedloopError("a Session object runs once; resume the session to continue it")
+        self._ran = True
+        control = control or SessionControl()
+        self._emit_callback = on_event
+        lock = FolderLock(self.folder)
+        lock.acquire()
+        outcome = _Outcome("failed", "the session did not start")
+        try:
+            control.attach_abort(getattr(self.driver, "request_abort", None))
+            self.record.ledger.append(
+                L.OPENED,
+                {
+                    "resumed": self._resumed,
+                    "budget_frames": self.config.session.budget_frames,
+                    "target_score": self.config.session.target_score,
+                    "config_changes": self._config_changes,
+                    "config": self.config.model_dump(mode="json"),
+                },
+            )
+            self._emit(
+                "session",
+                {"state": "resumed" if self._resumed else "started", "frames": self._done},
+            )
+            outcome = self._loop(control)
+        except KeyboardInterrupt:
+            outcome = _Outcome("stopped", "interrupted (keyboard interrupt)")
+            raise
+        except Exception as exc:  # a fault the loop cannot record: stop, safely, with the cause
+            outcome = _Outcome("failed", f"internal error: {type(exc).__name__}: {exc}")
+            self._log("error", outcome.reason, traceback=traceback.format_exc())
+        finally:
+            self._make_safe()
+            self._finish(outcome)
+            control.mark_finished()
+            lock.release()
+        return self._summary(outcome)
+
+    def _loop(self, control: SessionControl) -> _Outcome:
+        session = self.config.session
+        while True:
+            if control.stop_requested:
+                reason = "aborted on request" if control.abort_requested else "stopped on request"
+                return _Outcome("stopped", reason)
+            if control.pause_requested:
+                self._pause(control)
+                continue
+            if self._done >= session.budget_frames:
+                return _Outcome("finished", f"frame budget of {session.budget_frames} spent")
+            if self._pending is not None:
+                frame_no, params = self._pending
+                self._pending = None
+                self._log("info", f"redoing frame {frame_no}, in flight when the session stopped")
+            else:
+                frame_no = self._next_frame
+                self._next_frame += 1
+                started = time.perf_counter()
+                proposal = self.optimizer.ask(frame_no)
+                params = proposal.params
+                self.record.ledger.append(
+                    L.PROPOSED,
+                    {
+                        "params": params.as_dict(),
+                        "source": proposal.source,
+                        "decision_ms": (time.perf_counter() - started) * 1e3,
+                    },
+                    frame=frame_no,
+                )
+            try:
+                outcome = self._frame(frame_no, params, control)
+            except SampleExhausted as exc:
+                return _Outcome("finished", str(exc))
+            if outcome is not None:
+                return outcome
+            target = session.target_score
+            if target is not None and self._best is not None and self._best[0] >= target:
+                return _Outcome("finished", f"target score {target:g} reached")
+
+    def _frame(
+        self, frame_no: int, params: ImagingParams, control: SessionControl
+    ) -> _Outcome | None:
+        """Acquire, store, score and tell one frame; an outcome when the session must end."""
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        frame, outcome = self._acquire(frame_no, params, control, timings)
+        if frame is None:
+            return outcome
+        t1 = time.perf_counter()
+        tiff = self.record.frame_path(frame_no)
+        write_frame(tiff, frame, {"session": self.id, "frame": frame_no})
+        self.record.ledger.append(
+            L.ACQUIRED,
+            {
+                "tiff": str(tiff.relative_to(self.folder)),
+                "params_applied": frame.params.as_dict(),
+                "region": frame.region.as_dict(),
+                "pixel_size_nm": frame.pixel_size_nm,
+                "started_at_s": frame.started_at_s,
+                "finished_at_s": frame.finished_at_s,
+                "metadata": json_metadata(frame.metadata),
+            },
+            frame=frame_no,
+        )
+        t2 = time.perf_counter()
+        values, errors = self._evaluate(frame)
+        combined = self.scalariser.combine(values)
+        t3 = time.perf_counter()
+        timings.update(write_ms=(t2 - t1) * 1e3, score_ms=(t3 - t2) * 1e3)
+        self.record.ledger.append(
+            L.SCORED, {"values": values, "errors": errors, "combined": combined}, frame=frame_no
+        )
+        if math.isfinite(combined):
+            self._tell(params, combined, params.as_dict())
+            status = "told"
+            self.record.ledger.append(
+                L.TOLD, {"score": combined, "timings_ms": timings}, frame=frame_no
+            )
+        else:
+            self._mark_failed(params)
+            status = "failed"
+            reason = "; ".join(f"{k}: {v}" for k, v in errors.items()) or "objective not finite"
+            self.record.ledger.append(
+                L.FAILED, {"reason": reason, "timings_ms": timings}, frame=frame_no
+            )
+            self._log("warning", f"frame {frame_no} failed to score ({reason}); not told")
+        self._done += 1
+        timings["loop_ms"] = (time.perf_counter() - t0) * 1e3 - timings.get("acquire_ms", 0.0)
+        self._emit(
+            "frame",
+            {
+                "frame": frame_no,
+                "params": params.as_dict(),
+                "values": values,
+                "combined": combined if math.isfinite(combined) else None,
+                "status": status,
+                "best_score": self._best[0] if self._best else None,
+                "best_params": self._best[1] if self._best else None,
+                "tiff": str(tiff),
+                "frames_done": self._done,
+                "budget_frames": self.config.session.budget_frames,
+                "timings_ms": timings,
+            },
+        )
+        return None
+
+    def _acquire(
+        self,
+        frame_no: int,
+        params: ImagingParams,
+        control: SessionControl,
+        timings: dict[str, float],
+    ) -> tuple[Frame | None, _Outcome | None]:
+        session = self.config.session
+        attempts = session.driver_retries + 1
+        last_error = ""
+        for attempt in range(1, attempts + 1):
+            region = self.tiler.take()  # a fresh region per attempt: a failed one may be bleached
+            self.record.ledger.append(
+                L.ACQUIRING, {"attempt": attempt, "region": region.as_dict()}, frame=frame_no
+            )
+            started = time.perf_counter()
+            try:
+                frame = self.driver.acquire(params, region)
+                timings["acquire_ms"] = (time.perf_counter() - started) * 1e3
+                return frame, None
+            except Exception as exc:  # any backend fault is recorded, never propagated
+                aborted = isinstance(exc, AcquisitionAborted) and control.abort_requested
+                last_error = f"{type(exc).__name__}: {exc}"
+                will_retry = attempt < attempts and not control.stop_requested
+                self.record.ledger.append(
+                    L.ERROR,
+                    {
+                        "stage": "acquire",
+                        "attempt": attempt,
+                        "error": last_error,
+                        "aborted": aborted,
+                        "will_retry": will_retry,
+                    },
+                    frame=frame_no,
+                )
+                if aborted:
+                    self._log("warning", f"frame {frame_no} aborted")
+                    return None, _Outcome(
+                        "stopped", "aborted on request; frame in flight discarded"
+                    )
+                level = "warning" if will_retry else "error"
+                self._log(
+                    level, f"frame {frame_no} attempt {attempt}/{attempts} failed: {last_error}"
+                )
+                if not will_retry:
+                    break
+                self._make_safe()
+                time.sleep(session.retry_delay_s)
+                if control.stop_requested:
+                    break
+        if control.stop_requested:
+            return None, _Outcome("stopped", "stopped on request")
+        if session.on_driver_failure == "continue":
+            self.record.ledger.append(
+                L.FAILED,
+                {"reason": f"driver failed {attempts} times: {last_error}"},
+                frame=frame_no,
+            )
+            self._mark_failed(params)
+            self._done += 1
+            self._emit(
+                "frame",
+                {
+                    "frame": frame_no,
+                    "params": params.as_dict(),
+                    "values": {},
+                    "combined": None,
+                    "status": "failed",
+                    "best_score": self._best[0] if self._best else None,
+                    "best_params": self._best[1] if self._best else None,
+                    "tiff": None,
+                    "frames_done": self._done,
+                    "budget_frames": session.budget_frames,
+                },
+            )
+            return None, None
+        return None, _Outcome(
+            "stopped", f"driver failed {attempts} times on frame {frame_no}: {last_error}"
+        )
+
+    def _evaluate(self, frame: Frame) -> tuple[dict[str, float | None], dict[str, str]]:
+        values: dict[str, float | None] = {}
+        errors: dict[str, str] = {}
+        for objective in self.objectives:
+            try:
+                value = float(objective.evaluate(frame))
+            except Exception as exc:  # a failing objective fails the point, not the session
+                values[objective.name] = None
+                errors[objective.name] = f"{type(exc).__name__}: {exc}"
+                continue
+            if math.isfinite(value):
+                values[objective.name] = value
+            else:
+                values[objective.name] = None
+                errors[objective.name] = f"not a finite number ({value})"
+        return values, errors
+
+    def _pause(self, control: SessionControl) -> None:
+        if not control.enter_pause():
+            return
+        self._make_safe()
+        self.record.ledger.append(L.PAUSED, {})
+        self._emit("session", {"state": "paused", "frames": self._done})
+        while not control.wait_while_paused(timeout_s=0.5):
+            pass
+        if control.stop_requested:
+            return
+        control.mark_running()
+        self.record.ledger.append(L.RESUMED, {})
+        self._emit("session", {"state": "resumed", "frames": self._done})
+
+    # -- ending ---------------------------------------------------------------------------
+    def _make_safe(self) -> None:
+        try:
+            self.driver.safe_state()
+        except Exception as exc:  # keep going: the caller still needs the ledger closed
+            self._log("error", f"driver.safe_state() failed: {type(exc).__name__}: {exc}")
+
+    def _finish(self, outcome: _Outcome) -> None:
+        kind = L.FINISHED if outcome.state == "finished" else L.STOPPED
+        try:
+            self.record.ledger.append(
+                kind,
+                {
+                    "state": outcome.state,
+                    "reason": outcome.reason,
+                    "frames": self._done,
+                    "best_score": self._best[0] if self._best else None,
+                    "best_params": self._best[1] if self._best else None,
+                },
+            )
+        except Exception as exc:  # the disk may be what failed
+            self._log("error", f"cannot record the end of the session: {exc}")
+        self._emit(
+            "session",
+            {
+                "state": outcome.state,
+                "reason": outcome.reason,
+                "frames": self._done,
+                "best_score": self._best[0] if self._best else None,
+                "best_params": self._best[1] if self._best else None,
+            },
+        )
+
+    def _summary(self, outcome: _Outcome) -> SessionSummary:
+        return SessionSummary(
+            id=self.id,
+            state=outcome.state,
+            frames=self._done,
+            best_params=self._best[1] if self._best else None,
+            best_score=self._best[0] if self._best else None,
+            stop_reason=outcome.reason,
+            folder=self.folder,
+        )
+
+    def close(self) -> None:
+        self.record.close()
+
+    # -- events ---------------------------------------------------------------------------
+    def _emit(self, kind: str, payload: dict[str, Any]) -> None:
+        if self._emit_callback is None:
+            return
+        with contextlib.suppress(Exception):  # a broken listener must not stop the loop
+            self._emit_callback(kind, {"session": self.id, **payload})
+
+    def _log(self, level: str, message: str, **extra: Any) -> None:
+        self._emit("log", {"level": level, "message": message, **extra})
+
+
+def _scalariser(loaded: LoadedConfig, objectives: list[Objective]) -> Scalariser:
+    section = loaded.config.objectives
+    return Scalariser(objectives, section.weights, section.scalarisation, section.bounds)
+
+
+def config_differences(created: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """Human-readable differences between a session's snapshot and the current settings."""
+    from stedloop.config.loader import flatten
+
+    changes = []
+    for key in COMPATIBILITY_KEYS:
+        if key == "objectives":
+            before = [o.get("name") for o in created.get(key, [])]
+            after = [o.get("name") for o in now.get(key, [])]
+            if before != after:
+                changes.append(f"objectives: {before} (session) vs {after} (now)")
+                continue
+        old = flatten({key: _listify(created.get(key))})
+        new = flatten({key: _listify(now.get(key))})
+        for dotted in sorted(set(old) | set(new)):
+            if old.get(dotted) != new.get(dotted):
+                changes.append(
+                    f"{dotted}: {old.get(dotted)!r} (session) vs {new.get(dotted)!r} (now)"
+                )
+    return changes
+
+
+def _listify(value: Any) -> Any:
+    """Lists of objective descriptions become name-keyed tables so differences name them."""
+    if (
+        isinstance(value, list)
+        and value
+        and all(isinstance(v, dict) and "name" in v for v in value)
+    ):
+        return {v["name"]: _listify({k: x for k, x in v.items() if k != "name"}) for v in value}
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def json_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    """The JSON-friendly part of a frame's metadata (arrays such as ground truth stay out)."""
+    kept: dict[str, Any] = {}
+    for key, value in metadata.items():
+        if isinstance(value, np.ndarray):
+            continue
+        if isinstance(value, np.generic):
+            value = value.item()
+        if value is None or isinstance(value, (str, int, float, bool, list, dict, tuple)):
+            kept[key] = value
+    return kept
+
+
+def interrupted_sessions(store: SessionStore) -> list[SessionInfo]:
+    """Sessions whose ledger ends without a stopped/finished event and that no live process
+    is running: crashed or killed, resumable with ``Session.resume``."""
+    return [
+        info
+        for info in store.list()
+        if info.interrupted and not FolderLock(info.folder).is_held_elsewhere()
+    ]

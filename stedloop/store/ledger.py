@@ -1,0 +1,169 @@
+"""The append-only event ledger of one session, in SQLite.
+
+The ledger is the truth about a session: the optimizer state, the frame table, the Pareto
+front and the session state are all derived from it. Durability rules:
+
+* WAL journal and ``synchronous=FULL``: an ``append`` that returned survives a power cut or a
+  ``kill -9`` one instruction later.
+* One transaction per event, committed before ``append`` returns, so the loop never starts
+  the next step before the previous one is on disk.
+* Append-only: triggers refuse ``UPDATE`` and ``DELETE`` on the events table.
+
+Readers (the daemon, ``stedloop session show``) may open the same file concurrently; WAL lets
+them read while the session writes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stedloop.errors import DataError
+
+SCHEMA_VERSION = 1
+
+# Event kinds. A frame's life: proposed -> acquiring (per attempt) -> acquired -> scored ->
+# told | failed; an attempt that raises adds an error event.
+CREATED = "created"  # payload: config snapshot, parameter space, objectives, seed, driver
+OPENED = "opened"  # a run of the session began (the first, or a resume)
+PROPOSED = "proposed"
+ACQUIRING = "acquiring"
+ACQUIRED = "acquired"
+SCORED = "scored"
+TOLD = "told"
+FAILED = "failed"  # the point is recorded as failed and never told as a number
+ERROR = "error"
+PAUSED = "paused"
+RESUMED = "resumed"
+STOPPED = "stopped"  # terminal for this run: user stop, abort, driver failure, interruption
+FINISHED = "finished"  # terminal: budget spent, target reached, sample used up
+KINDS = frozenset(
+    {CREATED, OPENED, PROPOSED, ACQUIRING, ACQUIRED, SCORED, TOLD, FAILED, ERROR, PAUSED}
+    | {RESUMED, STOPPED, FINISHED}
+)
+TERMINAL = frozenset({STOPPED, FINISHED})
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind TEXT NOT NULL,
+    frame INTEGER,
+    time_s REAL NOT NULL,
+    payload TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_frame ON events(frame);
+CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
+BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
+BEGIN SELECT RAISE(ABORT, 'the ledger is append-only'); END;
+PRAGMA user_version = {SCHEMA_VERSION};
+"""
+
+
+@dataclass(frozen=True)
+class Event:
+    """One ledger row."""
+
+    seq: int
+    kind: str
+    frame: int | None
+    time_s: float
+    payload: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "kind": self.kind,
+            "frame": self.frame,
+            "time_s": self.time_s,
+            "payload": self.payload,
+        }
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities are not JSON: store them as null (a failed value stays failed)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+class Ledger:
+    """Append-only event log in ``path`` (created when ``create`` is true)."""
+
+    def __init__(self, path: Path, *, create: bool = False, readonly: bool = False) -> None:
+        self.path = Path(path)
+        if not create and not self.path.exists():
+            raise DataError(f"no ledger at {self.path}")
+        try:
+            # readonly only means "this handle never writes": SQLite's own read-only mode
+            # cannot read a WAL database whose shared-memory file does not exist yet.
+            self._db = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=10.0
+            )
+            if not readonly:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=FULL")
+                self._db.executescript(_SCHEMA)
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            raise DataError(
+                f"ledger {self.path} is not a readable SQLite database: {exc}"
+            ) from None
+        if version != SCHEMA_VERSION:
+            raise DataError(
+                f"ledger {self.path} has schema version {version}; this stedloop reads "
+                f"version {SCHEMA_VERSION}"
+            )
+        self._readonly = readonly
+        self._lock = threading.Lock()
+
+    def append(
+        self, kind: str, payload: Mapping[str, Any] | None = None, *, frame: int | None = None
+    ) -> int:
+        """Write one event durably; returns its sequence number (1, 2, ...)."""
+        if self._readonly:
+            raise DataError(f"ledger {self.path} was opened read-only")
+        if kind not in KINDS:
+            raise ValueError(f"unknown ledger event kind {kind!r}")
+        text = json.dumps(_json_safe(dict(payload or {})), allow_nan=False, default=str)
+        with self._lock:
+            cursor = self._db.execute(
+                "INSERT INTO events(kind, frame, time_s, payload) VALUES (?, ?, ?, ?)",
+                (kind, frame, time.time(), text),
+            )
+            return int(cursor.lastrowid)
+
+    def events(self, since: int = 0) -> list[Event]:
+        """Every event with ``seq > since``, in order."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, kind, frame, time_s, payload FROM events WHERE seq > ? ORDER BY seq",
+                (since,),
+            ).fetchall()
+        return [Event(r[0], r[1], r[2], r[3], json.loads(r[4])) for r in rows]
+
+    def last_seq(self) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT MAX(seq) FROM events").fetchone()
+        return int(row[0] or 0)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

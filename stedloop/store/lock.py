@@ -1,0 +1,74 @@
+"""An exclusive lock on a session folder while a process runs the session.
+
+The operating system releases it when the process dies (even by ``kill -9``), so a crashed
+session is never mistaken for a running one.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from stedloop.errors import StedloopError
+
+LOCK_NAME = "session.lock"
+
+
+class SessionBusy(StedloopError):
+    """Another process is running this session."""
+
+
+class FolderLock:
+    def __init__(self, folder: Path) -> None:
+        self.path = Path(folder) / LOCK_NAME
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            _lock(fd)
+        except OSError:
+            os.close(fd)
+            raise SessionBusy(
+                f"session {self.path.parent.name} is being run by another process"
+            ) from None
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            try:
+                _unlock(self._fd)
+            finally:
+                os.close(self._fd)
+                self._fd = None
+
+    def is_held_elsewhere(self) -> bool:
+        """True when another process holds the lock right now."""
+        if not self.path.exists():
+            return False
+        try:
+            self.acquire()
+        except SessionBusy:
+            return True
+        self.release()
+        return False
+
+
+if os.name == "nt":  # pragma: no cover - exercised on Windows only
+    import msvcrt
+
+    def _lock(fd: int) -> None:
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+
+    def _unlock(fd: int) -> None:
+        os.lseek(fd, 0, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+
+else:
+    import fcntl
+
+    def _lock(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def _unlock(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_UN)

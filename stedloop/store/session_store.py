@@ -1,0 +1,168 @@
+"""Sessions on disk: one folder per session under the data directory.
+
+A session folder holds ``ledger.sqlite`` (the append-only event log, the truth) and
+``frames/NNNN.ome.tif`` (frame NNNN's confocal-before, STED and confocal-after images).
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stedloop import paths
+from stedloop.config.schema import StedloopConfig
+from stedloop.errors import DataError, StedloopError
+from stedloop.store import ledger as L
+from stedloop.store.history import SessionHistory
+from stedloop.store.ledger import Ledger
+
+LEDGER_NAME = "ledger.sqlite"
+FRAMES_DIR = "frames"
+
+
+class SessionNotFound(StedloopError):
+    """No session with that id in the store."""
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """A one-line summary of a stored session, derived from its ledger."""
+
+    id: str
+    name: str | None
+    folder: Path
+    state: str  # open (running or interrupted), paused, stopped, finished
+    stop_reason: str | None
+    frames: int  # frames with a final outcome
+    best_score: float | None
+    created_at_s: float
+    updated_at_s: float
+
+    @property
+    def interrupted(self) -> bool:
+        return self.state not in L.TERMINAL
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "folder": str(self.folder),
+            "state": self.state,
+            "stop_reason": self.stop_reason,
+            "frames": self.frames,
+            "best_score": self.best_score,
+            "created_at_s": self.created_at_s,
+            "updated_at_s": self.updated_at_s,
+        }
+
+
+@dataclass
+class SessionRecord:
+    """An open session folder: its id, ledger, and where its frames go."""
+
+    id: str
+    folder: Path
+    ledger: Ledger
+
+    def frame_path(self, frame: int) -> Path:
+        return self.folder / FRAMES_DIR / f"{frame:04d}.ome.tif"
+
+    def history(self) -> SessionHistory:
+        return SessionHistory.from_events(self.ledger.events())
+
+    def close(self) -> None:
+        self.ledger.close()
+
+
+class SessionStore:
+    """The folder of sessions (``<data dir>/sessions``)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    @classmethod
+    def from_config(cls, config: StedloopConfig) -> SessionStore:
+        """The store of the configured data directory (``$STEDLOOP_HOME`` wins)."""
+        return cls(paths.sessions_dir(config.store.data_dir))
+
+    def create(self, created: dict[str, Any], name: str | None = None) -> SessionRecord:
+        """A new session folder whose ledger starts with a ``created`` event (``created``:
+        the config snapshot, parameter space, objectives, seed and driver)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        for _ in range(20):
+            session_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+            folder = self.root / session_id
+            try:
+                folder.mkdir()
+                break
+            except FileExistsError:
+                continue
+        else:  # pragma: no cover - 20 collisions of 16 random bits within a second
+            raise DataError(f"cannot create a new session folder in {self.root}")
+        (folder / FRAMES_DIR).mkdir()
+        ledger = Ledger(folder / LEDGER_NAME, create=True)
+        ledger.append(L.CREATED, {**created, "id": session_id, "name": name})
+        return SessionRecord(session_id, folder, ledger)
+
+    def open(self, session_id: str, *, readonly: bool = False) -> SessionRecord:
+        folder = self._folder(session_id)
+        return SessionRecord(folder.name, folder, Ledger(folder / LEDGER_NAME, readonly=readonly))
+
+    def info(self, session_id: str) -> SessionInfo:
+        record = self.open(session_id, readonly=True)
+        try:
+            return _info(record.id, record.folder, record.history())
+        finally:
+            record.close()
+
+    def list(self) -> list[SessionInfo]:
+        """Every session, oldest first. Unreadable folders are skipped."""
+        if not self.root.is_dir():
+            return []
+        infos = []
+        for folder in sorted(self.root.iterdir()):
+            if not (folder / LEDGER_NAME).is_file():
+                continue
+            try:
+                infos.append(self.info(folder.name))
+            except DataError:
+                continue
+        return infos
+
+    def _folder(self, session_id: str) -> Path:
+        if not session_id or "/" in session_id or "\\" in session_id or session_id.startswith("."):
+            raise SessionNotFound(f"{session_id!r} is not a session id")
+        folder = self.root / session_id
+        if not (folder / LEDGER_NAME).is_file():
+            matches = (
+                [p.name for p in self.root.glob(f"{session_id}*") if (p / LEDGER_NAME).is_file()]
+                if self.root.is_dir()
+                else []
+            )
+            if len(matches) == 1:  # a unique prefix is enough, like git
+                return self.root / matches[0]
+            known = (
+                "; use `stedloop session ls`"
+                if not matches
+                else f"; it matches {', '.join(sorted(matches))}"
+            )
+            raise SessionNotFound(f"no session {session_id!r} in {self.root}{known}")
+        return folder
+
+
+def _info(session_id: str, folder: Path, history: SessionHistory) -> SessionInfo:
+    best = history.best()
+    return SessionInfo(
+        id=session_id,
+        name=history.created.get("name"),
+        folder=folder,
+        state=history.state,
+        stop_reason=history.stop_reason,
+        frames=len(history.done_frames()),
+        best_score=best.combined if best else None,
+        created_at_s=history.created_at_s,
+        updated_at_s=history.updated_at_s,
+    )

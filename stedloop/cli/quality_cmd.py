@@ -1,9 +1,219 @@
-"""Commands of this area; registered by `stedloop.cli.main`."""
+"""`stedloop train | evaluate | score` and `stedloop dataset synth`: the quality network."""
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+
 import typer
+
+from stedloop.cli.common import (
+    EXIT_FAILURES,
+    ConfigOption,
+    fail,
+    load_cli_config,
+    print_json,
+)
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads is not None:
+        import torch
+
+        if threads < 1:
+            fail(f"--threads must be at least 1, got {threads}")
+        torch.set_num_threads(threads)
+
+
+def expand_paths(paths: list[Path]) -> list[Path]:
+    """Files as given; a folder means every TIFF directly inside it (sorted)."""
+    out: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            out += sorted(p for p in path.iterdir() if p.suffix.lower() in TIFF_SUFFIXES)
+        else:
+            out.append(path)
+    return out
 
 
 def register(app: typer.Typer) -> None:
-    """Add this area's commands to the main app."""
+    @app.command("train")
+    def train_cmd(
+        data: Path = typer.Argument(
+            ..., help="Labelled data folder (manifest.csv or <name>-<score>.tif)."
+        ),
+        out: Path = typer.Option(..., "--out", "-o", help="Where to write the model (.pt)."),
+        seed: int = typer.Option(0, help="Seed of the split, initialisation and augmentation."),
+        epochs: int = typer.Option(200, min=1, help="Most epochs (early stopping may end sooner)."),
+        patience: int = typer.Option(
+            10, min=1, help="Epochs without validation gain before stopping."
+        ),
+        batch_size: int = typer.Option(100, min=2, help="Training batch size (paper: 100)."),
+        lr: float = typer.Option(0.01, help="SGD learning rate (paper: 0.01)."),
+        input_size: int = typer.Option(224, min=8, help="Network input size in px (224 = paper)."),
+        precision: str = typer.Option(
+            "fp32", help="fp32, or bf16 autocast (fast on AMX CPUs/GPUs)."
+        ),
+        resume: Path | None = typer.Option(
+            None, help="Continue from a .resume.pt written by an earlier run."
+        ),
+        device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
+        threads: int | None = typer.Option(
+            None, help="CPU threads for torch (default: torch's choice)."
+        ),
+        no_augment: bool = typer.Option(False, "--no-augment", help="Disable flips/rotations."),
+    ) -> None:
+        """Train a quality network with the paper's recipe; write MODEL plus curves beside it."""
+        from stedloop.quality.train import TrainConfig, paths_beside, train
+
+        _set_threads(threads)
+        cfg = TrainConfig(
+            seed=seed,
+            max_epochs=epochs,
+            patience=patience,
+            lr=lr,
+            batch_size=batch_size,
+            input_size_px=input_size,
+            device=device,
+            precision=precision,
+            augment=not no_augment,
+        )
+        result = train(
+            data,
+            out,
+            cfg,
+            resume=resume,
+            progress=sys.stderr.isatty(),
+            log=lambda m: typer.echo(m, err=True),
+        )
+        beside = paths_beside(out)
+        typer.echo(
+            f"wrote {result.model_path} (best epoch {result.best_epoch}, validation RMSE "
+            f"{result.best_val_rmse:.4f}, {result.epochs_run} epochs"
+            f"{', stopped early' if result.stopped_early else ''}); curves in "
+            f"{beside['curves_csv'].name} / {beside['curves_png'].name}"
+        )
+
+    @app.command("evaluate")
+    def evaluate_cmd(
+        model: Path = typer.Argument(..., help="Model checkpoint (.pt)."),
+        data: Path = typer.Argument(..., help="Labelled data folder."),
+        out: Path | None = typer.Option(
+            None, "--out", "-o", help="Folder for report.md, metrics.json, plots."
+        ),
+        split: str = typer.Option(
+            "all", help="all, or test/val: only the images the model's training put there."
+        ),
+        study_set: Path | None = typer.Option(
+            None, help="Also write a user-study set (images + study.csv) here."
+        ),
+        testers: int = typer.Option(11, min=1, help="Simulated testers (paper: 11)."),
+        bootstrap: int = typer.Option(1000, min=10, help="Bootstrap resamples for the CIs."),
+        seed: int = typer.Option(0, help="Seed of the bootstrap, random baseline and testers."),
+        device: str = typer.Option("auto", help="auto, cpu or cuda."),
+        threads: int | None = typer.Option(None, help="CPU threads for torch."),
+    ) -> None:
+        """Score a labelled set and report RMSE/MAE/SROCC/KROCC/PLCC, per-bin errors and the user-study metrics."""
+        from stedloop.quality.evaluate import evaluate, write_report
+
+        _set_threads(threads)
+        report = evaluate(
+            model,
+            data,
+            split=split,
+            n_testers=testers,
+            n_bootstrap=bootstrap,
+            seed=seed,
+            device=device,
+            study_set=study_set,
+        )
+        if out is not None:
+            write_report(report, out)
+        typer.echo(report.markdown())
+        if out is not None:
+            typer.echo(f"\nwrote {out / 'report.md'}, {out / 'metrics.json'} and plots", err=True)
+
+    @app.command("score")
+    def score_cmd(
+        paths: list[Path] = typer.Argument(..., help="TIFF files or folders (every TIFF inside)."),
+        model: Path | None = typer.Option(
+            None, "--model", "-m", help="Checkpoint; default: configured, else shipped."
+        ),
+        fmt: str = typer.Option("json", "--format", help="json (one object per line) or text."),
+        device: str | None = typer.Option(None, help="auto, cpu or cuda (default: config)."),
+        config: ConfigOption = None,
+    ) -> None:
+        """Score STED images; prints {"path": ..., "score": ...} per image."""
+        if fmt not in ("json", "text"):
+            fail(f"--format must be json or text, got {fmt!r}")
+        from stedloop.quality.dataset import read_tiff_image
+        from stedloop.quality.scorer import CNNScorer
+
+        quality = load_cli_config(config).config.quality
+        scorer = CNNScorer.from_checkpoint(
+            model if model is not None else quality.model_path,
+            device=device or quality.device,
+            batch_size=quality.batch_size,
+        )
+        files = expand_paths(paths)
+        if not files:
+            fail("no TIFF files found in " + ", ".join(str(p) for p in paths))
+        failures = 0
+        from stedloop.errors import StedloopError
+
+        for path in files:
+            try:
+                if not path.is_file():
+                    raise FileNotFoundError
+                value = scorer.score_one(read_tiff_image(path), name=str(path))
+            except FileNotFoundError:
+                typer.echo(f"error: {path}: file not found", err=True)
+                failures += 1
+                continue
+            except StedloopError as exc:
+                message = str(exc)
+                typer.echo(
+                    f"error: {message if str(path) in message else f'{path}: {message}'}", err=True
+                )
+                failures += 1
+                continue
+            if fmt == "json":
+                print_json({"path": str(path), "score": value})
+            else:
+                typer.echo(f"{value:.4f}  {path}")
+        if failures:
+            typer.echo(f"error: {failures} of {len(files)} file(s) could not be scored", err=True)
+            raise typer.Exit(EXIT_FAILURES)
+
+    dataset_app = typer.Typer(
+        help="Labelled data sets for the quality network.", no_args_is_help=True
+    )
+    app.add_typer(dataset_app, name="dataset")
+
+    @dataset_app.command("synth")
+    def synth_cmd(
+        out: Path = typer.Option(
+            ..., "--out", "-o", help="Folder to write (TIFFs + manifest.csv)."
+        ),
+        n: int = typer.Option(..., "--n", min=1, help="Number of labelled frames."),
+        structure: str = typer.Option("actin", help="actin or tubulin (simulator structure)."),
+        seed: int = typer.Option(0, help="Seed of samples, parameters and the expert's noise."),
+        config: ConfigOption = None,
+    ) -> None:
+        """Generate labelled frames with the simulator, scored by the documented synthetic expert."""
+        from stedloop.quality.synth import synthesize
+
+        loaded = load_cli_config(config)
+        summary = synthesize(
+            out,
+            n=n,
+            structure=structure,
+            seed=seed,
+            space=loaded.config.params,
+            caps=loaded.config.safety,
+            progress=lambda i: typer.echo(f"{i}/{n} frames", err=True) if i % 50 == 0 else None,
+        )
+        typer.echo(json.dumps(summary))

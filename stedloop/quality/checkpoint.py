@@ -104,7 +104,8 @@ def load_checkpoint(path: Path) -> Checkpoint:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt files
-        raise CheckpointError(f"{path}: cannot read quality checkpoint ({exc})") from exc
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise CheckpointError(f"{path}: cannot read quality checkpoint ({reason})") from exc
     if not isinstance(payload, dict):
         raise CheckpointError(f"{path}: not a quality checkpoint (not a dict)")
     if payload.get("format") != CHECKPOINT_FORMAT:

@@ -1,0 +1,355 @@
+"""Training the quality network with the paper's recipe.
+
+Defaults follow the paper: stratified 80/10/10 split, random flips/rotations on the training
+split only, SGD (lr 0.01, momentum 0.9), batch 100, MSE loss on (N,) predictions, early
+stopping after 10 epochs without validation improvement, best-validation weights kept.
+
+Beside the model ``M.pt`` the run writes ``M.curves.csv`` / ``M.curves.png`` (train and
+validation RMSE per epoch), ``M.split.csv`` (which image went where) and ``M.resume.pt``
+(full state after every epoch: pass it to ``--resume`` to continue an interrupted run).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import math
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from stedloop.errors import DataError
+from stedloop.quality.augment import random_dihedral
+from stedloop.quality.checkpoint import Checkpoint, CheckpointError, Normalization, save_checkpoint
+from stedloop.quality.dataset import load_dataset, load_images, stratified_split
+from stedloop.quality.device import resolve_device
+from stedloop.quality.model import DEFAULT_INPUT_SIZE_PX, QualityNet
+from stedloop.quality.preprocess import MAX_COUNT
+
+RESUME_FORMAT = "stedloop-quality-resume"
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    max_epochs: int = 200
+    patience: int = 10
+    lr: float = 0.01
+    momentum: float = 0.9
+    batch_size: int = 100
+    input_size_px: int = DEFAULT_INPUT_SIZE_PX
+    device: str = "auto"
+    precision: str = "fp32"  # "bf16": autocast (much faster on CPUs with AMX, and on GPUs)
+    augment: bool = True
+
+
+@dataclass
+class TrainResult:
+    model_path: Path
+    best_epoch: int
+    best_val_rmse: float
+    epochs_run: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    stopped_early: bool = False
+
+
+def paths_beside(model_path: Path) -> dict[str, Path]:
+    stem = model_path.with_suffix("")
+    return {
+        "curves_csv": stem.with_name(stem.name + ".curves.csv"),
+        "curves_png": stem.with_name(stem.name + ".curves.png"),
+        "split_csv": stem.with_name(stem.name + ".split.csv"),
+        "resume": stem.with_name(stem.name + ".resume.pt"),
+    }
+
+
+def mse_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """MSE that refuses shape mismatches ((N, 1) vs (N,) would broadcast to N x N)."""
+    if pred.shape != target.shape:
+        raise ValueError(f"prediction shape {tuple(pred.shape)} != target {tuple(target.shape)}")
+    return torch.mean((pred.float() - target.float()) ** 2)
+
+
+def _normalization(train_images: np.ndarray) -> Normalization:
+    scaled = train_images.astype(np.float64) / MAX_COUNT
+    std = float(scaled.std())
+    if not std > 0:
+        raise DataError("training images have zero variance; cannot normalise")
+    return Normalization(mean=float(scaled.mean()), std=std)
+
+
+def _to_input(images: np.ndarray, norm: Normalization) -> torch.Tensor:
+    x = (images / MAX_COUNT - norm.mean) / norm.std
+    return torch.from_numpy(x.astype(np.float32)).unsqueeze(1)
+
+
+def _evaluate_rmse(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: str, batch: int, autocast: bool
+) -> float:
+    model.eval()
+    preds = []
+    with torch.inference_mode():
+        for s in range(0, len(x), batch):
+            xb = x[s : s + batch].to(device).contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device, dtype=torch.bfloat16, enabled=autocast):
+                preds.append(model(xb).float().cpu())
+    pred = torch.cat(preds)
+    return float(torch.sqrt(mse_loss(pred, y)))
+
+
+def write_curves(history: list[dict[str, float]], best_epoch: int, paths: dict[str, Path]) -> None:
+    with paths["curves_csv"].open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["epoch", "train_rmse", "val_rmse", "seconds"])
+        writer.writeheader()
+        for row in history:
+            writer.writerow(row)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    epochs = [r["epoch"] for r in history]
+    ax.plot(epochs, [r["train_rmse"] for r in history], label="train")
+    ax.plot(epochs, [r["val_rmse"] for r in history], label="validation")
+    ax.axvline(best_epoch, color="grey", linestyle="--", label=f"best (epoch {best_epoch})")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("RMSE")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(paths["curves_png"], dpi=100)
+    plt.close(fig)
+
+
+def train(
+    data_dir: Path,
+    out: Path,
+    config: TrainConfig | None = None,
+    resume: Path | None = None,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> TrainResult:
+    """Train a quality network on the labelled images in ``data_dir``; write ``out``."""
+    cfg = config or TrainConfig()
+    out = Path(out)
+    data_dir = Path(data_dir)
+    say = log or (lambda _msg: None)
+    paths = paths_beside(out)
+    device = resolve_device(cfg.device)
+    autocast = cfg.precision == "bf16"
+    if cfg.precision not in ("fp32", "bf16"):
+        raise DataError(f"unknown precision {cfg.precision!r}; expected fp32 or bf16")
+
+    state: dict[str, Any] | None = None
+    if resume is not None:
+        state = _load_resume(Path(resume))
+        cfg = TrainConfig(**{**state["config"], "device": cfg.device, "max_epochs": cfg.max_epochs})
+        autocast = cfg.precision == "bf16"
+
+    items = load_dataset(data_dir)
+    scores = [it.score for it in items]
+    if state is not None:
+        by_rel = {it.relpath: i for i, it in enumerate(items)}
+        try:
+            tr, va, te = ([by_rel[r] for r in state["split"][k]] for k in ("train", "val", "test"))
+        except KeyError as exc:
+            raise DataError(
+                f"{resume}: image {exc} of the interrupted run is not in {data_dir}"
+            ) from None
+    else:
+        tr, va, te = stratified_split(scores, cfg.seed)
+    if len(tr) < 2:
+        raise DataError(f"{data_dir}: too few images to train ({len(items)})")
+    with paths["split_csv"].open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "score", "structure", "split"])
+        for name, idx in (("train", tr), ("val", va), ("test", te)):
+            for i in idx:
+                writer.writerow([items[i].relpath, items[i].score, items[i].structure, name])
+
+    images = load_images(items, cfg.input_size_px)
+    norm = _normalization(images[tr])
+    x_train, x_val = _to_input(images[tr], norm), _to_input(images[va], norm)
+    y_all = torch.tensor(scores, dtype=torch.float32)
+    y_train, y_val = y_all[tr], y_all[va]
+    say(
+        f"{len(items)} images: {len(tr)} train / {len(va)} validation / {len(te)} test; "
+        f"normalisation mean={norm.mean:.4g} std={norm.std:.4g}; device {device}"
+    )
+
+    torch.manual_seed(cfg.seed)
+    model = QualityNet(cfg.input_size_px).to(device).to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    history: list[dict[str, float]] = []
+    best_val, best_epoch, bad_epochs, start_epoch = math.inf, 0, 0, 1
+    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        gen.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        history = state["history"]
+        best_val, best_epoch = state["best_val"], state["best_epoch"]
+        bad_epochs, start_epoch = state["bad_epochs"], state["epoch"] + 1
+        best_state = state["best_model"]
+        say(f"resuming after epoch {state['epoch']} (best validation RMSE {best_val:.4f})")
+
+    bar = _progress(progress)
+    task = (
+        bar.add_task("training", total=cfg.max_epochs, completed=start_epoch - 1) if bar else None
+    )
+    stopped_early = False
+    try:
+        if bar:
+            bar.start()
+        for epoch in range(start_epoch, cfg.max_epochs + 1):
+            if bad_epochs >= cfg.patience:
+                stopped_early = True
+                break
+            t0 = time.perf_counter()
+            model.train()
+            order = torch.randperm(len(x_train), generator=gen)
+            sq_err, seen = 0.0, 0
+            for s in range(0, len(order), cfg.batch_size):
+                idx = order[s : s + cfg.batch_size]
+                if len(idx) < 2:  # batch norm needs two samples
+                    continue
+                xb = x_train[idx]
+                if cfg.augment:
+                    xb = random_dihedral(xb, gen)
+                xb = xb.to(device).contiguous(memory_format=torch.channels_last)
+                yb = y_train[idx].to(device)
+                with torch.autocast(device, dtype=torch.bfloat16, enabled=autocast):
+                    pred = model(xb)
+                loss = mse_loss(pred, yb)
+                if not torch.isfinite(loss):
+                    raise DataError(f"training diverged at epoch {epoch} (loss {loss.item()})")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                sq_err += float(loss.detach()) * len(idx)
+                seen += len(idx)
+            train_rmse = math.sqrt(sq_err / max(seen, 1))
+            val_rmse = _evaluate_rmse(model, x_val, y_val, device, cfg.batch_size, autocast)
+            history.append(
+                {
+                    "epoch": epoch,
+                    "train_rmse": round(train_rmse, 6),
+                    "val_rmse": round(val_rmse, 6),
+                    "seconds": round(time.perf_counter() - t0, 2),
+                }
+            )
+            if val_rmse < best_val:
+                best_val, best_epoch, bad_epochs = val_rmse, epoch, 0
+                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            else:
+                bad_epochs += 1
+            say(
+                f"epoch {epoch}: train RMSE {train_rmse:.4f}, validation RMSE {val_rmse:.4f}"
+                f"{' (best)' if best_epoch == epoch else ''}"
+            )
+            write_curves(history, best_epoch, paths)
+            _save_resume(
+                paths["resume"],
+                {
+                    "format": RESUME_FORMAT,
+                    "config": asdict(cfg),
+                    "split": {
+                        "train": [items[i].relpath for i in tr],
+                        "val": [items[i].relpath for i in va],
+                        "test": [items[i].relpath for i in te],
+                    },
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "generator": gen.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                    "history": history,
+                    "best_val": best_val,
+                    "best_epoch": best_epoch,
+                    "bad_epochs": bad_epochs,
+                    "epoch": epoch,
+                    "best_model": best_state,
+                },
+            )
+            if bar and task is not None:
+                bar.update(
+                    task,
+                    advance=1,
+                    description=f"epoch {epoch} val RMSE {val_rmse:.4f} (best {best_val:.4f})",
+                )
+        else:
+            stopped_early = bad_epochs >= cfg.patience
+    finally:
+        if bar:
+            bar.stop()
+
+    model.load_state_dict(best_state)
+    model = model.cpu().to(memory_format=torch.contiguous_format).eval()
+    training = {
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "data_dir": str(data_dir),
+        "n_images": len(items),
+        "split_sizes": {"train": len(tr), "val": len(va), "test": len(te)},
+        "split_seed": cfg.seed,
+        "test_paths": [items[i].relpath for i in te],
+        "val_paths": [items[i].relpath for i in va],
+        "structures": sorted({it.structure for it in items}),
+        "config": asdict(cfg),
+        "best_epoch": best_epoch,
+        "best_val_rmse": best_val,
+        "epochs_run": len(history),
+        "stopped_early": stopped_early,
+        "torch": str(torch.__version__),
+        "python": platform.python_version(),
+    }
+    ckpt = Checkpoint(
+        model=model,
+        normalization=norm,
+        train_labels=[scores[i] for i in tr],
+        training=training,
+    )
+    save_checkpoint(ckpt, out)
+    write_curves(history, best_epoch, paths) if history else None
+    return TrainResult(out, best_epoch, best_val, len(history), history, stopped_early)
+
+
+def _progress(enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} epochs"),
+        TimeElapsedColumn(),
+        transient=False,
+    )
+
+
+def _save_resume(path: Path, state: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def _load_resume(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: resume file not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: cannot read resume state ({exc})") from exc
+    if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
+        raise CheckpointError(
+            f"{path}: not a training resume file (pass the .resume.pt written beside the model)"
+        )
+    return state

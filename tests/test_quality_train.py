@@ -1,0 +1,232 @@
+"""Training, data sets, evaluation and the CLI on tiny 32-px images (seconds, real files)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from stedloop.errors import DataError
+from stedloop.quality.checkpoint import load_checkpoint
+from stedloop.quality.dataset import load_dataset, stratified_split, write_manifest
+from stedloop.quality.evaluate import evaluate, plcc_logistic, write_report
+from stedloop.quality.train import TrainConfig, mse_loss, paths_beside, train
+
+SIZE = 32
+
+
+def _blob_image(rng: np.random.Generator, quality: float) -> np.ndarray:
+    """Sharper, brighter lines for higher quality: something a CNN can learn quickly."""
+    _yy, xx = np.mgrid[0:SIZE, 0:SIZE]
+    width = 4.0 - 3.0 * quality
+    lines = np.exp(-((xx - rng.uniform(8, 24)) ** 2) / (2 * width**2))
+    lam = 2 + 40 * quality * lines
+    return rng.poisson(lam).astype(np.uint16)
+
+
+def make_dataset(folder: Path, n: int = 24, seed: int = 0, size: int = SIZE) -> Path:
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        q = float(rng.uniform(0.05, 0.95))
+        image = _blob_image(rng, q)
+        if size != SIZE:
+            image = np.pad(image, ((0, size - SIZE), (0, size - SIZE)), mode="reflect")
+        tifffile.imwrite(folder / f"img{i:03d}.tif", image)
+        rows.append({"path": f"img{i:03d}.tif", "score": round(q, 4), "structure": "lines"})
+    write_manifest(folder, rows)
+    return folder
+
+
+def _cfg(**kw) -> TrainConfig:
+    base = {"input_size_px": SIZE, "max_epochs": 2, "batch_size": 8, "device": "cpu"}
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_mse_refuses_the_broadcast_trap() -> None:
+    pred = torch.rand(5, 1)
+    target = torch.rand(5)
+    # Silent broadcasting would compute a 5x5 loss; ours refuses it.
+    assert ((pred - target) ** 2).shape == (5, 5)
+    with pytest.raises(ValueError, match="shape"):
+        mse_loss(pred, target)
+    assert mse_loss(pred.reshape(-1), target).shape == ()
+
+
+def test_stratified_split_keeps_distribution() -> None:
+    rng = np.random.default_rng(1)
+    scores = list(np.clip(rng.beta(5, 2, 500), 0, 1))
+    tr, va, te = stratified_split(scores, seed=3)
+    assert sorted(tr + va + te) == list(range(500))
+    assert len(va) == pytest.approx(50, abs=3) and len(te) == pytest.approx(50, abs=3)
+    for part in (va, te):
+        assert np.mean([scores[i] for i in part]) == pytest.approx(np.mean(scores), abs=0.03)
+    assert stratified_split(scores, seed=3) == (tr, va, te)
+
+
+def test_named_files_and_bad_labels(tmp_path: Path) -> None:
+    named = tmp_path / "named"
+    named.mkdir()
+    tifffile.imwrite(named / "a-0.25.tif", np.arange(64, dtype=np.uint16).reshape(8, 8))
+    tifffile.imwrite(named / "b-1.tif", np.arange(64, dtype=np.uint16).reshape(8, 8))
+    items = load_dataset(named)
+    assert [it.score for it in items] == [0.25, 1.0]
+    tifffile.imwrite(named / "c-1.5.tif", np.arange(64, dtype=np.uint16).reshape(8, 8))
+    with pytest.raises(DataError, match=r"c-1\.5\.tif.*outside \[0, 1\]"):
+        load_dataset(named)
+    bad = make_dataset(tmp_path / "bad", n=3)
+    text = (bad / "manifest.csv").read_text().replace(",0.", ",-0.", 1)
+    (bad / "manifest.csv").write_text(text)
+    with pytest.raises(DataError, match=r"manifest\.csv:2: score"):
+        load_dataset(bad)
+
+
+def test_train_writes_model_curves_and_resumes(tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "data")
+    out = tmp_path / "m.pt"
+    result = train(data, out, _cfg(max_epochs=2))
+    beside = paths_beside(out)
+    for key in ("curves_csv", "curves_png", "split_csv", "resume"):
+        assert beside[key].is_file(), key
+    rows = list(csv.DictReader(beside["curves_csv"].open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    ckpt = load_checkpoint(out)
+    assert ckpt.input_size_px == SIZE
+    assert len(ckpt.train_labels) == ckpt.training["split_sizes"]["train"] > 10
+    assert result.best_epoch in (1, 2)
+    assert ckpt.training["split_sizes"]["test"] >= 1
+    assert 0 < ckpt.normalization.std < 1
+
+    resumed = train(data, out, _cfg(max_epochs=4), resume=beside["resume"])
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4]
+    assert resumed.history[:2] == result.history[:2]
+
+
+def test_training_is_seeded(tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "data", n=12)
+    a = train(data, tmp_path / "a.pt", _cfg(max_epochs=1, seed=5))
+    b = train(data, tmp_path / "b.pt", _cfg(max_epochs=1, seed=5))
+    assert a.history[0]["train_rmse"] == b.history[0]["train_rmse"]
+    assert a.history[0]["val_rmse"] == b.history[0]["val_rmse"]
+
+
+def test_training_learns_and_early_stopping_stops(tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "data", n=60)
+    result = train(data, tmp_path / "m.pt", _cfg(max_epochs=40, patience=5))
+    first, best = result.history[0]["val_rmse"], result.best_val_rmse
+    assert best < 0.7 * first  # it learned something
+    assert result.stopped_early or result.epochs_run == 40
+    if result.stopped_early:
+        assert result.epochs_run == result.best_epoch + 5
+    val = [h["val_rmse"] for h in result.history]
+    assert best == pytest.approx(min(val), abs=1e-6)
+    assert result.history[result.best_epoch - 1]["val_rmse"] == pytest.approx(best, abs=1e-6)
+
+
+def test_plcc_logistic_is_one_for_monotone_sigmoid() -> None:
+    x = np.linspace(0, 1, 50)
+    y = 0.1 + 0.8 / (1 + np.exp(-(x - 0.5) / 0.1))
+    assert plcc_logistic(x, y) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_evaluate_report_and_study_set(tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "data", n=20)
+    model = tmp_path / "m.pt"
+    train(data, model, _cfg(max_epochs=1))
+    test_only = evaluate(model, data, split="test", n_testers=2, n_bootstrap=10, device="cpu")
+    assert 1 <= test_only.n_images <= 3
+    assert {it["path"] for it in test_only.items} == set(
+        load_checkpoint(model).training["test_paths"]
+    )
+    # an unreadable file listed in the manifest is reported, not fatal
+    (data / "img000.tif").write_bytes(b"garbage")
+    report = evaluate(
+        model, data, n_testers=3, n_bootstrap=20, device="cpu", study_set=tmp_path / "study"
+    )
+    assert report.n_images == 19 and len(report.skipped) == 1 and "img000.tif" in report.skipped[0]
+    md = report.markdown()
+    for key in ("RMSE", "SROCC", "KROCC", "PLCC", "MAE", "confusion", "0.8–1.0"):
+        assert key in md
+    write_report(report, tmp_path / "out")
+    for name in ("report.md", "metrics.json", "scatter.png", "per_bin.png"):
+        assert (tmp_path / "out" / name).is_file()
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert len(metrics["network"]["per_bin"]) == 5
+    assert len(metrics["random_baseline"]["user_study"]["confusion"]) == 5
+    rows = list(csv.DictReader((tmp_path / "study" / "study.csv").open()))
+    assert len(rows) == 19 and set(rows[0]) == {"image", "target", "prediction", "structure"}
+    assert (tmp_path / "study" / rows[0]["image"]).is_file()
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "stedloop.cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_cli_train_score_evaluate(tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "data", n=12)
+    model = tmp_path / "m.pt"
+    res = _cli(
+        "train",
+        str(data),
+        "--out",
+        str(model),
+        "--epochs",
+        "1",
+        "--input-size",
+        "32",
+        "--batch-size",
+        "8",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+    )
+    assert res.returncode == 0, res.stderr
+    assert model.is_file()
+    (data / "broken.tif").write_bytes(b"not a tiff")
+    res = _cli("score", str(data), "--model", str(model), "--format", "json")
+    assert res.returncode == 1
+    lines = [json.loads(line) for line in res.stdout.splitlines()]
+    assert len(lines) == 12
+    assert all(set(d) == {"path", "score"} and 0 <= d["score"] <= 1 for d in lines)
+    assert "broken.tif" in res.stderr
+    (data / "broken.tif").unlink()
+    res = _cli(
+        "evaluate",
+        str(model),
+        str(data),
+        "--out",
+        str(tmp_path / "ev"),
+        "--testers",
+        "2",
+        "--bootstrap",
+        "10",
+        "--device",
+        "cpu",
+    )
+    assert res.returncode == 0, res.stderr
+    assert "SROCC" in res.stdout and (tmp_path / "ev" / "metrics.json").is_file()
+
+
+def test_cli_bad_model_is_one_line_exit_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"xx")
+    image = tmp_path / "x.tif"
+    tifffile.imwrite(image, np.arange(1024, dtype=np.uint16).reshape(32, 32))
+    res = _cli("score", str(image), "--model", str(bad))
+    assert res.returncode == 2
+    assert "bad.pt" in res.stderr and len(res.stderr.strip().splitlines()) == 1

@@ -1,0 +1,195 @@
+"""Frames as OME-TIFF files that Fiji and napari open, and back.
+
+A frame file holds the three images as one uint16 CYX stack with channel names
+``confocal_before``, ``sted``, ``confocal_after``, the physical pixel size in µm, and the
+applied parameters as an OME MapAnnotation (visible in Fiji's metadata window). Everything
+needed to rebuild the ``Frame`` (params, region, pixel size, timestamps, metadata, extra
+metadata) is also stored as one JSON document in the OME Image ``Description``.
+Files are written atomically: a temporary file in the same folder, then a rename.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tifffile
+
+from stedloop.errors import DataError, StedloopError
+from stedloop.frame import IMAGE_NAMES, Frame, Region
+from stedloop.params import PARAM_UNITS, ImagingParams
+
+#: Marks our JSON document inside the OME description; bump on incompatible changes.
+FORMAT_NAME = "stedloop.frame"
+FORMAT_VERSION = 1
+_UINT16_MAX = np.iinfo(np.uint16).max
+
+
+def write_frame_tiff(
+    path: str | Path, frame: Frame, extra_metadata: dict[str, Any] | None = None
+) -> Path:
+    """Write ``frame`` as an OME-TIFF at ``path`` (atomically) and return the path.
+
+    Counts must fit uint16 (0..65535); anything else is refused with ``DataError`` rather
+    than clipped. Non-JSON metadata values (arrays such as a ground truth) are left out and
+    listed under ``omitted_metadata``.
+    """
+    path = Path(path)
+    stack = _as_uint16(frame.stack(), path)
+    metadata, omitted = _jsonable(frame.metadata)
+    document = {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "params": frame.params.as_dict(),
+        "param_units": dict(PARAM_UNITS),
+        "region": frame.region.as_dict(),
+        "pixel_size_nm": frame.pixel_size_nm,
+        "started_at_s": frame.started_at_s,
+        "finished_at_s": frame.finished_at_s,
+        "metadata": metadata,
+        "omitted_metadata": omitted,
+        "extra": _jsonable(extra_metadata or {})[0],
+    }
+    pixel_um = frame.pixel_size_nm / 1000.0
+    annotations = {
+        f"{name} ({PARAM_UNITS[name]})": f"{value:g}"
+        for name, value in frame.params.as_dict().items()
+    }
+    annotations.update(
+        {"region x (µm)": f"{frame.region.x_um:g}", "region y (µm)": f"{frame.region.y_um:g}"}
+    )
+    ome_metadata = {
+        "axes": "CYX",
+        "Name": path.name.removesuffix(".ome.tif").removesuffix(".tif"),
+        "Description": json.dumps(document, allow_nan=False, default=_json_default),
+        "PhysicalSizeX": pixel_um,
+        "PhysicalSizeXUnit": "µm",
+        "PhysicalSizeY": pixel_um,
+        "PhysicalSizeYUnit": "µm",
+        "Channel": {"Name": list(IMAGE_NAMES)},
+        "MapAnnotation": {"Value": annotations},
+    }
+    if not path.parent.is_dir():
+        raise DataError(f"cannot write {path}: folder {path.parent} does not exist")
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        tifffile.imwrite(tmp_name, stack, ome=True, photometric="minisblack", metadata=ome_metadata)
+        with open(tmp_name, "rb+") as handle:  # on disk before it takes the final name
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_frame_tiff(path: str | Path) -> Frame:
+    """Read a frame written by ``write_frame_tiff``; ``DataError`` naming the file if unusable.
+
+    The extra metadata given when writing is returned in ``frame.metadata["extra"]``.
+    """
+    path = Path(path)
+    stack, description = _read(path, want_description=True)
+    try:
+        document = json.loads(description)
+        if not isinstance(document, dict) or document.get("format") != FORMAT_NAME:
+            raise ValueError("no stedloop frame description")
+        if int(document["version"]) > FORMAT_VERSION:
+            raise ValueError(f"written by a newer stedloop (format version {document['version']})")
+        if stack.ndim != 3 or stack.shape[0] != len(IMAGE_NAMES):
+            raise ValueError(f"expected 3 channels (CYX), got shape {stack.shape}")
+        metadata = dict(document.get("metadata") or {})
+        metadata["extra"] = document.get("extra") or {}
+        return Frame(
+            confocal_before=stack[0],
+            sted=stack[1],
+            confocal_after=stack[2],
+            params=ImagingParams.from_mapping(document["params"]),
+            region=Region.from_dict(document["region"]),
+            pixel_size_nm=float(document["pixel_size_nm"]),
+            started_at_s=float(document["started_at_s"]),
+            finished_at_s=float(document["finished_at_s"]),
+            metadata=metadata,
+        )
+    except (ValueError, KeyError, TypeError, StedloopError) as exc:
+        raise DataError(f"{path} is not a readable stedloop frame: {exc}") from None
+
+
+def read_image_tiff(path: str | Path) -> np.ndarray:
+    """Read a plain single-image TIFF as a 2-D array; ``DataError`` naming the file otherwise."""
+    path = Path(path)
+    image, _ = _read(path, want_description=False)
+    image = np.squeeze(image)
+    if image.ndim != 2:
+        raise DataError(f"{path} holds an image of shape {image.shape}; expected one 2-D image")
+    if not np.issubdtype(image.dtype, np.number):
+        raise DataError(f"{path} has non-numeric pixels ({image.dtype})")
+    return image
+
+
+# -- helpers -------------------------------------------------------------------------------
+def _read(path: Path, want_description: bool) -> tuple[np.ndarray, str]:
+    if not path.is_file():
+        raise DataError(f"{path} does not exist or is not a file")
+    try:
+        with tifffile.TiffFile(path) as tif:
+            array = tif.asarray()
+            description = _frame_description(tif.ome_metadata) if want_description else ""
+    except DataError as exc:
+        raise DataError(f"{path} is not a readable stedloop frame: {exc}") from None
+    except Exception as exc:  # tifffile raises many kinds for damaged files
+        raise DataError(f"{path} is not a readable TIFF: {type(exc).__name__}: {exc}") from None
+    return array, description
+
+
+def _frame_description(ome_xml: str | None) -> str:
+    if not ome_xml:
+        raise DataError("no OME-XML metadata (not a stedloop frame)")
+    try:
+        root = ET.fromstring(ome_xml)
+    except ET.ParseError as exc:
+        raise DataError(f"damaged OME-XML metadata ({exc})") from None
+    for element in root.iter():
+        if element.tag.endswith("}Description") or element.tag == "Description":
+            return element.text or ""
+    raise DataError("OME-XML has no image description (not a stedloop frame)")
+
+
+def _as_uint16(stack: np.ndarray, path: Path) -> np.ndarray:
+    if np.issubdtype(stack.dtype, np.floating) and not np.all(np.isfinite(stack)):
+        raise DataError(f"cannot write {path}: frame holds NaN or infinite values")
+    if stack.size and (stack.min() < 0 or stack.max() > _UINT16_MAX):
+        raise DataError(
+            f"cannot write {path}: counts {stack.min()}..{stack.max()} do not fit uint16 (0..65535)"
+        )
+    if np.issubdtype(stack.dtype, np.floating) and not np.array_equal(stack, np.round(stack)):
+        raise DataError(f"cannot write {path}: frame holds non-integer counts")
+    return np.ascontiguousarray(stack, dtype=np.uint16)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
+
+
+def _jsonable(mapping: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The JSON-serialisable part of ``mapping`` (numpy scalars converted) and omitted keys."""
+    kept: dict[str, Any] = {}
+    omitted: list[str] = []
+    for key, value in mapping.items():
+        try:
+            text = json.dumps(value, allow_nan=False, default=_json_default)
+        except (TypeError, ValueError):
+            omitted.append(str(key))
+            continue
+        kept[str(key)] = json.loads(text)
+    return kept, omitted

@@ -1,0 +1,151 @@
+"""OME-TIFF frame files: round trip, what Fiji/napari need, atomic writes, bad files."""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from stedloop.drivers.simulator import SimulatorDriver, SimulatorOptions
+
+from stedloop.errors import DataError
+from stedloop.frame import Frame, Region
+from stedloop.params import ImagingParams
+from stedloop.tiffio import read_frame_tiff, read_image_tiff, write_frame_tiff
+
+OME_NS = "{http://www.openmicroscopy.org/Schemas/OME/2016-06}"
+
+
+@pytest.fixture(scope="module")
+def frame() -> Frame:
+    driver = SimulatorDriver(SimulatorOptions(sample_fields=1, include_ground_truth=True))
+    driver.connect()
+    return driver.acquire(ImagingParams(12.5, 4.0, 120.0), Region(0.0, 0.0, 224, 224))
+
+
+def test_round_trip_keeps_images_params_region_times_metadata(frame: Frame, tmp_path: Path) -> None:
+    path = write_frame_tiff(tmp_path / "0001.ome.tif", frame, {"session": "s1", "frame": 1})
+    assert path == tmp_path / "0001.ome.tif"
+    back = read_frame_tiff(path)
+    np.testing.assert_array_equal(back.stack(), frame.stack())
+    assert back.sted.dtype == np.uint16
+    assert back.params == frame.params
+    assert back.region == frame.region
+    assert back.pixel_size_nm == frame.pixel_size_nm
+    assert back.started_at_s == frame.started_at_s
+    assert back.finished_at_s == frame.finished_at_s
+    assert back.metadata["extra"] == {"session": "s1", "frame": 1}
+    assert back.metadata["effective_fwhm_nm"] == pytest.approx(frame.metadata["effective_fwhm_nm"])
+    assert back.metadata["structure"] == "actin"
+    assert "ground_truth" not in back.metadata  # arrays are not stored in the description
+
+
+def test_file_is_ome_with_channels_and_physical_pixel_size(frame: Frame, tmp_path: Path) -> None:
+    path = write_frame_tiff(tmp_path / "f.ome.tif", frame)
+    with tifffile.TiffFile(path) as tif:
+        assert tif.is_ome
+        assert tif.series[0].axes == "CYX"
+        assert tif.series[0].dtype == np.uint16
+        root = ET.fromstring(tif.ome_metadata)
+    pixels = root.find(f"{OME_NS}Image/{OME_NS}Pixels")
+    assert pixels is not None
+    assert float(pixels.get("PhysicalSizeX")) == pytest.approx(0.02)
+    assert float(pixels.get("PhysicalSizeY")) == pytest.approx(0.02)
+    assert pixels.get("PhysicalSizeXUnit") == "µm"
+    names = [c.get("Name") for c in pixels.findall(f"{OME_NS}Channel")]
+    assert names == ["confocal_before", "sted", "confocal_after"]
+    annotations = {m.get("K"): m.text for m in root.iter(f"{OME_NS}M")}
+    assert annotations["depletion_mw (mW)"] == "120"
+    assert annotations["dwell_time_us (µs)"] == "12.5"
+
+
+def test_write_is_atomic_and_leaves_no_temporary_files(frame: Frame, tmp_path: Path) -> None:
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    path = folder / "a.ome.tif"
+    path.write_bytes(b"old content")
+    write_frame_tiff(path, frame)
+    assert read_frame_tiff(path).params == frame.params
+    assert sorted(p.name for p in folder.iterdir()) == ["a.ome.tif"]
+
+
+def test_failed_write_leaves_old_file_and_no_temporary(frame: Frame, tmp_path: Path) -> None:
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    path = folder / "b.ome.tif"
+    path.write_bytes(b"old content")
+    bad = Frame(
+        confocal_before=np.full((8, 8), 70000, np.int64),
+        sted=np.zeros((8, 8), np.int64),
+        confocal_after=np.zeros((8, 8), np.int64),
+        params=frame.params,
+        region=frame.region,
+        pixel_size_nm=20.0,
+        started_at_s=0.0,
+        finished_at_s=1.0,
+    )
+    with pytest.raises(DataError, match="uint16"):
+        write_frame_tiff(path, bad)
+    assert path.read_bytes() == b"old content"
+    assert sorted(p.name for p in folder.iterdir()) == ["b.ome.tif"]
+
+
+def test_missing_folder_is_a_data_error(frame: Frame, tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="does not exist"):
+        write_frame_tiff(tmp_path / "nope" / "f.ome.tif", frame)
+
+
+def test_corrupt_file_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "broken.ome.tif"
+    path.write_bytes(b"II*\x00garbage that is not a tiff")
+    with pytest.raises(DataError, match="broken.ome.tif"):
+        read_frame_tiff(path)
+    with pytest.raises(DataError, match="broken.ome.tif"):
+        read_image_tiff(path)
+
+
+def test_truncated_frame_file_names_the_file(frame: Frame, tmp_path: Path) -> None:
+    path = write_frame_tiff(tmp_path / "t.ome.tif", frame)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+    with pytest.raises(DataError, match="t.ome.tif"):
+        read_frame_tiff(path)
+
+
+def test_missing_file_is_a_data_error(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="missing.tif"):
+        read_image_tiff(tmp_path / "missing.tif")
+
+
+def test_plain_tiff_is_not_a_frame_but_is_an_image(tmp_path: Path) -> None:
+    path = tmp_path / "plain.tif"
+    image = np.arange(64 * 48, dtype=np.uint16).reshape(64, 48)
+    tifffile.imwrite(path, image)
+    np.testing.assert_array_equal(read_image_tiff(path), image)
+    with pytest.raises(DataError, match="plain.tif"):
+        read_frame_tiff(path)
+
+
+def test_read_image_refuses_stacks(frame: Frame, tmp_path: Path) -> None:
+    path = write_frame_tiff(tmp_path / "stack.ome.tif", frame)
+    with pytest.raises(DataError, match="2-D"):
+        read_image_tiff(path)
+
+
+def test_reads_the_real_frames_when_present() -> None:
+    folder = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_sted"
+    files = sorted(folder.glob("*.tif")) if folder.is_dir() else []
+    if not files:
+        pytest.skip("shared/data/real_sted not present")
+    for path in files:
+        image = read_image_tiff(path)
+        assert image.shape == (224, 224)
+        assert image.dtype == np.uint16
+
+
+def test_path_may_be_a_string(frame: Frame, tmp_path: Path) -> None:
+    path = write_frame_tiff(os.fspath(tmp_path / "s.ome.tif"), frame)
+    assert isinstance(path, Path) and path.is_file()

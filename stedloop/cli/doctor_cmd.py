@@ -1,9 +1,287 @@
-"""Commands of this area; registered by `stedloop.cli.main`."""
+"""`stedloop doctor`: is this machine ready to run stedloop? Each check says OK or FAIL + fix.
+
+Checks, in order: the config; the plugins it names; the configured driver (for Imspector:
+specpy importable, Imspector reachable; then connect, describe, safe state, close); the
+device scoring will use; the quality model file (loaded for real); whether the daemon's
+ports are free. Exit code 0 when everything is OK, 1 otherwise.
+"""
 
 from __future__ import annotations
 
+import importlib.util
+import socket
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
 import typer
+
+from stedloop.cli.common import EXIT_FAILURES, EXIT_OK, ConfigOption, load_cli_config, print_json
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool | None  # None: skipped because an earlier check failed
+    detail: str
+    fix: str = ""
+
+
+class _Failed(Exception):
+    """A check failed; carries the fix to print."""
+
+    def __init__(self, detail: str, fix: str) -> None:
+        super().__init__(detail)
+        self.fix = fix
+
+
+def _run(name: str, check: Callable[[], str]) -> Check:
+    try:
+        return Check(name, True, check())
+    except _Failed as exc:
+        return Check(name, False, str(exc), exc.fix)
+    except Exception as exc:  # a check must report, never crash the doctor
+        return Check(name, False, f"{type(exc).__name__}: {exc}", "see the message above")
+
+
+# -- the checks ----------------------------------------------------------------------------
+
+
+def check_plugins(config: Any) -> str:
+    from stedloop import registry
+    from stedloop.drivers import validate_driver_options
+    from stedloop.errors import StedloopError
+
+    try:
+        validate_driver_options(config)
+    except StedloopError as exc:
+        raise _Failed(
+            str(exc),
+            f"fix [drivers.{config.driver.name}] in the config, or install the driver plugin "
+            f"(installed drivers: {', '.join(registry.available(registry.DRIVERS))})",
+        ) from None
+    problems = []
+    for name in config.objectives.names:
+        try:
+            registry.load(registry.OBJECTIVES, name)
+        except StedloopError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise _Failed(
+            "; ".join(problems),
+            "install the objective plugin or remove it from objectives.names",
+        )
+    return f"driver {config.driver.name!r}, objectives {', '.join(config.objectives.names)}"
+
+
+def check_driver(config: Any, timeout_s: float) -> str:
+    from stedloop.drivers import create_driver
+    from stedloop.errors import DriverDisconnected, StedloopError
+
+    name = config.driver.name
+    options = config.driver_options()
+    if name == "imspector":
+        module = options.get("specpy_module", "specpy")
+        if importlib.util.find_spec(module.split(".")[0]) is None:
+            raise _Failed(
+                f"the Imspector driver needs {module!r}, which is not installed",
+                "pip install 'stedloop[imspector]' on the acquisition PC (specpy comes "
+                "with Imspector's Python interface)",
+            )
+    driver = create_driver(config)
+    outcome: dict[str, Any] = {}
+
+    def exercise() -> None:
+        try:
+            driver.connect()
+            outcome["description"] = driver.describe()
+            driver.safe_state()
+        except BaseException as exc:
+            outcome["error"] = exc
+        finally:
+            try:
+                driver.close()
+            except Exception as exc:
+                outcome.setdefault("error", exc)
+
+    worker = threading.Thread(target=exercise, name="doctor-driver", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    if worker.is_alive():
+        raise _Failed(
+            f"driver {name!r} did not answer within {timeout_s:g} s",
+            "check the instrument PC and its network; raise --timeout if it is slow",
+        )
+    error = outcome.get("error")
+    if isinstance(error, DriverDisconnected):
+        raise _Failed(str(error), "start the instrument software, then run stedloop doctor again")
+    if isinstance(error, StedloopError):
+        raise _Failed(str(error), f"check [drivers.{name}] and the instrument's state")
+    if error is not None:
+        raise _Failed(f"{type(error).__name__}: {error}", "this is a driver bug; report it")
+    description = outcome["description"]
+    width, height = description.field_of_view_px
+    return (
+        f"{description.name}: connected, {width}x{height} px at "
+        f"{description.pixel_size_nm:g} nm, lasers in the safe state"
+    )
+
+
+def check_compute(config: Any) -> str:
+    try:
+        import torch
+    except ImportError as exc:
+        raise _Failed(f"torch cannot be imported: {exc}", "pip install torch") from None
+    requested = config.quality.device
+    threads = torch.get_num_threads()
+    if torch.cuda.is_available():
+        gpu = torch.cuda.get_device_name(0)
+        if requested == "cpu":
+            return f"CPU ({threads} threads) as configured; a CUDA GPU ({gpu}) is also present"
+        return f"CUDA GPU {gpu} (torch {torch.__version__})"
+    if requested == "cuda":
+        raise _Failed(
+            "quality.device is 'cuda' but torch sees no CUDA GPU",
+            "set quality.device = 'auto' or 'cpu', or install a CUDA build of torch and "
+            "the NVIDIA driver",
+        )
+    return f"CPU, {threads} threads (torch {torch.__version__}; no CUDA GPU found)"
+
+
+def check_model(config: Any, device: str) -> str:
+    try:
+        from stedloop.quality import shipped_model_path
+        from stedloop.quality.scorer import CNNScorer
+    except ImportError as exc:
+        raise _Failed(f"the quality scorer is not available: {exc}", "reinstall stedloop") from None
+    configured = config.quality.model_path
+    path = Path(configured).expanduser() if configured is not None else shipped_model_path()
+    where = "quality.model_path" if configured is not None else "the shipped model"
+    if not path.is_file():
+        raise _Failed(
+            f"{where} {path} does not exist",
+            "set quality.model_path to a trained checkpoint (stedloop train), or reinstall "
+            "stedloop to get the shipped model",
+        )
+    from stedloop.errors import StedloopError
+
+    try:
+        scorer = CNNScorer.from_checkpoint(path, device=device, batch_size=1)
+    except StedloopError as exc:
+        raise _Failed(
+            f"{path} cannot be loaded: {exc}", "retrain or replace the checkpoint"
+        ) from None
+    return f"{path} loads on {scorer.device}"
+
+
+def _port_free(host: str, port: int) -> str | None:
+    """None when ``host:port`` can be bound now, else the reason."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        if sys.platform != "win32":  # on Windows SO_REUSEADDR would let us steal the port
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
+
+
+def check_ports(config: Any) -> str:
+    free, problems = [], []
+    for key in ("request_address", "event_address"):
+        address = getattr(config.daemon, key)
+        parts = urlsplit(address)
+        if parts.scheme != "tcp":
+            free.append(f"{key} {address} (not TCP, not checked)")
+            continue
+        host = parts.hostname or ""
+        host = "0.0.0.0" if host in ("*", "") else host
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        if port is None:
+            problems.append(f"daemon.{key} {address!r} has no valid port")
+            continue
+        reason = _port_free(host, port)
+        if reason is None:
+            free.append(f"{host}:{port}")
+        else:
+            problems.append(f"daemon.{key} {host}:{port} is not free ({reason})")
+    if problems:
+        raise _Failed(
+            "; ".join(problems),
+            "stop what uses the port (a stedloop daemon already running? see "
+            "`stedloop daemon status`) or choose other ports in [daemon]",
+        )
+    return "free: " + ", ".join(free)
+
+
+# -- the command -----------------------------------------------------------------------------
+
+
+def run_checks(config_path: Path | None, timeout_s: float) -> list[Check]:
+    from stedloop.errors import StedloopError
+
+    checks: list[Check] = []
+    try:
+        loaded = load_cli_config(config_path)
+    except StedloopError as exc:
+        checks.append(
+            Check("config", False, str(exc), "correct the config (stedloop config validate)")
+        )
+        for name in ("plugins", "driver", "compute", "model", "ports"):
+            checks.append(Check(name, None, "skipped: the config did not load"))
+        return checks
+    config = loaded.config
+    files = ", ".join(str(p) for p in loaded.files) or "defaults only"
+    checks.append(Check("config", True, f"valid ({files})"))
+    plugins = _run("plugins", lambda: check_plugins(config))
+    checks.append(plugins)
+    if plugins.ok:
+        checks.append(_run("driver", lambda: check_driver(config, timeout_s)))
+    else:
+        checks.append(Check("driver", None, "skipped: the driver plugin did not load"))
+    compute = _run("compute", lambda: check_compute(config))
+    checks.append(compute)
+    device = config.quality.device if compute.ok else "cpu"
+    checks.append(_run("model", lambda: check_model(config, device)))
+    checks.append(_run("ports", lambda: check_ports(config)))
+    return checks
+
+
+def _print(checks: list[Check]) -> None:
+    width = max(len(c.name) for c in checks)
+    for check in checks:
+        status = {True: "OK", False: "FAIL", None: "SKIP"}[check.ok]
+        typer.echo(f"{status:<5} {check.name:<{width}}  {check.detail}")
+        if check.ok is False and check.fix:
+            typer.echo(f"{'':<5} {'':<{width}}  fix: {check.fix}")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this area's commands to the main app."""
+    """Add `stedloop doctor`."""
+
+    @app.command("doctor")
+    def doctor(
+        config: ConfigOption = None,
+        timeout: float = typer.Option(
+            20.0, "--timeout", min=0.1, help="Seconds to wait for the driver to answer."
+        ),
+        as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    ) -> None:
+        """Check the config, the driver connection, the GPU/CPU, the model and the daemon ports."""
+        checks = run_checks(config, timeout)
+        if as_json:
+            print_json([asdict(c) for c in checks])
+        else:
+            _print(checks)
+        failed = any(c.ok is False for c in checks)
+        if not as_json:
+            typer.echo("some checks failed" if failed else "all checks passed")
+        raise typer.Exit(EXIT_FAILURES if failed else EXIT_OK)

@@ -393,3 +393,40 @@ def test_real_specpy_surface_when_installed() -> None:
     )
     with pytest.raises(DriverDisconnected, match="Imspector is running"):
         ImspectorDriver(options, specpy_module=specpy).connect()
+
+
+def test_fake_serves_simulator_images_driven_by_the_parameters() -> None:
+    pytest.importorskip("stedloop.drivers.simulator")
+    from stedloop.drivers.imspector.fake_specpy import SimulatorImageSource
+
+    fake = FakeSpecpy()  # default image source: the simulator when installed
+    assert isinstance(fake.image_source, SimulatorImageSource)
+    with make_driver(fake) as driver:
+        strong = driver.acquire(ImagingParams(20.0, 10.0, 300.0), REGION)
+        elsewhere = driver.acquire(ImagingParams(20.0, 10.0, 300.0), Region(4.48, 0.0, 224, 224))
+    # Strong depletion bleaches: the confocal image after is dimmer than before.
+    assert strong.confocal_after.mean() < 0.95 * strong.confocal_before.mean()
+    # Another region of the sample shows other structures.
+    assert not np.array_equal(strong.confocal_before, elsewhere.confocal_before)
+    assert strong.confocal_before.mean() > 1.0
+
+
+def test_shipped_site_config_refuses_until_the_lasers_are_calibrated() -> None:
+    from stedloop.drivers import validate_driver_options
+
+    from stedloop.config.loader import shipped_default_path
+
+    site = shipped_default_path().parent / "imspector.toml"
+    with pytest.raises(ConfigError, match="excitation_uw_at_full_scale"):
+        validate_driver_options(load_config(site).config)
+    calibrated = load_config(
+        site,
+        overrides={
+            "drivers": {
+                "imspector": {"excitation_uw_at_full_scale": 20, "depletion_mw_at_full_scale": 300}
+            }
+        },
+    )
+    options = validate_driver_options(calibrated.config)
+    assert options.sted_configuration == "STED"
+    assert calibrated.config.driver.name == "imspector"

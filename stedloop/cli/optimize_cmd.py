@@ -1,9 +1,318 @@
-"""Commands of this area; registered by `stedloop.cli.main`."""
+"""`stedloop optimize` (a session in the foreground) and `stedloop session ls|show|export`."""
 
 from __future__ import annotations
 
+import json
+import math
+import threading
+from pathlib import Path
+from typing import Any
+
 import typer
+
+from stedloop.cli.common import (
+    EXIT_FAILURES,
+    ConfigOption,
+    fail,
+    load_cli_config,
+    print_json,
+)
+
+
+def _overrides(
+    driver: str | None, budget: int | None, objectives: list[str] | None, seed: int | None
+) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    if driver:
+        overrides["driver"] = {"name": driver}
+    if budget is not None:
+        overrides["session"] = {"budget_frames": budget}
+    if objectives:
+        overrides["objectives"] = {"names": list(objectives)}
+    if seed is not None:
+        overrides["optimizer"] = {"random_seed": seed}
+    return overrides
+
+
+def _format_params(params: dict[str, float]) -> str:
+    return (
+        f"dwell {params['dwell_time_us']:6.2f} µs  exc {params['excitation_uw']:5.2f} µW  "
+        f"dep {params['depletion_mw']:6.1f} mW"
+    )
+
+
+def _format_score(value: float | None) -> str:
+    return "  —  " if value is None or not math.isfinite(value) else f"{value:.3f}"
+
+
+class _Progress:
+    """Prints one line per frame and session/log events; JSON lines with ``as_json``."""
+
+    def __init__(self, as_json: bool) -> None:
+        from rich.console import Console
+
+        self.as_json = as_json
+        self.console = Console(highlight=False, soft_wrap=True)
+        self._lock = threading.Lock()
+
+    def __call__(self, kind: str, payload: dict[str, Any]) -> None:
+        with self._lock:
+            if self.as_json:
+                print_json({"kind": kind, **payload})
+                return
+            if kind == "frame":
+                values = "  ".join(
+                    f"{name} {_format_score(value)}" for name, value in payload["values"].items()
+                )
+                status = "" if payload["status"] == "told" else "  [red]failed[/red]"
+                self.console.print(
+                    f"frame {payload['frame'] + 1:>3}/{payload['budget_frames']}  "
+                    f"{_format_params(payload['params'])}  {values}  "
+                    f"score {_format_score(payload['combined'])}  "
+                    f"[bold]best {_format_score(payload['best_score'])}[/bold]{status}"
+                )
+            elif kind == "session":
+                reason = f": {payload['reason']}" if payload.get("reason") else ""
+                self.console.print(
+                    f"[cyan]session {payload['session']} {payload['state']}{reason}[/cyan]"
+                )
+            elif kind == "log" and payload.get("level") in ("warning", "error"):
+                self.console.print(f"[yellow]{payload['level']}: {payload['message']}[/yellow]")
+
+
+def _run_in_foreground(session: Any, progress: _Progress) -> Any:
+    """Run the session in a thread; Ctrl-C stops after the frame, twice aborts it."""
+    from stedloop.session import SessionControl
+
+    control = SessionControl()
+    result: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            result["summary"] = session.run(control, progress)
+        except BaseException as exc:  # surfaced in the main thread below
+            result["error"] = exc
+
+    thread = threading.Thread(target=target, name="stedloop-session", daemon=True)
+    thread.start()
+    interrupts = 0
+    while thread.is_alive():
+        try:
+            thread.join(timeout=0.2)
+        except KeyboardInterrupt:
+            interrupts += 1
+            if interrupts == 1:
+                progress.console.print(
+                    "[yellow]stopping after this frame (Ctrl-C again to abort it)[/yellow]"
+                )
+                control.request_stop()
+            else:
+                progress.console.print("[yellow]aborting the frame in flight[/yellow]")
+                control.request_stop(abort=True)
+    if "error" in result:
+        raise result["error"]
+    return result["summary"]
 
 
 def register(app: typer.Typer) -> None:
-    """Add this area's commands to the main app."""
+    @app.command("optimize")
+    def optimize(
+        config: ConfigOption = None,
+        driver: str | None = typer.Option(
+            None, "--driver", help="Driver plugin (e.g. simulator); default from config."
+        ),
+        budget: int | None = typer.Option(None, "--budget", min=1, help="Frames to take."),
+        objective: list[str] | None = typer.Option(
+            None, "--objective", help="Objective plugin; repeat for several (default: config)."
+        ),
+        seed: int | None = typer.Option(None, "--seed", help="Optimizer seed (reproducible)."),
+        resume: str | None = typer.Option(
+            None, "--resume", help="Continue this session (id or unique prefix) from its ledger."
+        ),
+        force: bool = typer.Option(
+            False, "--force", help="Resume even if the config differs from the session's."
+        ),
+        name: str | None = typer.Option(None, "--name", help="A label for the new session."),
+        as_json: bool = typer.Option(False, "--json", help="Print events as JSON lines."),
+    ) -> None:
+        """Run an optimisation session in the foreground with live progress.
+
+        Each frame: propose parameters, image a fresh region, score, record, learn. Ctrl-C
+        stops after the frame in flight (twice: aborts it); the lasers end in the safe state
+        and the ledger keeps every recorded frame, so `--resume` can continue."""
+        from stedloop.session import Session
+        from stedloop.store import SessionStore
+
+        if resume and seed is not None:
+            fail("--seed cannot be combined with --resume: a session keeps its own seed")
+        loaded = load_cli_config(config, _overrides(driver, budget, objective, seed) or None)
+        store = SessionStore.from_config(loaded.config)
+        if resume and config is None and not objective and driver is None:
+            # Without a new config, a resume continues with the session's own settings
+            # (its creation snapshot), the budget excepted.
+            loaded = _session_config(store, resume, budget)
+        progress = _Progress(as_json)
+        hardware = _create_driver(loaded.config, progress)
+        try:
+            hardware.connect()
+            if resume:
+                session = Session.resume(resume, loaded, hardware, store=store, force=force)
+            else:
+                session = Session.start(loaded, hardware, store=store, name=name)
+            try:
+                if not as_json:
+                    progress.console.print(f"session {session.id} in {session.folder}")
+                summary = _run_in_foreground(session, progress)
+            finally:
+                session.close()
+        finally:
+            try:
+                hardware.safe_state()
+            finally:
+                hardware.close()
+        if as_json:
+            print_json({"kind": "summary", **summary.as_dict()})
+        else:
+            best = summary.best_params
+            progress.console.print(
+                f"{summary.state}: {summary.stop_reason}; {summary.frames} frames; best score "
+                f"{_format_score(summary.best_score)}"
+                + (f" at {_format_params(best)}" if best else "")
+            )
+            progress.console.print(f"resume with: stedloop optimize --resume {summary.id}")
+        if summary.state == "failed":
+            raise typer.Exit(EXIT_FAILURES)
+
+    session_app = typer.Typer(
+        help="List, show and export optimisation sessions.", no_args_is_help=True
+    )
+    app.add_typer(session_app, name="session")
+
+    @session_app.command("ls")
+    def session_ls(
+        config: ConfigOption = None,
+        as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    ) -> None:
+        """List stored sessions (oldest first)."""
+        from stedloop.store import SessionStore
+
+        store = SessionStore.from_config(load_cli_config(config).config)
+        infos = store.list()
+        if as_json:
+            print_json([i.as_dict() for i in infos])
+            return
+        if not infos:
+            typer.echo(f"no sessions in {store.root}")
+            return
+        for info in infos:
+            state = info.state if not info.interrupted else "interrupted"
+            typer.echo(
+                f"{info.id}  {state:<11} {info.frames:>4} frames  best {_format_score(info.best_score)}"
+                + (f"  {info.name}" if info.name else "")
+                + (f"  ({info.stop_reason})" if info.stop_reason else "")
+            )
+
+    @session_app.command("show")
+    def session_show(
+        session_id: str = typer.Argument(..., help="Session id (or a unique prefix)."),
+        config: ConfigOption = None,
+        as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    ) -> None:
+        """Show a session: state, best parameters and the Pareto front of its objectives."""
+        from stedloop.store import SessionStore
+        from stedloop.store.export import summary
+
+        store = SessionStore.from_config(load_cli_config(config).config)
+        record = store.open(session_id, readonly=True)
+        try:
+            info = summary(record.history())
+        finally:
+            record.close()
+        if as_json:
+            print_json(info)
+            return
+        typer.echo(f"session {record.id}" + (f" ({info['name']})" if info["name"] else ""))
+        typer.echo(
+            f"  state: {info['state']}"
+            + (f" ({info['stop_reason']})" if info["stop_reason"] else "")
+        )
+        typer.echo(
+            f"  frames: {info['frames']} ({info['failed_frames']} failed); seed {info['seed']}"
+        )
+        names = [o["name"] for o in info["objectives"]]
+        typer.echo(
+            "  objectives: "
+            + ", ".join(f"{o['name']} ({o['unit']}, {o['direction']})" for o in info["objectives"])
+        )
+        best = info["best"]
+        if best:
+            typer.echo(
+                f"  best: frame {best['frame']}  {_format_params(best['params'])}  score {_format_score(best['combined'])}"
+            )
+        typer.echo(f"  Pareto front ({len(info['pareto_front'])} frames):")
+        for point in info["pareto_front"]:
+            values = "  ".join(f"{n} {_format_score(point['values'].get(n))}" for n in names)
+            typer.echo(
+                f"    frame {point['frame']:>4}  {_format_params(point['params'])}  {values}"
+            )
+
+    @session_app.command("export")
+    def session_export(
+        session_id: str = typer.Argument(..., help="Session id (or a unique prefix)."),
+        out: Path | None = typer.Option(
+            None,
+            "--out",
+            "-o",
+            help="Folder for frames.csv and the plots (default: the session's export/).",
+        ),
+        plots: bool = typer.Option(True, "--plots/--no-plots", help="Also write PNG plots."),
+        config: ConfigOption = None,
+    ) -> None:
+        """Export every frame as CSV (parameters, objective values, outcome) and PNG plots."""
+        from stedloop.store import SessionStore
+        from stedloop.store.export import summary, write_frames_csv
+
+        store = SessionStore.from_config(load_cli_config(config).config)
+        record = store.open(session_id, readonly=True)
+        try:
+            history = record.history()
+        finally:
+            record.close()
+        folder = out if out is not None else record.folder / "export"
+        written = [write_frames_csv(history, folder / "frames.csv")]
+        (folder / "summary.json").write_text(json.dumps(summary(history), indent=2, default=str))
+        written.append(folder / "summary.json")
+        if plots:
+            from stedloop.store.plots import write_plots
+
+            written.extend(write_plots(history, folder))
+        for path in written:
+            typer.echo(str(path))
+
+
+def _session_config(store: Any, session_id: str, budget: int | None) -> Any:
+    from stedloop.config import load_config
+
+    record = store.open(session_id, readonly=True)
+    try:
+        snapshot = dict(record.history().created.get("config") or {})
+    finally:
+        record.close()
+    if budget is not None:
+        snapshot["session"] = {**snapshot.get("session", {}), "budget_frames": budget}
+    return load_config(overrides=snapshot)
+
+
+def _create_driver(config: Any, progress: _Progress) -> Any:
+    if config.driver.in_worker:
+        from stedloop.worker import create_worker_driver
+
+        return create_worker_driver(
+            config,
+            on_fault=lambda kind, details: progress(
+                "log", {"level": "error", "message": f"{kind}: {details}"}
+            ),
+        )
+    from stedloop.drivers import create_driver
+
+    return create_driver(config)

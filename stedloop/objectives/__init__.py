@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from stedloop import registry
@@ -14,7 +15,12 @@ def build_objective(name: str, config: StedloopConfig, scorer: Any = None) -> Ob
     """Load the plugin ``name`` (group ``stedloop.objectives``) and build it."""
     cls = registry.load(registry.OBJECTIVES, name)
     factory = getattr(cls, "from_config", None)
-    objective = factory(config, scorer=scorer) if factory is not None else cls()
+    if factory is None:
+        objective = cls()
+    elif _accepts_scorer(factory):
+        objective = factory(config, scorer=scorer)
+    else:  # a plugin that needs no scorer may take the config alone
+        objective = factory(config)
     for attribute in ("name", "unit", "direction", "evaluate"):
         if not hasattr(objective, attribute):
             raise PluginError(f"objective plugin {name!r} has no {attribute!r}")
@@ -24,6 +30,14 @@ def build_objective(name: str, config: StedloopConfig, scorer: Any = None) -> Ob
             "expected 'maximize' or 'minimize'"
         )
     return objective
+
+
+def _accepts_scorer(function: Any) -> bool:
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    return any(p.name == "scorer" or p.kind is p.VAR_KEYWORD for p in parameters)
 
 
 def build_objectives(config: StedloopConfig, scorer: Any = None) -> list[Objective]:

@@ -225,8 +225,14 @@ class Session:
                 self._log(
                     "warning", f"replayed proposal of frame {frame_no} differs from the ledger"
                 )
-            if record.status == "told" and record.combined is not None:
-                self._tell(params, record.combined, record.params)
+            score = record.combined
+            if self._config_changes and record.status == "told":
+                # Forced resume with other objectives or weights: re-combine the recorded
+                # per-objective values; a frame lacking one is kept out of the model.
+                score = self.scalariser.combine(record.values)
+                score = score if math.isfinite(score) else None
+            if record.status == "told" and score is not None:
+                self._tell(params, score, record.params)
                 self._done += 1
             elif record.done:
                 self._mark_failed(params)

@@ -1,0 +1,89 @@
+"""Tables derived from a session's ledger: every frame as CSV, the best point, the Pareto front."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+from stedloop.objectives.pareto import pareto_front
+from stedloop.params import PARAM_NAMES
+from stedloop.store.history import FrameRecord, SessionHistory
+
+
+def objective_directions(history: SessionHistory) -> dict[str, str]:
+    return {o["name"]: o["direction"] for o in history.created.get("objectives", [])}
+
+
+def frame_rows(history: SessionHistory) -> list[dict[str, Any]]:
+    """One flat row per frame number (in order), whatever its outcome."""
+    names = list(objective_directions(history))
+    rows = []
+    for frame_no in sorted(history.frames):
+        record = history.frames[frame_no]
+        acquired = record.acquired or {}
+        applied = acquired.get("params_applied", {})
+        region = acquired.get("region") or (record.regions[-1] if record.regions else {})
+        row: dict[str, Any] = {"frame": frame_no, "status": record.status, "source": record.source}
+        row.update({name: record.params.get(name) for name in PARAM_NAMES})
+        row.update({f"applied_{name}": applied.get(name) for name in PARAM_NAMES})
+        row.update({name: record.values.get(name) for name in names})
+        row["combined"] = record.combined
+        row["attempts"] = len(record.regions)
+        row["region_x_um"] = region.get("x_um")
+        row["region_y_um"] = region.get("y_um")
+        row["tiff"] = record.tiff
+        errors = [e.get("error", "") for e in record.errors] + [
+            f"{k}: {v}" for k, v in record.objective_errors.items()
+        ]
+        row["errors"] = " | ".join(e for e in errors if e)
+        rows.append(row)
+    return rows
+
+
+def write_frames_csv(history: SessionHistory, path: Path) -> Path:
+    rows = frame_rows(history)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fields = list(rows[0]) if rows else ["frame", "status"]
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: "" if v is None else v for k, v in row.items()})
+    return path
+
+
+def session_pareto(history: SessionHistory) -> list[FrameRecord]:
+    """The scored frames no other scored frame beats on every objective."""
+    directions = objective_directions(history)
+    scored = [f for f in history.done_frames() if f.values]
+    return pareto_front(scored, [f.values for f in scored], directions)
+
+
+def summary(history: SessionHistory) -> dict[str, Any]:
+    """What ``stedloop session show`` prints: state, best point, Pareto front."""
+    best = history.best()
+    return {
+        "id": history.created.get("id"),
+        "name": history.created.get("name"),
+        "state": history.state,
+        "stop_reason": history.stop_reason,
+        "frames": len(history.done_frames()),
+        "failed_frames": sum(1 for f in history.done_frames() if f.status == "failed"),
+        "objectives": history.created.get("objectives", []),
+        "scalarisation": history.created.get("scalarisation"),
+        "seed": history.created.get("seed"),
+        "driver": (history.created.get("driver") or {}).get("name"),
+        "best": None
+        if best is None
+        else {
+            "frame": best.frame,
+            "params": best.params,
+            "values": best.values,
+            "combined": best.combined,
+        },
+        "pareto_front": [
+            {"frame": f.frame, "params": f.params, "values": f.values, "combined": f.combined}
+            for f in session_pareto(history)
+        ],
+    }

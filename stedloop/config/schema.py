@@ -160,6 +160,43 @@ class WorkerSection(Section):
     abort_grace_period_s: float = Field(
         2.0, gt=0, description="Wait for an abort to be honoured before killing the worker."
     )
+    transport: Literal["auto", "ipc", "tcp"] = Field(
+        "auto",
+        description="Socket to the worker: ipc (POSIX), tcp on 127.0.0.1, or auto (ipc where "
+        "available, else tcp).",
+    )
+    acquire_timeout_s: float = Field(
+        600.0, gt=0, description="Longest a frame may take before the worker counts as hung."
+    )
+    call_timeout_s: float = Field(
+        30.0, gt=0, description="Longest connect/describe/safe_state/close may take."
+    )
+    start_timeout_s: float = Field(
+        30.0, gt=0, description="Longest a worker may take to start and load the driver."
+    )
+    restart_max_attempts: int = Field(
+        5, ge=1, le=100, description="Start attempts after a fault before giving up."
+    )
+    restart_backoff_s: float = Field(
+        0.5, ge=0, description="Delay before the second start attempt; doubles after each."
+    )
+    restart_backoff_max_s: float = Field(
+        10.0, ge=0, description="Longest delay between start attempts."
+    )
+    standby: bool = Field(
+        True,
+        description="Keep a started spare worker (driver loaded, not connected) so a killed "
+        "worker is replaced, and the lasers made safe, without waiting for a start.",
+    )
+
+    @model_validator(mode="after")
+    def _timeout_after_interval(self) -> WorkerSection:
+        if self.heartbeat_timeout_s <= 2 * self.heartbeat_interval_s:
+            raise ValueError(
+                f"worker.heartbeat_timeout_s ({self.heartbeat_timeout_s:g}) must be more than "
+                f"twice worker.heartbeat_interval_s ({self.heartbeat_interval_s:g})"
+            )
+        return self
 
 
 class LoggingSection(Section):

@@ -1,0 +1,310 @@
+"""The driver worker process: runs one driver and answers the daemon over ZeroMQ.
+
+Started as ``python -m stedloop.worker --connect ADDR --parent-pid PID``, possibly by another
+interpreter (the virtual environment where ``specpy`` lives), so it imports only stedloop's
+core and the one configured driver plugin. The first line on stdin is a secret token; it is
+the worker's ZeroMQ routing id, so the daemon ignores any other peer on the socket.
+
+Two threads: the driver thread runs driver calls one at a time (they may block for a whole
+frame, or forever); the main thread owns the socket and answers heartbeats, pings and aborts
+at once, so the daemon always knows whether the worker is alive and what it is doing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import queue
+import sys
+import threading
+import time
+from typing import Any
+
+import zmq
+
+from stedloop import __version__
+from stedloop.driver import Driver
+from stedloop.errors import DriverError
+from stedloop.frame import Region
+from stedloop.logs import configure_logging, get_logger
+from stedloop.params import ImagingParams, SafetyCaps
+from stedloop.worker import protocol
+
+log = get_logger("stedloop.worker.process")
+
+#: Exit codes of the worker process.
+EXIT_OK = 0
+EXIT_PARENT_LOST = 4
+EXIT_BAD_START = 5
+
+
+def _build_driver(spec: dict[str, Any]) -> Driver:
+    """The configured driver, built exactly as the daemon would build it in-process."""
+    from stedloop.drivers import driver_class, parse_driver_options
+
+    name = str(spec["driver"])
+    cls = driver_class(name)
+    options = parse_driver_options(cls, name, dict(spec.get("options", {})))
+    return cls(options, SafetyCaps.model_validate(spec.get("caps", {})))
+
+
+class _DriverThread:
+    """Runs driver calls one at a time and hands back the reply parts through an inproc socket."""
+
+    def __init__(self, context: zmq.Context, address: str) -> None:
+        self._jobs: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._context = context
+        self._address = address
+        self.driver: Driver | None = None
+        self._lock = threading.Lock()
+        self.busy_method: str | None = None
+        self.busy_since = 0.0
+        self.calls_done = 0
+        self._thread = threading.Thread(target=self._run, name="driver", daemon=True)
+        self._thread.start()
+
+    def submit(self, header: dict[str, Any]) -> bool:
+        """Queue a call; False if one is already running (calls never overlap)."""
+        with self._lock:
+            if self.busy_method is not None:
+                return False
+            self.busy_method = str(header.get("method"))
+            self.busy_since = time.monotonic()
+        self._jobs.put(header)
+        return True
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            busy = self.busy_method
+            busy_for_s = time.monotonic() - self.busy_since if busy else 0.0
+            return {"busy": busy, "busy_for_s": busy_for_s, "calls_done": self.calls_done}
+
+    def stop(self) -> None:
+        self._jobs.put(None)
+
+    def _run(self) -> None:
+        out = self._context.socket(zmq.PAIR)
+        out.linger = 0
+        out.connect(self._address)
+        while (job := self._jobs.get()) is not None:
+            parts = self._execute(job)
+            with self._lock:
+                self.busy_method = None
+                self.calls_done += 1
+            out.send_multipart(parts, copy=False)
+        out.close()
+
+    def _execute(self, job: dict[str, Any]) -> list[Any]:
+        method = job.get("method")
+        reply: dict[str, Any] = {"type": "reply", "id": job.get("id"), "ok": True}
+        buffers: list[Any] = []
+        try:
+            result, buffers = self._call(str(method), job.get("args") or {})
+            reply["result"] = result
+        except BaseException as exc:  # every failure goes back to the daemon, typed
+            reply = {
+                "type": "reply",
+                "id": job.get("id"),
+                "ok": False,
+                "error": protocol.error_to_dict(exc),
+            }
+            buffers = []
+            if not isinstance(exc, Exception):
+                raise
+        return [protocol.encode_header(reply), *buffers]
+
+    def _call(self, method: str, args: dict[str, Any]) -> tuple[Any, list[Any]]:
+        if method == "init":
+            self.driver = _build_driver(args)
+            return {"driver": str(args["driver"]), "pid": os.getpid()}, []
+        driver = self.driver
+        if driver is None:
+            raise DriverError("the worker has no driver yet (init was not called)")
+        if method == "connect":
+            driver.connect()
+        elif method == "describe":
+            return driver.describe().as_dict(), []
+        elif method == "acquire":
+            frame = driver.acquire(
+                ImagingParams.from_mapping(args["params"]), Region.from_dict(args["region"])
+            )
+            header, buffers = protocol.encode_frame(frame)
+            return header, buffers
+        elif method == "safe_state":
+            driver.safe_state()
+        elif method == "close":
+            driver.close()
+        else:
+            raise protocol.ProtocolError(f"unknown worker call {method!r}")
+        return None, []
+
+    def request_abort(self) -> None:
+        abort = getattr(self.driver, "request_abort", None)
+        if callable(abort):
+            abort()
+
+
+class WorkerLoop:
+    """The main thread: socket I/O, heartbeats, pings, aborts and watching the parent."""
+
+    def __init__(
+        self,
+        address: str,
+        token: str,
+        parent_pid: int | None,
+        heartbeat_interval_s: float,
+        parent_timeout_s: float,
+    ) -> None:
+        self.context = zmq.Context()
+        self.socket = self.context.socket(zmq.DEALER)
+        self.socket.linger = 0
+        self.socket.routing_id = token.encode("ascii")
+        self.socket.connect(address)
+        results_address = f"inproc://driver-results-{os.getpid()}"
+        self.results = self.context.socket(zmq.PAIR)
+        self.results.linger = 0
+        self.results.bind(results_address)
+        self.driver_thread = _DriverThread(self.context, results_address)
+        self.parent_pid = parent_pid
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.parent_timeout_s = parent_timeout_s
+        self.heartbeat_seq = 0
+        #: calls_done when an abort arrived; the abort is repeated until that call ends,
+        #: because a driver clears its abort flag when acquire starts (the abort may have
+        #: overtaken the start of the call).
+        self.abort_for_call: int | None = None
+
+    def _send(self, header: dict[str, Any]) -> None:
+        self.socket.send(protocol.encode_header(header))
+
+    def _heartbeat(self) -> None:
+        self.heartbeat_seq += 1
+        self._send(
+            {
+                "type": "heartbeat",
+                "seq": self.heartbeat_seq,
+                "pid": os.getpid(),
+                **self.driver_thread.status(),
+            }
+        )
+
+    def _parent_gone(self, last_seen: float) -> str | None:
+        if self.parent_pid is not None and os.getppid() != self.parent_pid:
+            return "parent process exited"
+        if time.monotonic() - last_seen > self.parent_timeout_s:
+            return f"no message from the daemon for {self.parent_timeout_s:g} s"
+        return None
+
+    def run(self) -> int:
+        self._send(
+            {
+                "type": "hello",
+                "protocol": protocol.PROTOCOL_VERSION,
+                "pid": os.getpid(),
+                "python": sys.version.split()[0],
+                "stedloop": __version__,
+            }
+        )
+        poller = zmq.Poller()
+        poller.register(self.socket, zmq.POLLIN)
+        poller.register(self.results, zmq.POLLIN)
+        last_seen = time.monotonic()
+        next_heartbeat = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if now >= next_heartbeat:
+                self._heartbeat()
+                next_heartbeat = now + self.heartbeat_interval_s
+                reason = self._parent_gone(last_seen)
+                if reason:
+                    log.error("worker_parent_lost", reason=reason, pid=os.getpid())
+                    self._last_safe_state()
+                    return EXIT_PARENT_LOST
+            timeout_ms = max(0, int((next_heartbeat - time.monotonic()) * 1000)) + 1
+            if self.abort_for_call is not None:
+                status = self.driver_thread.status()
+                if status["busy"] and status["calls_done"] == self.abort_for_call:
+                    self.driver_thread.request_abort()
+                    timeout_ms = min(timeout_ms, 20)
+                else:
+                    self.abort_for_call = None
+            for sock, _ in poller.poll(timeout_ms):
+                if sock is self.results:
+                    self.socket.send_multipart(self.results.recv_multipart(copy=False), copy=False)
+                    continue
+                parts = self.socket.recv_multipart(copy=False)
+                last_seen = time.monotonic()
+                try:
+                    header = protocol.decode_header(parts[0].buffer)
+                except protocol.ProtocolError as exc:
+                    log.error("worker_bad_message", error=str(exc))
+                    continue
+                if self._handle(header) is False:
+                    return EXIT_OK
+
+    def _handle(self, header: dict[str, Any]) -> bool:
+        kind = header["type"]
+        if kind == "call":
+            if header.get("method") not in protocol.CALL_METHODS:
+                self._reply_error(header, f"unknown worker call {header.get('method')!r}")
+            elif not self.driver_thread.submit(header):
+                busy = self.driver_thread.status()["busy"]
+                self._reply_error(header, f"the driver worker is busy with {busy}")
+        elif kind == "abort":
+            self.driver_thread.request_abort()
+            status = self.driver_thread.status()
+            if status["busy"]:
+                self.abort_for_call = status["calls_done"]
+            self._send({"type": "abort_ack", **self.driver_thread.status()})
+        elif kind == "ping":
+            self._send({"type": "pong", "id": header.get("id"), **self.driver_thread.status()})
+        elif kind == "shutdown":
+            return False
+        elif kind != "keepalive":
+            log.warning("worker_unknown_message", type=kind)
+        return True
+
+    def _reply_error(self, header: dict[str, Any], message: str) -> None:
+        self._send(
+            {
+                "type": "reply",
+                "id": header.get("id"),
+                "ok": False,
+                "error": {"type": "DriverError", "message": message},
+            }
+        )
+
+    def _last_safe_state(self) -> None:
+        """The daemon is gone: make the lasers safe if the driver thread is free to do it."""
+        driver = self.driver_thread.driver
+        if driver is None or self.driver_thread.status()["busy"]:
+            return
+        try:
+            driver.safe_state()
+        except Exception as exc:  # nothing left to report to but the log
+            log.error("worker_safe_state_failed", error=str(exc))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m stedloop.worker",
+        description="stedloop driver worker (started by the daemon)",
+    )
+    parser.add_argument("--connect", required=True, help="ZeroMQ address of the daemon's socket")
+    parser.add_argument("--parent-pid", type=int, default=None)
+    parser.add_argument("--heartbeat-interval-s", type=float, default=0.5)
+    parser.add_argument("--parent-timeout-s", type=float, default=15.0)
+    parser.add_argument("--log-level", default="info")
+    args = parser.parse_args(argv)
+    configure_logging(args.log_level, json_stderr=True)
+    token = sys.stdin.readline().strip()
+    if not token or not token.isalnum():
+        log.error("worker_no_token", hint="the first line on stdin must be the daemon's token")
+        return EXIT_BAD_START
+    loop = WorkerLoop(
+        args.connect, token, args.parent_pid, args.heartbeat_interval_s, args.parent_timeout_s
+    )
+    code = loop.run()
+    # The driver thread may be stuck in a hung call; exit without waiting for it.
+    sys.stderr.flush()
+    os._exit(code)

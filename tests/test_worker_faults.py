@@ -1,0 +1,154 @@
+"""The watchdog: hung, crashed and frozen workers are killed, reported, replaced, made safe."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from stedloop import errors
+from tests.worker_helpers import FIELD, PARAMS, process_gone, simulator_worker, wait_for
+
+
+class Faults:
+    """Collects on_fault calls (they come from the worker's notifier thread)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, kind: str, details: dict[str, Any]) -> None:
+        with self._lock:
+            self.calls.append((kind, details))
+
+    def kinds(self) -> list[str]:
+        with self._lock:
+            return [kind for kind, _ in self.calls]
+
+
+def _acquire_in_thread(remote) -> tuple[threading.Thread, list[object]]:  # type: ignore[no-untyped-def]
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:
+            outcome.append(remote.acquire(PARAMS, FIELD))
+        except Exception as exc:
+            outcome.append((exc, time.monotonic()))
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, outcome
+
+
+def test_abort_of_a_hung_acquire_kills_restarts_and_makes_safe_within_grace_plus_1s() -> None:
+    faults = Faults()
+    remote = simulator_worker({"hang_on_frame": 0}, on_fault=faults, standby=True)
+    try:
+        remote.connect()
+        wait_for(lambda: remote.health()["standby_pid"] is not None, 30, "the standby worker")
+        hung_pid = remote.health()["pid"]
+        thread, outcome = _acquire_in_thread(remote)
+        wait_for(lambda: remote.ping()["busy"] == "acquire", 5, "the worker to be acquiring")
+        asked = time.monotonic()
+        remote.request_abort()
+        thread.join(15)
+        exc, raised_at = outcome[0]  # type: ignore[misc]
+        assert isinstance(exc, errors.AcquisitionAborted), exc
+        assert "commanded safe" in str(exc)
+        grace = remote.settings.abort_grace_period_s
+        health = remote.health()
+        assert health["state"] == "ready" and health["restarts"] == 1
+        assert health["pid"] != hung_pid and process_gone(hung_pid)
+        safe = health["last_safe_state"]
+        assert safe["pid"] == health["pid"] and safe["how"] == "commanded after restart"
+        # acquire raises only after the lasers were commanded safe, so this bounds both
+        assert raised_at - asked <= grace + 1.0, raised_at - asked
+        wait_for(lambda: faults.kinds() == ["worker_hung"], 2, "the fault report")
+        assert faults.calls[0][1]["reason"] == "abort_not_honoured"
+        assert faults.calls[0][1]["pid"] == hung_pid
+        assert remote.ping()["calls_done"] >= 2  # the fresh worker answers: connect, safe_state
+    finally:
+        remote.close()
+
+
+def test_a_crash_is_reported_and_the_worker_restarted() -> None:
+    faults = Faults()
+    remote = simulator_worker({"crash_on_frame": 1}, on_fault=faults)
+    try:
+        remote.connect()
+        remote.acquire(PARAMS, FIELD)
+        first_pid = remote.health()["pid"]
+        with pytest.raises(errors.DriverDisconnected, match="exited with code 3"):
+            remote.acquire(PARAMS, FIELD)
+        wait_for(lambda: faults.kinds() == ["worker_crashed"], 2, "the fault report")
+        assert faults.calls[0][1]["exit_code"] == 3 and faults.calls[0][1]["pid"] == first_pid
+        health = remote.health()
+        assert health["state"] == "ready" and health["pid"] != first_pid
+        assert health["restarts"] == 1 and health["faults"][0]["kind"] == "worker_crashed"
+        remote.acquire(PARAMS, FIELD)  # the fresh worker's frame 0: fine
+    finally:
+        remote.close()
+
+
+@pytest.mark.skipif(os.name == "nt", reason="SIGSTOP is POSIX")
+def test_a_frozen_worker_is_detected_by_missing_heartbeats() -> None:
+    faults = Faults()
+    remote = simulator_worker(on_fault=faults, heartbeat_timeout_s=1.0)
+    try:
+        remote.connect()
+        frozen = remote.health()["pid"]
+        stopped_at = time.monotonic()
+        os.kill(frozen, signal.SIGSTOP)
+        wait_for(lambda: faults.kinds() == ["worker_hung"], 10, "worker_hung")
+        detected_s = time.monotonic() - stopped_at
+        assert 1.0 <= detected_s < 1.0 + 2.0
+        assert faults.calls[0][1]["reason"] == "heartbeat_silence"
+        wait_for(lambda: remote.health()["state"] == "ready", 30, "the restart")
+        assert remote.health()["pid"] != frozen
+        wait_for(lambda: process_gone(frozen), 5, "the frozen worker to be killed")
+        remote.acquire(PARAMS, FIELD)
+    finally:
+        remote.close()
+
+
+def test_restarts_are_bounded_and_then_reported() -> None:
+    faults = Faults()
+    remote = simulator_worker(on_fault=faults, restart_max_attempts=2)
+    try:
+        remote.connect()
+        remote._python = "/nonexistent/python"  # every later start fails
+        os.kill(remote.health()["pid"], signal.SIGKILL)
+        wait_for(lambda: remote.health()["state"] == "failed", 10, "restarts to run out")
+        wait_for(lambda: len(faults.calls) == 2, 2, "both reports")
+        assert faults.kinds() == ["worker_crashed", "worker_restart_failed"]
+        assert faults.calls[1][1]["attempts"] == 2
+        with pytest.raises(errors.DriverDisconnected, match="python_executable"):
+            remote.acquire(PARAMS, FIELD)
+    finally:
+        remote.close()
+
+
+@pytest.mark.skipif(os.name == "nt", reason="uses SIGKILL on the parent")
+def test_a_worker_whose_daemon_dies_exits_by_itself() -> None:
+    parent = textwrap.dedent(
+        """
+        import os, signal, sys
+        from tests.worker_helpers import simulator_worker
+        remote = simulator_worker()
+        remote.connect()
+        print("WORKER_PID", remote.health()["pid"], flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", parent], capture_output=True, text=True, timeout=60, cwd=os.getcwd()
+    )
+    worker_pid = int(result.stdout.split("WORKER_PID", 1)[1].split()[0])
+    wait_for(lambda: process_gone(worker_pid), 10, "the orphaned worker to exit")

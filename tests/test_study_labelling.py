@@ -11,9 +11,12 @@ import tifffile
 from fastapi.testclient import TestClient
 from study_helpers import write_image
 
+from stedloop.frame import Frame, Region
+from stedloop.params import ImagingParams
 from stedloop.quality.dataset import load_dataset, read_tiff_image
 from stedloop.study.app import create_app
 from stedloop.study.store import StudyStore
+from stedloop.tiffio import write_frame_tiff
 
 
 @pytest.fixture
@@ -21,9 +24,19 @@ def source(tmp_path: Path) -> Path:
     folder = tmp_path / "new"
     write_image(folder / "a.tif", seed=1)
     write_image(folder / "sub" / "a.tif", seed=2)  # same name in a sub-folder: no clash
-    stack = np.stack([np.full((64, 64), v, np.uint16) for v in (5, 7, 9)])
-    stack[1, 5:20, 5:20] = 300
-    tifffile.imwrite(folder / "frame.ome.tif", stack)  # stedloop-style CYX: STED is channel 1
+    sted = np.full((64, 64), 7, np.uint16)
+    sted[5:20, 5:20] = 300
+    frame = Frame(
+        confocal_before=np.full((64, 64), 5, np.uint16),
+        sted=sted,
+        confocal_after=np.full((64, 64), 9, np.uint16),
+        params=ImagingParams(dwell_time_us=10.0, excitation_uw=12.5, depletion_mw=150.0),
+        region=Region(0.0, 0.0, 64, 64),
+        pixel_size_nm=20.0,
+        started_at_s=1.0,
+        finished_at_s=2.0,
+    )
+    write_frame_tiff(folder / "frame.ome.tif", frame)  # a stedloop frame: STED channel + params
     return folder
 
 
@@ -61,6 +74,8 @@ def test_labels_become_a_training_dataset(tmp_path: Path, source: Path) -> None:
         assert image.dtype == np.uint16 and image.shape == (64, 64)
     sted = next(i for i in items if "frame" in i.relpath)
     assert read_tiff_image(sted.path).max() == 300  # the STED channel, not confocal
+    assert sted.params == {"dwell_time_us": 10.0, "excitation_uw": 12.5, "depletion_mw": 150.0}
+    assert all(i.params == {} for i in items if i is not sted)
     with (dataset / "manifest.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     assert {r["labeller"] for r in rows} == {"Dr Who"}

@@ -18,7 +18,7 @@ from stedloop.errors import DataError
 
 DEFAULT_PIXEL_SIZE_NM = 20.0
 _DEJAVU = "fonts/ttf/DejaVuSans-Bold.ttf"
-DISPLAY_SCALE = 2  # 224 px frames shown at 448 px, nearest neighbour (no smoothing of noise)
+DISPLAY_SIZE_PX = 448  # frames are enlarged by a whole factor to at least this (224 px -> 448 px)
 
 
 def auto_contrast(image: np.ndarray, low_pct: float = 0.5, high_pct: float = 99.5) -> np.ndarray:
@@ -54,24 +54,30 @@ def render_png(
     image: np.ndarray,
     pixel_size_nm: float = DEFAULT_PIXEL_SIZE_NM,
     cmap: str = "hot",
-    scale: int = DISPLAY_SCALE,
+    scale: int | None = None,
 ) -> bytes:
-    """The image as PNG bytes with a labelled scale bar in the lower right corner."""
+    """The image as PNG bytes with a labelled scale bar in the lower right corner.
+
+    Enlarged by a whole factor (nearest neighbour: no smoothing of the noise), by default to
+    at least ``DISPLAY_SIZE_PX``, so the bar's label has the same size on every frame.
+    """
     if pixel_size_nm <= 0:
         raise DataError(f"pixel size must be positive, got {pixel_size_nm} nm")
     scaled = auto_contrast(image)
     rgb = (colormaps[cmap](scaled)[..., :3] * 255).astype(np.uint8)
     picture = Image.fromarray(rgb, mode="RGB")
     height_px, width_px = scaled.shape
+    if scale is None:
+        scale = max(1, -(-DISPLAY_SIZE_PX // max(height_px, width_px)))
     if scale > 1:
         picture = picture.resize((width_px * scale, height_px * scale), Image.Resampling.NEAREST)
     bar_um = _scale_bar_length_um(width_px * pixel_size_nm / 1000.0)
     bar_px = round(bar_um * 1000.0 / pixel_size_nm * scale)
     draw = ImageDraw.Draw(picture)
     margin = 12
-    bar_h = max(4, 3 * scale)
+    bar_h = max(4, picture.height // 56)  # 8 px on a 448 px picture
     x1 = picture.width - margin
-    x0 = x1 - bar_px
+    x0 = x1 - bar_px + 1  # PIL rectangles include both ends: exactly bar_px columns
     y1 = picture.height - margin
     y0 = y1 - bar_h
     label = f"{bar_um:g} µm"

@@ -296,7 +296,8 @@ def _choices_png(path: Path, report: StudyReport, structure: str, tester: str | 
 _CSS = """
 body{font:15px/1.45 system-ui,sans-serif;color:#1d232b;max-width:1100px;margin:1.5rem auto;padding:0 1rem}
 table{border-collapse:collapse;margin:0.8rem 0 1.6rem;font-variant-numeric:tabular-nums}
-caption{text-align:left;font-weight:600;padding:0.3rem 0}
+table{min-width:32rem}
+caption{text-align:left;font-weight:600;padding:0.3rem 0;white-space:nowrap}
 th,td{border-bottom:1px solid #dde2e8;padding:0.25rem 0.7rem;text-align:center}
 th{background:#eef2f6}
 img{max-width:100%;border:1px solid #e3e7ec;margin:0.5rem 0}
@@ -357,8 +358,10 @@ def write_report(
         png = out / f"table{number}_{metric}.png"
         _table_png(png, caption, header, rows, bold)
         written.append(png)
-        sections.append(_html_table(caption, header, rows, bold))
-        sections.append(f'<img src="{png.name}" alt="{html.escape(caption)}">')
+        sections.append(
+            _html_table(caption, header, rows, bold)
+            + f'<p class="note">As an image: <a href="{png.name}">{png.name}</a></p>'
+        )
 
     for number, structure in enumerate(report.structures, start=8):
         png = out / f"figure_choices_{_slug(structure)}.png"

@@ -41,10 +41,15 @@ async function call(method, url, body) {
   return data;
 }
 
+let navigation = 0;  // only the latest navigation's answer is shown
+
 async function go(index) {
   if (!state || index < 0 || index >= state.total) return;
+  state.index = index;  // quick repeated PageUp presses move on from here
+  const mine = ++navigation;
   try {
-    render(await call("GET", `/api/label/item/${index}?who=${encodeURIComponent(who)}`));
+    const s = await call("GET", `/api/label/item/${index}?who=${encodeURIComponent(who)}`);
+    if (mine === navigation) render(s);
   } catch (err) {
     $("error").textContent = err.message;
   }

@@ -95,9 +95,9 @@ class Detector:
 
     #: Collection × detector efficiency (calibrated with the labelling density so default
     #: frames have the count levels of real frames).
-    detection_efficiency: float = 0.1
+    detection_efficiency: float = 0.15
     #: Out-of-focus and scattered light, counts per second per µW of excitation.
-    background_counts_per_s_per_uw: float = 8.0e3
+    background_counts_per_s_per_uw: float = 1.4e4
     dark_counts_per_s: float = 50.0
 
 

@@ -116,7 +116,7 @@ def _actin(
         ring_s = ring_s + rng.normal(0, 8.0, ring_s.size)
         # Rings are not everywhere: patches of the lattice are missing or faint.
         ring_s = ring_s[rng.random(ring_s.size) < 0.85]
-        per_ring = rng.poisson(density * 0.30 * math.pi * width, ring_s.size)
+        per_ring = rng.poisson(density * 0.33 * math.pi * width, ring_s.size)
         s = np.repeat(ring_s, per_ring) + rng.normal(0, 12.0, per_ring.sum())
         # A ring around a cylinder projects to a band whose density peaks at the edges.
         u = 0.5 * width * np.sin(rng.uniform(0, 2 * math.pi, s.size))
@@ -149,7 +149,7 @@ def _tubulin(
     ys: list[np.ndarray] = []
     for _ in range(max(2, rng.poisson(5.0 * size_nm / _FIELD_NM))):
         x, y, heading = _curve(rng, size_nm, step, 0.006)
-        fx, fy = _points_along(rng, x, y, heading, step, density * 0.45, 25.0 / 2.355)
+        fx, fy = _points_along(rng, x, y, heading, step, density * 0.7, 25.0 / 2.355)
         xs.append(fx)
         ys.append(fy)
     return np.concatenate(xs), np.concatenate(ys)

@@ -58,6 +58,7 @@ def by_name(result: subprocess.CompletedProcess[str]) -> dict[str, dict]:
     return {check["name"]: check for check in json.loads(result.stdout)}
 
 
+@pytest.mark.slow  # loads and warms up a real quality network in the subprocess
 def test_all_well_exits_zero(tmp_path: Path) -> None:
     checkpoint = pytest.importorskip("stedloop.quality.checkpoint")
     from stedloop.quality.model import QualityNet

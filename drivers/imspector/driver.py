@@ -406,7 +406,6 @@ class ImspectorDriver(BaseDriver):
             self.caps.check(applied)  # what Imspector rounded to must be safe too
         except SafetyCapExceeded as exc:
             raise SafetyCapExceeded(f"value read back from Imspector in {name!r}: {exc}") from None
-        log.debug("imspector_applied", configuration=name, asked=asked.as_dict())
         return {
             "params": applied,
             "values": values,

@@ -1,8 +1,10 @@
 """Sharpness: how steep the STED image's edges are for its brightness, in 1/µm.
 
 score = RMS intensity gradient / mean foreground intensity, after a light Gaussian
-smoothing that keeps photon noise from passing for detail and a background subtraction
-(a low percentile) so a dim haze does not dilute the structures. The gradient is taken per
+smoothing and a background subtraction (a low percentile) so a dim haze does not dilute the
+structures. Photon noise also makes gradients; since frame images are photon counts
+(Poisson: variance = mean), its expected share of the gradient power is known and
+subtracted, so a noisy dim image does not pass for a sharp one. The gradient is taken per
 micrometre, so the value does not depend on the pixel size and grows as structures get
 narrower; dividing by the intensity makes it independent of brightness (dwell time,
 excitation), so it rewards resolution, not photons. Higher is sharper.
@@ -55,13 +57,30 @@ class SharpnessObjective:
         if not np.isfinite(data).all():
             raise DataError("sharpness: the image holds NaN or infinite values")
         sigma_px = self.smoothing_nm / pixel_size_nm
-        smooth = ndimage.gaussian_filter(data, sigma_px) if sigma_px > 0 else data
+        pixel_um = pixel_size_nm / 1000.0
+        smooth = self._smooth(data, sigma_px)
         smooth = smooth - np.percentile(smooth, self.background_percentile)
         foreground = smooth[smooth > 0]
         if foreground.size == 0 or float(foreground.mean()) <= 0:
             raise DataError("sharpness: the image is constant (no structure to measure)")
-        pixel_um = pixel_size_nm / 1000.0
         grad_y, grad_x = np.gradient(smooth, pixel_um)
-        rms_gradient = float(np.sqrt(np.mean(grad_x**2 + grad_y**2)))
+        gradient_power = float(np.mean(grad_x**2 + grad_y**2))
+        # Poisson noise: each pixel's variance is its mean count; the filter and gradient
+        # pass a fixed share of it, the squared sum of their impulse response.
+        noise_power = max(float(data.mean()), 0.0) * self._noise_gain(sigma_px, pixel_um)
+        signal_power = max(gradient_power - noise_power, 0.0)
         mean_intensity = float(np.mean(np.clip(smooth, 0, None)))
-        return rms_gradient / mean_intensity
+        return float(np.sqrt(signal_power)) / mean_intensity
+
+    @staticmethod
+    def _smooth(data: np.ndarray, sigma_px: float) -> np.ndarray:
+        return ndimage.gaussian_filter(data, sigma_px) if sigma_px > 0 else data
+
+    def _noise_gain(self, sigma_px: float, pixel_um: float) -> float:
+        """Sum of squares of the smoothing + gradient impulse response (per µm²)."""
+        half = int(np.ceil(4 * sigma_px)) + 2
+        impulse = np.zeros((2 * half + 1, 2 * half + 1))
+        impulse[half, half] = 1.0
+        response = self._smooth(impulse, sigma_px)
+        kernel_y, kernel_x = np.gradient(response, pixel_um)
+        return float(np.sum(kernel_x**2) + np.sum(kernel_y**2))

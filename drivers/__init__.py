@@ -39,6 +39,14 @@ def parse_driver_options(cls: Any, name: str, options: dict[str, Any]) -> BaseMo
             if error["type"] == "extra_forbidden":
                 known = ", ".join(sorted(cls.Options.model_fields))
                 problems.append(f"unknown key 'drivers.{name}.{key}'; known keys: {known}")
+            elif error["type"] == "missing":
+                description = cls.Options.model_fields.get(str(error["loc"][-1]))
+                hint = (
+                    f" ({description.description})"
+                    if description and description.description
+                    else ""
+                )
+                problems.append(f"missing key 'drivers.{name}.{key}'{hint}")
             else:
                 problems.append(
                     f"key 'drivers.{name}.{key}': {error['msg']} (got {error.get('input')!r})"

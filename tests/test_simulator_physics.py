@@ -133,3 +133,16 @@ def test_depletion_narrows_and_dims_the_sted_image() -> None:
         results[depletion_mw] = frame
     assert results[150.0].sted.mean() < 0.5 * results[0.0].sted.mean()
     assert results[150.0].metadata["effective_fwhm_nm"] < results[0.0].metadata["effective_fwhm_nm"]
+
+
+def test_bleaching_dose_box_sum_equals_the_matrix_form() -> None:
+    """The prefix-sum dose equals Σ over scanned beam positions written as matrices."""
+    driver = SimulatorDriver(SimulatorOptions(sample_fields=1))
+    kernel = driver.beam.kernels(5.0, 150.0).bleach_rate_per_s
+    scan = driver._scan_matrix
+    np.testing.assert_allclose(driver._box_sum(kernel), scan @ kernel @ scan.T, rtol=1e-10)
+    # Interior fluorophores receive the whole kernel; a corner one only a quadrant of it.
+    dose = driver._box_sum(kernel)
+    assert dose[132, 132] == pytest.approx(kernel.sum())
+    assert dose[20, 20] == pytest.approx(kernel[:21, :21].sum())
+    assert dose[0, 0] == pytest.approx(kernel[0, 0])

@@ -28,7 +28,8 @@ def _serve(app: object, host: str, port: int) -> None:
     import uvicorn
 
     typer.echo(f"serving on http://{host}:{port}/  (Ctrl-C to stop)", err=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")  # type: ignore[arg-type]
+    # Live-view event streams never end by themselves: give them 2 s on Ctrl-C.
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2)  # type: ignore[arg-type]
 
 
 def register(app: typer.Typer) -> None:

@@ -25,11 +25,26 @@ HostOption = Annotated[
 
 
 def _serve(app: object, host: str, port: int) -> None:
+    """Run uvicorn on a socket bound here, so the printed address is the real one (port 0)."""
+    import socket
+
     import uvicorn
 
-    typer.echo(f"serving on http://{host}:{port}/  (Ctrl-C to stop)", err=True)
+    from stedloop.errors import StedloopError
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise StedloopError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    bound = sock.getsockname()[1]
+    typer.echo(f"serving on http://{host}:{bound}/  (Ctrl-C to stop)", err=True)
     # Live-view event streams never end by themselves: give them 2 s on Ctrl-C.
-    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=2)  # type: ignore[arg-type]
+    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2)  # type: ignore[arg-type]
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 def register(app: typer.Typer) -> None:

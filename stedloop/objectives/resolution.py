@@ -65,7 +65,7 @@ def frc_curve(first: np.ndarray, second: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 def frc_resolution_nm(image: np.ndarray, pixel_size_nm: float, split: Split = "binomial") -> float:
-    """FRC resolution of one image in nm; NaN when the halves do not correlate at all."""
+    """FRC resolution of one image in nm (the field size when the halves do not correlate)."""
     data = np.asarray(image)
     if data.ndim != 2 or min(data.shape) < 16:
         raise DataError(f"FRC needs a 2-D image of at least 16x16 pixels, got shape {data.shape}")
@@ -83,7 +83,10 @@ def frc_resolution_nm(image: np.ndarray, pixel_size_nm: float, split: Split = "b
         return 2 * pixel_nm  # correlated up to Nyquist: resolution at the sampling limit
     k = int(below[0])
     if k == 0:
-        return float("nan")  # no correlation even at the lowest frequency: noise only
+        # No correlation even at the lowest frequency (a very dim or empty frame): nothing
+        # finer than the field itself is resolved. A finite, worst-case value, so the
+        # optimizer learns that such settings are bad instead of never hearing about them.
+        return float(pixel_nm * len(frc) * 2)
     # Linear interpolation of the crossing between rings k-1 and k.
     f0, f1, c0, c1 = frequency[k - 1], frequency[k], smooth[k - 1], smooth[k]
     crossing = f0 + (c0 - FRC_THRESHOLD) * (f1 - f0) / (c0 - c1)

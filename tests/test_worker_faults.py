@@ -118,6 +118,7 @@ def test_a_frozen_worker_is_detected_by_missing_heartbeats() -> None:
         remote.close()
 
 
+@pytest.mark.skipif(os.name == "nt", reason="uses SIGKILL")
 def test_restarts_are_bounded_and_then_reported() -> None:
     faults = Faults()
     remote = simulator_worker(on_fault=faults, restart_max_attempts=2)
@@ -152,3 +153,28 @@ def test_a_worker_whose_daemon_dies_exits_by_itself() -> None:
     )
     worker_pid = int(result.stdout.split("WORKER_PID", 1)[1].split()[0])
     wait_for(lambda: process_gone(worker_pid), 10, "the orphaned worker to exit")
+
+
+@pytest.mark.skipif(os.name == "nt", reason="uses SIGKILL")
+def test_the_link_survives_its_worker_dying_and_still_shuts_down_promptly() -> None:
+    # Keepalives to a vanished peer fail with EHOSTUNREACH; that must neither end the I/O
+    # thread nor make kill() block on a queue nobody reads.
+    import zmq
+
+    from stedloop.worker.link import WorkerLink
+    from tests.worker_helpers import fast_settings
+
+    context = zmq.Context()
+    link = WorkerLink(context, fast_settings(), sys.executable)
+    try:
+        link.wait_hello(30)
+        os.kill(link.pid, signal.SIGKILL)
+        link.process.wait(5)
+        time.sleep(0.5)  # several keepalive periods
+        assert link._thread.is_alive()
+        started = time.monotonic()
+        link.kill(errors.DriverDisconnected("test"))
+        assert time.monotonic() - started < 2.0
+        assert not link._thread.is_alive()
+    finally:
+        context.destroy(linger=0)

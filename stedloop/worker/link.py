@@ -197,8 +197,14 @@ class WorkerLink:
         """Queue a message for the worker (returns at once; the I/O thread sends it)."""
         parts = [protocol.encode_header(header), *buffers]
         with self._send_lock:
-            if not self._closed:
-                self._command_sender.send_multipart(parts, copy=False)
+            if self._closed:
+                return
+            try:
+                # NOBLOCK: if the I/O thread is gone a PUSH would block forever; the
+                # watchdog notices the silence and replaces this link.
+                self._command_sender.send_multipart(parts, zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                self._fail_request(parts[0], DriverDisconnected("the worker link is not serving"))
 
     # -- the I/O thread ----------------------------------------------------------------------
     def _serve(self) -> None:
@@ -221,8 +227,8 @@ class WorkerLink:
                     next_keepalive = time.monotonic() + interval_s
         except zmq.ContextTerminated:
             return
-        except Exception:  # a bug here silences heartbeats, so the watchdog replaces us
-            log.exception("worker_io_thread_failed", pid=self.pid)
+        except Exception as exc:  # a bug here silences heartbeats: the watchdog replaces us
+            log.exception("worker_io_thread_failed", pid=self.pid, error=repr(exc))
         finally:
             self.router.close(linger=0)
             self._commands.close(linger=0)
@@ -246,8 +252,9 @@ class WorkerLink:
             self._fail_request(parts[0], DriverDisconnected(f"the driver worker is gone ({exc})"))
 
     def _fail_request(self, header_part: Any, error: Exception) -> None:
+        raw = header_part if isinstance(header_part, bytes) else header_part.buffer
         try:
-            request_id = protocol.decode_header(header_part.buffer).get("id")
+            request_id = protocol.decode_header(raw).get("id")
         except protocol.ProtocolError:
             return
         with self._pending_lock:
@@ -339,7 +346,8 @@ class WorkerLink:
         with self._send_lock:
             if not self._closed:
                 self._closed = True
-                self._command_sender.send(_STOP)
+                with contextlib.suppress(zmq.Again):  # the I/O thread may already be gone
+                    self._command_sender.send(_STOP, zmq.NOBLOCK)
         self._thread.join(5.0)
         with self._send_lock:
             self._command_sender.close(linger=0)

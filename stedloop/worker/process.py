@@ -13,6 +13,7 @@ at once, so the daemon always knows whether the worker is alive and what it is d
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import queue
 import sys
@@ -175,7 +176,9 @@ class WorkerLoop:
         self.abort_for_call: int | None = None
 
     def _send(self, header: dict[str, Any]) -> None:
-        self.socket.send(protocol.encode_header(header))
+        # Never block on a daemon that is gone: the parent checks must keep running.
+        with contextlib.suppress(zmq.Again):
+            self.socket.send(protocol.encode_header(header), zmq.NOBLOCK)
 
     def _heartbeat(self) -> None:
         self.heartbeat_seq += 1
@@ -230,7 +233,9 @@ class WorkerLoop:
                     self.abort_for_call = None
             for sock, _ in poller.poll(timeout_ms):
                 if sock is self.results:
-                    self.socket.send_multipart(self.results.recv_multipart(copy=False), copy=False)
+                    reply = self.results.recv_multipart(copy=False)
+                    with contextlib.suppress(zmq.Again):
+                        self.socket.send_multipart(reply, zmq.NOBLOCK, copy=False)
                     continue
                 parts = self.socket.recv_multipart(copy=False)
                 last_seen = time.monotonic()

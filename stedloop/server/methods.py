@@ -52,7 +52,7 @@ class StopParams(TokenParams):
 
 class SessionGetParams(Params):
     session_id: str = Field(min_length=1, max_length=128)
-    frames_since: int = Field(0, ge=0, description="Include frame records numbered above this.")
+    first_frame: int = Field(0, ge=0, description="Include frame records from this number on.")
 
 
 class SessionsListParams(Params):

@@ -60,7 +60,7 @@ def session_get(store: Any, host: SessionHost, params: SessionGetParams) -> dict
             "tiff": f.tiff,
         }
         for number, f in sorted(history.frames.items())
-        if number > params.frames_since
+        if number >= params.first_frame
     ]
     return {
         "id": session_id,

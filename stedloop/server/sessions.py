@@ -7,6 +7,7 @@ events go to the ``EventBus``. Only the holder of a session's token may control 
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import secrets
@@ -36,6 +37,9 @@ log = get_logger(__name__)
 
 #: How long to wait for a session thread after an abort before giving up on it.
 ABORT_WAIT_S = 15.0
+#: How long session.start waits for a just-ended session's thread to finish its cleanup.
+CLEANUP_WAIT_S = 2.0
+TERMINAL_STATES = ("finished", "stopped", "failed")
 
 
 @dataclass
@@ -54,11 +58,18 @@ class LiveSession:
     last_frame: dict[str, Any] | None = None
     summary: dict[str, Any] | None = None
     error: str | None = None
-    finished: bool = False
+    end_state: str | None = None  # set by the run's final session event (cleanup may remain)
+    finished: bool = False  # the worker thread is done
+
+    @property
+    def ended(self) -> bool:
+        return self.end_state is not None or self.error is not None or self.finished
 
     def state(self) -> str:
         if self.error is not None:
             return "failed"
+        if self.end_state is not None:
+            return self.end_state
         if self.finished:
             return str((self.summary or {}).get("state") or "finished")
         return str(self.control.state)
@@ -107,7 +118,12 @@ class SessionHost:
             return result
         with self._lock:
             current = self._current
-            if current is not None and current.thread is not None and current.thread.is_alive():
+        if current is not None and current.thread is not None:
+            if current.ended or current.control.state == "finished":
+                # The run has ended (its last event is out); only cleanup is left: wait for it
+                # so two sessions never touch the driver at once.
+                current.thread.join(CLEANUP_WAIT_S)
+            if current.thread.is_alive():
                 raise ProtocolError(
                     "conflict",
                     f"session {current.id} is {current.state()}; the daemon runs one session "
@@ -178,12 +194,10 @@ class SessionHost:
 
     def _open_session(self, params: StartParams, loaded: LoadedConfig, scorer: Any) -> Any:
         from stedloop.session.runner import Session
+        from stedloop.store import SessionNotFound
 
         try:
             if params.resume is not None:
-                known = {info.id for info in self._store.list()}
-                if params.resume not in known:
-                    raise ProtocolError("not_found", f"no session {params.resume!r} to resume")
                 return Session.resume(
                     params.resume,
                     loaded,
@@ -195,8 +209,8 @@ class SessionHost:
             return Session.start(
                 loaded, self._driver, store=self._store, scorer=scorer, name=params.name
             )
-        except ProtocolError:
-            raise
+        except SessionNotFound as exc:
+            raise ProtocolError("not_found", str(exc)) from None
         except ParameterRejected as exc:
             raise ProtocolError("param_rejected", str(exc)) from None
         except (ConfigError, PluginError) as exc:
@@ -235,6 +249,9 @@ class SessionHost:
                 with self._lock:
                     live.frames += 1
                     live.last_frame = payload
+            elif kind == "session" and payload.get("state") in TERMINAL_STATES:
+                with self._lock:
+                    live.end_state = str(payload["state"])
             topic = kind if kind in ("session", "frame", "log") else "log"
             self._bus.publish(topic, dict(payload), session_id=live.id)
 
@@ -253,6 +270,8 @@ class SessionHost:
             self._bus.publish("session", {"state": "failed", "error": live.error}, live.id)
         finally:
             self._safe_state()
+            with contextlib.suppress(Exception):
+                session.close()
             with self._lock:
                 live.finished = True
             log.info("session_ended", session_id=live.id, state=live.state(), frames=live.frames)
@@ -281,7 +300,7 @@ class SessionHost:
                 f"wrong token for session {session_id}: only the client that started it "
                 "(or one holding its token) may control it",
             )
-        if current is None or current.id != session_id or current.finished:
+        if current is None or current.id != session_id or current.ended:
             raise ProtocolError("conflict", f"session {session_id} is no longer running")
         return current
 
@@ -338,9 +357,15 @@ class SessionHost:
 
     @property
     def running(self) -> bool:
+        """A session is running (or paused): it has not sent its final event."""
         with self._lock:
             live = self._current
-        return live is not None and live.thread is not None and live.thread.is_alive()
+            return (
+                live is not None
+                and live.thread is not None
+                and live.thread.is_alive()
+                and not live.ended
+            )
 
     def shutdown(self, grace_s: float, on_step: Callable[[str], None] | None = None) -> None:
         """Stop the session: let the frame in flight finish for ``grace_s``, then abort."""

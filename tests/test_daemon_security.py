@@ -1,0 +1,75 @@
+"""CURVE and binding rules on the real daemon: loopback only without keys, keys enforced."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from stedloop.client import Client, DaemonUnreachable
+from stedloop.client.demo import start_daemon, stop_daemon
+from stedloop.server.security import create_keys
+
+SITE = """
+[objectives]
+names = ["resolution"]
+[drivers.simulator]
+field_px = 64
+"""
+
+
+def spawn(home: Path, **env: str) -> tuple[subprocess.Popen[bytes], dict]:
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "site.toml").write_text(SITE)
+    return start_daemon(home, {"STEDLOOP_CONFIG": str(home / "site.toml"), **env})
+
+
+def test_curve_on_loopback_admits_only_authorised_keys(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    keys = tmp_path / "keys"
+    create_keys(keys, "client")
+    process, ready = spawn(home, STEDLOOP_DAEMON__KEYS_DIR=str(keys))
+    try:
+        assert ready["curve"] is True
+        with Client(ready["request_address"], curve=keys) as client:
+            assert client.call("status")["daemon"]["curve"] is True
+            sid = client.call("session.start", budget_frames=1)["session_id"]
+            for event in client.follow(ready["event_address"], since_seq=0, idle_s=0.2):
+                if event["topic"] == "session" and event["data"]["state"] == "finished":
+                    assert event["session_id"] == sid  # events flow over CURVE too
+                    break
+        plain = Client(ready["request_address"], timeout_s=0.5, retries=0)
+        with plain, pytest.raises(DaemonUnreachable):
+            plain.call("ping")
+        other = tmp_path / "other-keys"
+        create_keys(other, "client")  # a different server and client: not authorised
+        (other / "server.key").write_bytes((keys / "server.key").read_bytes())
+        stranger = Client(ready["request_address"], timeout_s=0.5, retries=0, curve=other)
+        with stranger, pytest.raises(DaemonUnreachable):
+            stranger.call("ping")
+    finally:
+        assert stop_daemon(process) == 0
+
+
+def _stedloop(
+    *args: str, env: dict[str, str], timeout_s: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "stedloop.cli.main", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+
+
+def test_binding_beyond_loopback_without_curve_is_refused(tmp_path: Path) -> None:
+    result = _stedloop(
+        "serve", "--request-address", "tcp://0.0.0.0:0", env={"STEDLOOP_HOME": str(tmp_path)}
+    )
+    assert result.returncode == 2
+    assert "refusing to bind tcp://0.0.0.0:0 without CURVE" in result.stderr
+    assert "stedloop keys" in result.stderr

@@ -87,18 +87,24 @@ def _run_in_foreground(session: Any, progress: _Progress) -> Any:
     control = SessionControl()
     result: dict[str, Any] = {}
 
+    done = threading.Event()
+
     def target() -> None:
         try:
             result["summary"] = session.run(control, progress)
         except BaseException as exc:  # surfaced in the main thread below
             result["error"] = exc
+        finally:
+            done.set()
 
     thread = threading.Thread(target=target, name="stedloop-session", daemon=True)
     thread.start()
     interrupts = 0
-    while thread.is_alive():
+    # Wait on an Event, not Thread.join: a KeyboardInterrupt inside join() can leave the
+    # thread looking finished while it still runs (seen here with CPython 3.11).
+    while not done.is_set():
         try:
-            thread.join(timeout=0.2)
+            done.wait(timeout=0.2)
         except KeyboardInterrupt:
             interrupts += 1
             if interrupts == 1:
@@ -109,6 +115,7 @@ def _run_in_foreground(session: Any, progress: _Progress) -> Any:
             else:
                 progress.console.print("[yellow]aborting the frame in flight[/yellow]")
                 control.request_stop(abort=True)
+    thread.join()
     if "error" in result:
         raise result["error"]
     return result["summary"]

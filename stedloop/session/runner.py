@@ -600,9 +600,17 @@ def config_differences(created: dict[str, Any], now: dict[str, Any]) -> list[str
         for dotted in sorted(set(old) | set(new)):
             if old.get(dotted) != new.get(dotted):
                 changes.append(
-                    f"{dotted}: {old.get(dotted)!r} (session) vs {new.get(dotted)!r} (now)"
+                    f"{_config_key(dotted)}: {old.get(dotted)!r} (session) "
+                    f"vs {new.get(dotted)!r} (now)"
                 )
     return changes
+
+
+def _config_key(dotted: str) -> str:
+    """The snapshot's key as the config file spells it (param_space.x -> params.x)."""
+    head, _, rest = dotted.partition(".")
+    head = {"param_space": "params", "scalarisation": "objectives"}.get(head, head)
+    return f"{head}.{rest}" if rest else head
 
 
 def _listify(value: Any) -> Any:

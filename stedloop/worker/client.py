@@ -399,6 +399,7 @@ class WorkerDriver:
             self._state = "restarting"
             self._recovered.clear()
             self._link = None
+        detected = time.monotonic()
         log.error("worker_fault", kind=fault.kind, reason=fault.reason, message=fault.message)
         link.kill(_WorkerLost(fault))
         details = {"reason": fault.reason, "message": fault.message, **fault.details}
@@ -406,12 +407,12 @@ class WorkerDriver:
             self._faults.append({"kind": fault.kind, "at_s": time.time(), **details})
         self._notices.put((fault.kind, details))
         try:
-            self._restart(fault)
+            self._restart(fault, detected)
         finally:
             self._recovered.set()
             self._start_spare_later()
 
-    def _restart(self, fault: Fault) -> None:
+    def _restart(self, fault: Fault, detected: float) -> None:
         attempts = 0
         for delay_s in backoff_delays(self.settings):
             if self._closed.wait(delay_s):
@@ -439,7 +440,13 @@ class WorkerDriver:
                 self._restarts += 1
                 self._last_error = None
             self._note_safe_state("commanded after restart")
-            log.warning("worker_restarted", pid=new.pid, attempt=attempts, after=fault.reason)
+            log.warning(
+                "worker_restarted",
+                pid=new.pid,
+                attempt=attempts,
+                after=fault.reason,
+                safe_after_s=round(time.monotonic() - detected, 3),
+            )
             return
         with self._lock:
             if self._state != "closed":

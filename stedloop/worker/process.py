@@ -301,6 +301,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parent-timeout-s", type=float, default=15.0)
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
+    # A short GIL switch interval lets the main thread answer pings and aborts within a
+    # millisecond even while the driver thread runs Python code (the default is 5 ms).
+    sys.setswitchinterval(0.0005)
     configure_logging(args.log_level, json_stderr=True)
     token = sys.stdin.readline().strip()
     if not token or not token.isalnum():

@@ -128,7 +128,7 @@ def describe_status(status: dict[str, Any]) -> str:
     session = status.get("session")
     if session:
         last = session.get("last_frame") or {}
-        best = last.get("best_score", last.get("best"))
+        best = last.get("best_score")
         lines.append(
             f"session  {session['id']}  {session['state']}  frame {session['frames']}/"
             f"{session['budget_frames']}  best {_fmt(best)}"
@@ -143,6 +143,13 @@ def describe_status(status: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _params_text(params: dict[str, Any]) -> str:
+    return (
+        f"dwell {_fmt(params.get('dwell_time_us'))} µs  exc {_fmt(params.get('excitation_uw'))} "
+        f"µW  dep {_fmt(params.get('depletion_mw'))} mW"
+    )
+
+
 def describe_event(event: dict[str, Any]) -> str:
     data = event.get("data") or {}
     topic = event.get("topic")
@@ -150,19 +157,25 @@ def describe_event(event: dict[str, Any]) -> str:
         return f"(missed {event['missed']} events: older than the daemon's event buffer)"
     if topic == "frame":
         params = data.get("params") or {}
-        values = data.get("values") or data.get("objectives") or {}
+        values = data.get("values") or {}
         shown = "  ".join(f"{k} {_fmt(v)}" for k, v in values.items())
         return (
-            f"frame {_fmt(data.get('frame'))}  dwell {_fmt(params.get('dwell_time_us'))} µs  "
-            f"exc {_fmt(params.get('excitation_uw'))} µW  dep {_fmt(params.get('depletion_mw'))}"
-            f" mW  {shown}  score {_fmt(data.get('combined'))}  best "
-            f"{_fmt(data.get('best_score', data.get('best')))}"
+            f"frame {_fmt(data.get('frame'))}  {_params_text(params)}  {shown}  "
+            f"score {_fmt(data.get('combined'))}  best {_fmt(data.get('best_score'))}"
         )
     if topic == "session":
-        extra = {k: v for k, v in data.items() if k != "state"}
-        return f"session {data.get('state', '?')}" + (
-            f"  {json.dumps(extra, default=str)}" if extra else ""
-        )
+        parts = [f"session {data.get('state', '?')}"]
+        if data.get("reason"):
+            parts.append(f"({data['reason']})")
+        if "frames" in data:
+            parts.append(f"frames {data['frames']}")
+        if data.get("best_score") is not None:
+            parts.append(f"best {_fmt(data['best_score'])}")
+        if data.get("best_params"):
+            parts.append(_params_text(data["best_params"]))
+        if data.get("error"):
+            parts.append(f"error: {data['error']}")
+        return "  ".join(parts)
     level = data.get("level", "info")
     return f"{level}: {data.get('message', json.dumps(data, default=str))}"
 

@@ -90,7 +90,9 @@ def run_demo(budget_frames: int = 20, keep: bool = False) -> int:
             f"notice: the shipped quality model is missing ({model}); this demo optimises "
             f"{' + '.join(objectives)} instead of the network's quality score"
         )
-    typer.echo(f"demo data (temporary{', kept' if keep else ''}): {home}")
+    typer.echo(
+        f"demo data: {home} ({'kept afterwards' if keep else 'temporary, removed at the end; --keep keeps it'})"
+    )
     typer.echo("starting the daemon on the simulator ...")
     process, ready = start_daemon(home)
     code = 0

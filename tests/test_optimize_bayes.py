@@ -90,6 +90,18 @@ def test_same_seed_and_tells_give_the_same_proposals_and_rebuild_matches() -> No
     assert other.ask(0).params != asked[0]
 
 
+def test_background_preparation_changes_nothing_but_the_timing() -> None:
+    space = SearchSpace(ParamSpace(), SafetyCaps())
+    settings = OptimizerSection(n_candidates=300, n_initial_points=3, refit_every=2)
+    plain, prepared = BayesianOptimizer(space, settings, 5), BayesianOptimizer(space, settings, 5)
+    for k in range(10):
+        params = plain.ask(k).params
+        assert prepared.ask(k).params == params
+        prepared.prepare()  # as the session does while the frame is acquired
+        plain.tell(params, smooth_peak(params))
+        prepared.tell(params, smooth_peak(params))
+
+
 def test_nan_is_never_told_and_failed_points_are_not_proposed_again() -> None:
     optimizer = BayesianOptimizer(SearchSpace(ParamSpace(), SafetyCaps()), FAST, seed=2)
     first = optimizer.ask(0).params

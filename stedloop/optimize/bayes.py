@@ -24,10 +24,13 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from sklearn.exceptions import ConvergenceWarning
 from skopt.acquisition import _gaussian_acquisition
 from skopt.learning import GaussianProcessRegressor
 from skopt.learning.gaussian_process.kernels import ConstantKernel, Matern
@@ -38,6 +41,11 @@ from stedloop.config.schema import OptimizerSection
 from stedloop.errors import ParameterRejected
 from stedloop.optimize.space import SearchSpace
 from stedloop.params import ImagingParams
+
+# Hyper-parameters at their bounds are normal for a surrogate (a flat direction, little
+# noise); the GP's convergence chatter says nothing a user can act on. A filter for that one
+# category and module, not catch_warnings(), which is not thread-safe (background fits).
+warnings.filterwarnings("ignore", category=ConvergenceWarning, module=r"sklearn\.gaussian_process")
 
 #: Points closer than this (in the GP's [0, 1] coordinates) count as the same point.
 DUPLICATE_DISTANCE = 1e-6
@@ -78,6 +86,9 @@ class BayesianOptimizer:
         self._kernel = None  # hyper-parameters of the last refit (without the noise term)
         self._noise: float | None = None
         self._refit_at = 0  # re-optimise hyper-parameters once this many points are told
+        self._hyper_lock = threading.Lock()
+        self._hyper_cache: dict[int, tuple[Any, float]] = {}  # observation count -> result
+        self._hyper_threads: dict[int, threading.Thread] = {}
         self._model: GaussianProcessRegressor | None = None
         self._model_n = -1
         self._hedge_gains = np.zeros(len(HEDGE_FUNCTIONS))
@@ -187,34 +198,74 @@ class BayesianOptimizer:
                 return _maximin_subset(allowed, n)
         return list(self._random_allowed(rng, n).reshape(n, -1))
 
+    # -- the surrogate ---------------------------------------------------------------------
+    # Hyper-parameters are re-optimised when ``refit_every`` new observations have arrived,
+    # on all observations but the newest: those are known while the next frame is still being
+    # acquired, so ``prepare()`` can do the slow part in the background, and the decision
+    # after the frame only refits the GP with fixed hyper-parameters. Replaying a ledger
+    # without ``prepare()`` computes the same values in the foreground.
+    def prepare(self) -> None:
+        """Start the next hyper-parameter optimisation in a background thread, if the next
+        decision will need it and its data are known. Call it while a frame is acquired."""
+        upcoming = self.n_told + 1
+        if self._kernel is not None and upcoming < self._refit_at:
+            return
+        count = _hyper_count(upcoming)
+        if count != self.n_told or count < 2:
+            return
+        with self._hyper_lock:
+            if count in self._hyper_cache or count in self._hyper_threads:
+                return
+            X, y = np.array(self._unit_told), -np.array(self._scores)
+            thread = threading.Thread(
+                target=self._optimise_hyper, args=(X, y, count), name="stedloop-gp", daemon=True
+            )
+            self._hyper_threads[count] = thread
+        thread.start()
+
+    def _optimise_hyper(self, X: np.ndarray, y: np.ndarray, count: int) -> None:
+        kernel = ConstantKernel(1.0, (0.01, 1000.0)) * Matern(
+            length_scale=np.ones(self.space.n_dims), length_scale_bounds=(0.01, 100.0), nu=2.5
+        )
+        model = GaussianProcessRegressor(
+            kernel=kernel,
+            normalize_y=True,
+            noise="gaussian",
+            n_restarts_optimizer=self.settings.hyperparameter_restarts,
+            random_state=_rng(self.seed, 0xF17, count),
+        )
+        with _blas_controller().limit(limits=1, user_api="blas"):
+            model.fit(X, y)
+        noise = float(model.noise_) if model.noise_ else 1e-5
+        with self._hyper_lock:
+            # Sum(signal, White(0)) after skopt's noise hack: keep the signal part.
+            self._hyper_cache[count] = (model.kernel_.k1, noise)
+
+    def _hyper(self, count: int) -> tuple[Any, float]:
+        with self._hyper_lock:
+            thread = self._hyper_threads.pop(count, None)
+        if thread is not None:
+            thread.join()
+        with self._hyper_lock:
+            cached = self._hyper_cache.get(count)
+        if cached is None:
+            self._optimise_hyper(
+                np.array(self._unit_told[:count]), -np.array(self._scores[:count]), count
+            )
+            with self._hyper_lock:
+                cached = self._hyper_cache[count]
+        return cached
+
     def _fit(self) -> GaussianProcessRegressor:
         if self._model is not None and self._model_n == self.n_told:
             return self._model
-        X = np.array(self._unit_told)
-        y = -np.array(self._scores)  # the GP minimises
-        refit = self._kernel is None or self.n_told >= self._refit_at
-        if refit:
-            kernel = ConstantKernel(1.0, (0.01, 1000.0)) * Matern(
-                length_scale=np.ones(self.space.n_dims), length_scale_bounds=(0.01, 100.0), nu=2.5
-            )
-            model = GaussianProcessRegressor(
-                kernel=kernel,
-                normalize_y=True,
-                noise="gaussian",
-                n_restarts_optimizer=self.settings.hyperparameter_restarts,
-                random_state=_rng(self.seed, 0xF17, self.n_told),
-            )
-        else:
-            model = GaussianProcessRegressor(
-                kernel=self._kernel, normalize_y=True, noise=self._noise, optimizer=None
-            )
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # convergence chatter from L-BFGS
-            model.fit(X, y)
-        if refit:
-            self._kernel = model.kernel_.k1  # Sum(signal, White(0)) after skopt's noise hack
-            self._noise = float(model.noise_) if model.noise_ else 1e-5
+        if self._kernel is None or self.n_told >= self._refit_at:
+            self._kernel, self._noise = self._hyper(_hyper_count(self.n_told))
             self._refit_at = self.n_told + self.settings.refit_every
+        model = GaussianProcessRegressor(
+            kernel=self._kernel, normalize_y=True, noise=self._noise, optimizer=None
+        )
+        model.fit(np.array(self._unit_told), -np.array(self._scores))  # the GP minimises
         self._model, self._model_n = model, self.n_told
         return model
 
@@ -267,6 +318,12 @@ class BayesianOptimizer:
         logits = self._hedge_gains - np.max(self._hedge_gains)
         probs = np.exp(logits) / np.sum(np.exp(logits))
         return nominees[int(np.argmax(rng.multinomial(1, probs)))]
+
+
+def _hyper_count(n_told: int) -> int:
+    """Observations the hyper-parameters of a decision with ``n_told`` points are fitted on:
+    all but the newest (known one frame earlier), once there are enough of them."""
+    return n_told - 1 if n_told >= 4 else n_told
 
 
 def _maximin_subset(points: np.ndarray, n: int) -> list[np.ndarray]:

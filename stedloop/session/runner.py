@@ -332,6 +332,7 @@ class Session:
                     },
                     frame=frame_no,
                 )
+            self.optimizer.prepare()  # slow surrogate work overlaps the acquisition
             try:
                 outcome = self._frame(frame_no, params, control)
             except SampleExhausted as exc:

@@ -47,12 +47,22 @@ def _acquire_in_thread(remote) -> tuple[threading.Thread, list[object]]:  # type
     return thread, outcome
 
 
-def test_abort_of_a_hung_acquire_kills_restarts_and_makes_safe_within_grace_plus_1s() -> None:
+@pytest.mark.parametrize("standby_connected", [False, True])
+def test_abort_of_a_hung_acquire_kills_restarts_and_makes_safe_within_grace_plus_1s(
+    standby_connected: bool,
+) -> None:
     faults = Faults()
-    remote = simulator_worker({"hang_on_frame": 0}, on_fault=faults, standby=True)
+    remote = simulator_worker(
+        {"hang_on_frame": 0},
+        on_fault=faults,
+        standby=True,
+        standby_connected=standby_connected,
+    )
     try:
         remote.connect()
         wait_for(lambda: remote.health()["standby_pid"] is not None, 30, "the standby worker")
+        if standby_connected:
+            wait_for(lambda: remote._spare.driver_connected, 30, "the standby to connect")
         hung_pid = remote.health()["pid"]
         thread, outcome = _acquire_in_thread(remote)
         wait_for(lambda: remote.ping()["busy"] == "acquire", 5, "the worker to be acquiring")

@@ -30,9 +30,12 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Start the configured driver in a worker (worker.python_executable), connect,
         describe, ping, command the safe state, and stop it again."""
+        from stedloop.logs import configure_logging
         from stedloop.worker import create_worker_driver
 
         loaded = load_cli_config(config)
+        # Log lines (the worker's start, faults) go to stderr, never into the report.
+        configure_logging(loaded.config.logging.level, loaded.config.logging.json_file)
         settings = loaded.config.worker.model_copy(update={"standby": False})
         driver = create_worker_driver(loaded.config.model_copy(update={"worker": settings}))
         started = time.perf_counter()

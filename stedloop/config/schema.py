@@ -188,6 +188,11 @@ class WorkerSection(Section):
         description="Keep a started spare worker (driver loaded, not connected) so a killed "
         "worker is replaced, and the lasers made safe, without waiting for a start.",
     )
+    standby_connected: bool = Field(
+        False,
+        description="Also connect the spare's driver in advance: the lasers are made safe "
+        "without waiting for a connect, at the price of a second open instrument connection.",
+    )
 
     @model_validator(mode="after")
     def _timeout_after_interval(self) -> WorkerSection:

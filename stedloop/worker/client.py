@@ -93,6 +93,7 @@ class WorkerDriver:
         self._lock = threading.RLock()  # guards the fields below
         self._call_lock = threading.Lock()  # one driver call at a time, like the driver itself
         self._start_lock = threading.Lock()
+        self._spare_lock = threading.Lock()  # held while the spare's driver connects
         self._state = "stopped"  # stopped | ready | restarting | failed | closed
         self._link: WorkerLink | None = None
         self._spare: WorkerLink | None = None
@@ -133,6 +134,8 @@ class WorkerDriver:
         self._invoke("connect", {}, self.settings.call_timeout_s)
         with self._lock:
             self._want_connected = True
+        if self.settings.standby and self.settings.standby_connected:
+            threading.Thread(target=self._connect_spare, name="worker-standby", daemon=True).start()
 
     def describe(self) -> DriverDescription:
         """The driver's description (asked once, then cached: it does not change)."""
@@ -421,8 +424,9 @@ class WorkerDriver:
             new: WorkerLink | None = None
             try:
                 new = self._take_spare() or self._start_link()
-                if self._want_connected:
+                if self._want_connected and not new.driver_connected:
                     new.call("connect", timeout_s=self.settings.call_timeout_s)
+                    new.driver_connected = True
                 new.call("safe_state", timeout_s=self.settings.call_timeout_s)
             except Exception as exc:
                 log.error("worker_restart_attempt_failed", attempt=attempts, error=str(exc))
@@ -493,8 +497,14 @@ class WorkerDriver:
         spare: WorkerLink | None = None
         try:
             spare = self._start_link()
+            if self.settings.standby_connected and self._want_connected:
+                spare.call("connect", timeout_s=self.settings.call_timeout_s)
+                spare.driver_connected = True
         except Exception as exc:
             log.warning("worker_standby_failed", error=str(exc))
+            if spare is not None:
+                spare.kill(DriverDisconnected(str(exc)))
+                spare = None
         with self._lock:
             self._spare_starting = False
             if spare is not None and self._state != "closed" and self._spare is None:
@@ -502,8 +512,23 @@ class WorkerDriver:
         if spare is not None:
             spare.shutdown()
 
+    def _connect_spare(self) -> None:
+        """With ``standby_connected``: connect the spare once the daemon has connected."""
+        thread = self._spare_thread
+        if thread is not None:
+            thread.join(self.settings.start_timeout_s + self.settings.call_timeout_s)
+        with self._spare_lock:
+            spare = self._spare
+            if spare is None or spare.driver_connected:
+                return
+            try:
+                spare.call("connect", timeout_s=self.settings.call_timeout_s)
+                spare.driver_connected = True
+            except Exception as exc:  # the restart path connects it again anyway
+                log.warning("worker_standby_connect_failed", error=str(exc))
+
     def _take_spare(self) -> WorkerLink | None:
-        with self._lock:
+        with self._spare_lock, self._lock:  # never while the spare is connecting
             spare, self._spare = self._spare, None
         if spare is None:
             return None

@@ -63,6 +63,9 @@ class WorkerLink:
         self.settings = settings
         self.token = secrets.token_hex(16)
         self._ident = self.token.encode("ascii")
+        # The worker's main thread uses the token as routing id; its driver thread sends
+        # replies from a second socket named token + REPLY_SUFFIX. Anything else is ignored.
+        self._peers = {self._ident, (self.token + protocol.REPLY_SUFFIX).encode("ascii")}
         self._tmpdir: str | None = None
         self.router = context.socket(zmq.ROUTER)
         self.router.linger = 0
@@ -87,6 +90,8 @@ class WorkerLink:
         self._pending_lock = threading.Lock()
         self._ids = itertools.count(1)
         self.hello: dict[str, Any] | None = None
+        #: Whether the driver in this worker was connected (kept by the WorkerDriver).
+        self.driver_connected = False
         self._hello_event = threading.Event()
         self.status: dict[str, Any] = {}
         self.started_at = time.monotonic()
@@ -268,7 +273,7 @@ class WorkerLink:
                 parts = self.router.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
-            if len(parts) < 2 or parts[0].bytes != self._ident:
+            if len(parts) < 2 or parts[0].bytes not in self._peers:
                 log.warning("worker_stranger_ignored", address=self.address)
                 continue
             try:

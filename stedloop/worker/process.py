@@ -50,12 +50,17 @@ def _build_driver(spec: dict[str, Any]) -> Driver:
 
 
 class _DriverThread:
-    """Runs driver calls one at a time and hands back the reply parts through an inproc socket."""
+    """Runs driver calls one at a time and sends each reply to the daemon itself.
 
-    def __init__(self, context: zmq.Context, address: str) -> None:
+    It has its own socket to the daemon (routing id: the token + ``REPLY_SUFFIX``), so a
+    frame goes straight from this thread to the daemon without waking the main thread.
+    """
+
+    def __init__(self, context: zmq.Context, address: str, token: str) -> None:
         self._jobs: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self._context = context
         self._address = address
+        self._routing_id = (token + protocol.REPLY_SUFFIX).encode("ascii")
         self.driver: Driver | None = None
         self._lock = threading.Lock()
         self.busy_method: str | None = None
@@ -84,8 +89,9 @@ class _DriverThread:
         self._jobs.put(None)
 
     def _run(self) -> None:
-        out = self._context.socket(zmq.PAIR)
+        out = self._context.socket(zmq.DEALER)
         out.linger = 0
+        out.routing_id = self._routing_id
         out.connect(self._address)
         while (job := self._jobs.get()) is not None:
             parts = self._execute(job)
@@ -161,11 +167,7 @@ class WorkerLoop:
         self.socket.linger = 0
         self.socket.routing_id = token.encode("ascii")
         self.socket.connect(address)
-        results_address = f"inproc://driver-results-{os.getpid()}"
-        self.results = self.context.socket(zmq.PAIR)
-        self.results.linger = 0
-        self.results.bind(results_address)
-        self.driver_thread = _DriverThread(self.context, results_address)
+        self.driver_thread = _DriverThread(self.context, address, token)
         self.parent_pid = parent_pid
         self.heartbeat_interval_s = heartbeat_interval_s
         self.parent_timeout_s = parent_timeout_s
@@ -208,9 +210,6 @@ class WorkerLoop:
                 "stedloop": __version__,
             }
         )
-        poller = zmq.Poller()
-        poller.register(self.socket, zmq.POLLIN)
-        poller.register(self.results, zmq.POLLIN)
         last_seen = time.monotonic()
         next_heartbeat = time.monotonic()
         while True:
@@ -231,13 +230,13 @@ class WorkerLoop:
                     timeout_ms = min(timeout_ms, 20)
                 else:
                     self.abort_for_call = None
-            for sock, _ in poller.poll(timeout_ms):
-                if sock is self.results:
-                    reply = self.results.recv_multipart(copy=False)
-                    with contextlib.suppress(zmq.Again):
-                        self.socket.send_multipart(reply, zmq.NOBLOCK, copy=False)
-                    continue
-                parts = self.socket.recv_multipart(copy=False)
+            if not self.socket.poll(timeout_ms):
+                continue
+            while True:
+                try:
+                    parts = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    break
                 last_seen = time.monotonic()
                 try:
                     header = protocol.decode_header(parts[0].buffer)

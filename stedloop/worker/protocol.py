@@ -29,6 +29,9 @@ from stedloop.params import ImagingParams
 #: Bumped when a message changes shape; worker and daemon refuse to talk across versions.
 PROTOCOL_VERSION = 1
 
+#: Appended to the worker's token to name the socket that carries the driver thread's replies.
+REPLY_SUFFIX = "r"
+
 #: Driver methods a ``call`` may name (``init`` builds the driver inside the worker).
 CALL_METHODS = ("init", "connect", "describe", "acquire", "safe_state", "close")
 

@@ -39,6 +39,7 @@ heartbeat_interval_s = 0.1
 heartbeat_timeout_s = 2.0
 abort_grace_period_s = 0.5
 restart_backoff_s = 0.05
+{worker}
 """
 
 pytestmark = pytest.mark.slow
@@ -48,11 +49,11 @@ pytestmark = pytest.mark.slow
 def start(tmp_path: Path) -> Iterator[Callable[..., tuple[dict[str, Any], Path]]]:
     processes: list[subprocess.Popen[bytes]] = []
 
-    def run(fault: str, budget: int) -> tuple[dict[str, Any], Path]:
+    def run(fault: str, budget: int, worker: str = "") -> tuple[dict[str, Any], Path]:
         home = tmp_path / "home"
         home.mkdir()
         site = home / "site.toml"
-        site.write_text(SITE.format(fault=fault, budget=budget))
+        site.write_text(SITE.format(fault=fault, budget=budget, worker=worker))
         process, ready = start_daemon(home, {"STEDLOOP_CONFIG": str(site)})
         processes.append(process)
         return ready, home
@@ -154,3 +155,29 @@ def test_an_aborted_hang_kills_the_worker_makes_safe_and_keeps_the_ledger(start)
     log = _daemon_log(home)
     restarted = [line for line in log if line.get("event") == "worker_restarted"]
     assert restarted and restarted[0]["after"] == "abort_not_honoured"
+
+
+def test_a_hang_nobody_aborts_is_caught_by_the_watchdog_and_pauses_the_session(start) -> None:  # type: ignore[no-untyped-def]
+    ready, home = start("hang_on_frame = 1", budget=3, worker="acquire_timeout_s = 1.5")
+    with Client(ready["request_address"], timeout_s=5) as client:
+        started = client.call("session.start", budget_frames=3, name="watchdog")
+        session_id, token = started["session_id"], started["token"]
+        events = _wait(client, "the hang report", lambda ev: bool(_faults(ev)))
+        fault = _faults(events)[0]
+        assert fault["fault"] == "worker_hung" and fault["reason"] == "call_timeout"
+        _wait(client, "the pause", lambda ev: "paused" in _state_events(ev))
+        assert _timed_status(client) < 1.0
+        # Each fresh simulator hangs again on its own second frame (its counter restarts),
+        # so the session is paused once per hang: resume until it finishes.
+        resumed = 0
+        deadline = time.monotonic() + 60
+        while "finished" not in _state_events(_events(client)):
+            assert time.monotonic() < deadline, _state_events(_events(client))
+            if client.call("status")["session"]["state"] == "paused":
+                client.call("session.resume", session_id=session_id, token=token)
+                resumed += 1
+            assert resumed <= 3
+            time.sleep(0.1)
+    frames, kinds = _ledger_frames(home, session_id)
+    assert frames == [0, 1, 2]  # each hung frame was retried on a fresh worker
+    assert kinds[-1] == L.FINISHED and L.PAUSED in kinds and resumed >= 1

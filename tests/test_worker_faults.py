@@ -107,6 +107,23 @@ def test_a_crash_is_reported_and_the_worker_restarted() -> None:
         remote.close()
 
 
+def test_a_call_past_its_timeout_counts_as_hung_without_any_abort() -> None:
+    faults = Faults()
+    remote = simulator_worker({"hang_on_frame": 0}, on_fault=faults, acquire_timeout_s=1.0)
+    try:
+        remote.connect()
+        hung_pid = remote.health()["pid"]
+        started = time.monotonic()
+        with pytest.raises(errors.DriverDisconnected, match="has run"):
+            remote.acquire(PARAMS, FIELD)
+        assert time.monotonic() - started < 1.0 + 5.0  # timeout, then a cold restart
+        wait_for(lambda: faults.kinds() == ["worker_hung"], 2, "the fault report")
+        assert faults.calls[0][1]["reason"] == "call_timeout"
+        assert remote.health()["pid"] != hung_pid and process_gone(hung_pid)
+    finally:
+        remote.close()
+
+
 @pytest.mark.skipif(os.name == "nt", reason="SIGSTOP is POSIX")
 def test_a_frozen_worker_is_detected_by_missing_heartbeats() -> None:
     faults = Faults()

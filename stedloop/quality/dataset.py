@@ -24,6 +24,7 @@ import numpy as np
 
 from stedloop.errors import DataError
 from stedloop.quality.preprocess import check_image, fit_to_size
+from stedloop.tiffio import read_image_tiff
 
 MANIFEST_NAME = "manifest.csv"
 PARAM_COLUMNS: tuple[str, ...] = ("dwell_time_us", "excitation_uw", "depletion_mw")
@@ -119,24 +120,8 @@ def load_dataset(folder: Path) -> list[LabelledImage]:
 def read_tiff_image(path: Path) -> np.ndarray:
     """A single 2-D integer image from a TIFF; DataError naming the file otherwise."""
     path = Path(path)
-    try:
-        from stedloop.tiffio import read_image_tiff  # the project's TIFF reader, when present
-    except ImportError:  # pragma: no cover - only before stedloop.tiffio exists
-        read_image_tiff = None
-    if read_image_tiff is not None:
-        image = read_image_tiff(path)
-    else:  # pragma: no cover
-        import tifffile
-
-        try:
-            image = tifffile.imread(path)
-        except Exception as exc:
-            raise DataError(f"{path}: cannot read TIFF ({exc})") from exc
-    image = np.asarray(image)
-    if image.ndim == 3 and image.shape[0] == 1:
-        image = image[0]
-    if image.ndim != 2:
-        raise DataError(f"{path}: expected a single 2-D image, got shape {image.shape}")
+    # stedloop.tiffio raises DataError naming the file when it is missing, corrupt or not 2-D
+    image = np.asarray(read_image_tiff(path))
     if not np.issubdtype(image.dtype, np.integer) or image.dtype.itemsize > 2:
         raise DataError(f"{path}: expected 8- or 16-bit integer pixels, got {image.dtype}")
     return image

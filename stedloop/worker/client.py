@@ -497,14 +497,14 @@ class WorkerDriver:
         spare: WorkerLink | None = None
         try:
             spare = self._start_link()
-            if self.settings.standby_connected and self._want_connected:
-                spare.call("connect", timeout_s=self.settings.call_timeout_s)
-                spare.driver_connected = True
         except Exception as exc:
             log.warning("worker_standby_failed", error=str(exc))
-            if spare is not None:
-                spare.kill(DriverDisconnected(str(exc)))
-                spare = None
+        if spare is not None and self.settings.standby_connected and self._want_connected:
+            try:
+                spare.call("connect", timeout_s=self.settings.call_timeout_s)
+                spare.driver_connected = True
+            except Exception as exc:  # still a useful spare: it connects when promoted
+                log.warning("worker_standby_connect_failed", error=str(exc))
         with self._lock:
             self._spare_starting = False
             if spare is not None and self._state != "closed" and self._spare is None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -55,13 +54,10 @@ def test_frc_resolution_grows_with_blur_and_tracks_the_psf_width() -> None:
         assert 0.5 * width < res < 2.5 * width, (width, res)
 
 
-def test_frc_checkerboard_cannot_go_below_four_pixels_and_is_fast() -> None:
+def test_frc_checkerboard_cannot_go_below_four_pixels() -> None:
     image = blurred_counts(50.0, photons=500)
     assert frc_resolution_nm(image, 20.0, split="checkerboard") >= 80.0 - 1e-9
-    started = time.perf_counter()
-    for _ in range(10):
-        frc_resolution_nm(image, 20.0)
-    assert (time.perf_counter() - started) / 10 < 0.05  # ~1-5 ms here; generous for CI noise
+    assert frc_resolution_nm(image, 20.0) < 80.0  # the binomial split can
 
 
 def test_frc_rejects_bad_images_and_is_worst_case_for_pure_noise() -> None:

@@ -159,6 +159,9 @@ def test_restarts_are_bounded_and_then_reported() -> None:
         assert faults.calls[1][1]["attempts"] == 2
         with pytest.raises(errors.DriverDisconnected, match="python_executable"):
             remote.acquire(PARAMS, FIELD)
+        remote._python = sys.executable  # the interpreter is back: the next call recovers
+        remote.acquire(PARAMS, FIELD)  # started, connected and made safe again first
+        assert remote.health()["state"] == "ready"
     finally:
         remote.close()
 

@@ -282,6 +282,14 @@ class WorkerDriver:
                     return
             # stopped (first use) or failed (a new attempt after the restarts ran out)
             link = self._start_link()
+            if self._want_connected:  # after a failure: back to where the driver was
+                try:
+                    link.call("connect", timeout_s=self.settings.call_timeout_s)
+                    link.driver_connected = True
+                    link.call("safe_state", timeout_s=self.settings.call_timeout_s)
+                except BaseException:
+                    link.kill(DriverDisconnected("the driver did not reconnect"))
+                    raise
             with self._lock:
                 if self._state == "closed":
                     link.shutdown()

@@ -9,6 +9,7 @@ import sys
 import textwrap
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -174,15 +175,18 @@ def test_a_worker_whose_daemon_dies_exits_by_itself() -> None:
         from tests.worker_helpers import simulator_worker
         remote = simulator_worker()
         remote.connect()
-        print("WORKER_PID", remote.health()["pid"], flush=True)
+        print("WORKER_PID", remote.health()["pid"], remote._link.address, flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
         """
     )
     result = subprocess.run(
         [sys.executable, "-c", parent], capture_output=True, text=True, timeout=60, cwd=os.getcwd()
     )
-    worker_pid = int(result.stdout.split("WORKER_PID", 1)[1].split()[0])
+    pid_text, address = result.stdout.split("WORKER_PID", 1)[1].split()[:2]
+    worker_pid = int(pid_text)
     wait_for(lambda: process_gone(worker_pid), 10, "the orphaned worker to exit")
+    folder = Path(address[len("ipc://") :]).parent
+    wait_for(lambda: not folder.exists(), 5, "the worker to remove the dead daemon's folder")
 
 
 @pytest.mark.skipif(os.name == "nt", reason="uses SIGKILL")

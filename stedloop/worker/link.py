@@ -29,6 +29,7 @@ from stedloop.config.schema import WorkerSection
 from stedloop.errors import DriverDisconnected, DriverError
 from stedloop.logs import get_logger
 from stedloop.worker import protocol
+from stedloop.worker.process import IPC_FOLDER_PREFIX
 
 log = get_logger("stedloop.worker")
 
@@ -72,7 +73,7 @@ class WorkerLink:
         self.router.router_mandatory = 1
         if resolve_transport(settings.transport) == "ipc":
             # A private (0700) folder: no other user can reach the socket.
-            self._tmpdir = tempfile.mkdtemp(prefix="stedloop-worker-")
+            self._tmpdir = tempfile.mkdtemp(prefix=IPC_FOLDER_PREFIX)
             self.address = f"ipc://{self._tmpdir}/w.sock"
             self.router.bind(self.address)
         else:

@@ -16,9 +16,11 @@ import argparse
 import contextlib
 import os
 import queue
+import shutil
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import zmq
@@ -37,6 +39,9 @@ log = get_logger("stedloop.worker.process")
 EXIT_OK = 0
 EXIT_PARENT_LOST = 4
 EXIT_BAD_START = 5
+
+#: Name prefix of the daemon's private folders for ipc sockets (see link.py).
+IPC_FOLDER_PREFIX = "stedloop-worker-"
 
 
 def _build_driver(spec: dict[str, Any]) -> Driver:
@@ -167,6 +172,7 @@ class WorkerLoop:
         self.socket.linger = 0
         self.socket.routing_id = token.encode("ascii")
         self.socket.connect(address)
+        self.address = address
         self.driver_thread = _DriverThread(self.context, address, token)
         self.parent_pid = parent_pid
         self.heartbeat_interval_s = heartbeat_interval_s
@@ -192,6 +198,14 @@ class WorkerLoop:
                 **self.driver_thread.status(),
             }
         )
+
+    def _remove_socket_folder(self) -> None:
+        """The daemon died without cleaning up: remove its private ipc folder for it."""
+        if not self.address.startswith("ipc://"):
+            return
+        folder = Path(self.address[len("ipc://") :]).parent
+        if folder.name.startswith(IPC_FOLDER_PREFIX):
+            shutil.rmtree(folder, ignore_errors=True)
 
     def _parent_gone(self, last_seen: float) -> str | None:
         if self.parent_pid is not None and os.getppid() != self.parent_pid:
@@ -221,6 +235,7 @@ class WorkerLoop:
                 if reason:
                     log.error("worker_parent_lost", reason=reason, pid=os.getpid())
                     self._last_safe_state()
+                    self._remove_socket_folder()
                     return EXIT_PARENT_LOST
             timeout_ms = max(0, int((next_heartbeat - time.monotonic()) * 1000)) + 1
             if self.abort_for_call is not None:

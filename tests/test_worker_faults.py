@@ -48,7 +48,7 @@ def _acquire_in_thread(remote) -> tuple[threading.Thread, list[object]]:  # type
     return thread, outcome
 
 
-@pytest.mark.parametrize("standby_connected", [False, True])
+@pytest.mark.parametrize("standby_connected", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_abort_of_a_hung_acquire_kills_restarts_and_makes_safe_within_grace_plus_1s(
     standby_connected: bool,
 ) -> None:
@@ -167,6 +167,7 @@ def test_restarts_are_bounded_and_then_reported() -> None:
         remote.close()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.name == "nt", reason="uses SIGKILL on the parent")
 def test_a_worker_whose_daemon_dies_exits_by_itself() -> None:
     parent = textwrap.dedent(

@@ -44,8 +44,12 @@ def configure_logging(
     console_renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
 
     def formatter(renderer: Any) -> logging.Formatter:
+        steps: list[Any] = [structlog.stdlib.ProcessorFormatter.remove_processors_meta]
+        if renderer is json_renderer:
+            # JSON has no renderer of its own for tracebacks: turn exc_info into text.
+            steps.append(structlog.processors.format_exc_info)
         return structlog.stdlib.ProcessorFormatter(
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            processors=[*steps, renderer],
             foreign_pre_chain=shared,
         )
 

@@ -41,7 +41,9 @@ def configure_logging(
         cache_logger_on_first_use=False,
     )
     json_renderer = structlog.processors.JSONRenderer()
-    console_renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    console_renderer = structlog.dev.ConsoleRenderer(
+        colors=sys.stderr.isatty(), exception_formatter=structlog.dev.plain_traceback
+    )
 
     def formatter(renderer: Any) -> logging.Formatter:
         steps: list[Any] = [structlog.stdlib.ProcessorFormatter.remove_processors_meta]

@@ -341,3 +341,24 @@ def test_listener_errors_do_not_stop_the_session(tmp_path: Path) -> None:
     summary = session.run(on_event=broken)
     assert summary.state == "finished" and summary.frames == 2
     assert math.isfinite(summary.best_score)
+
+
+def test_pause_requested_after_a_driver_fault_takes_effect_before_the_retry(
+    tmp_path: Path,
+) -> None:
+    loaded = config(budget=3, sim={"fail_on_frame": 1})
+    store = SessionStore(tmp_path / "sessions")
+    session = Session.start(loaded, SpyDriver(loaded), store=store, objectives=objectives())
+    control = SessionControl()
+
+    def on_event(kind: str, payload: dict) -> None:
+        if kind == "log" and "attempt 1/3 failed" in payload["message"]:
+            control.request_pause()  # what the daemon does on a worker watchdog fault
+        if kind == "session" and payload["state"] == "paused":
+            threading.Timer(0.2, control.resume).start()
+
+    summary = session.run(control, on_event)
+    assert summary.state == "finished" and summary.frames == 3
+    frame_1 = [e.kind for e in store.open(session.id).ledger.events() if e.frame in (1, None)]
+    start = frame_1.index(L.ERROR)
+    assert frame_1[start : start + 4] == [L.ERROR, L.PAUSED, L.RESUMED, L.ACQUIRING]

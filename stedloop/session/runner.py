@@ -458,6 +458,8 @@ class Session:
                     break
                 self._make_safe()
                 time.sleep(session.retry_delay_s)
+                if control.pause_requested:  # e.g. the daemon's watchdog after a worker fault
+                    self._pause(control)
                 if control.stop_requested:
                     break
         if control.stop_requested:

@@ -72,6 +72,7 @@ def test_sigterm_stops_the_session_cleanly_and_exits_zero(tmp_path: Path) -> Non
         if line.startswith("{")
     ]
     names = [entry["event"] for entry in log]
+    assert names.index("driver_safe") < names.index("daemon_ready")  # safe first at start-up
     assert names.index("daemon_stopping") < names.index("daemon_stopped")
     assert any(e["event"] == "driver_safe" and e.get("reason") == "shutdown" for e in log)
     assert log[-1]["event"] == "daemon_stopped"

@@ -126,12 +126,19 @@ class Daemon:
         if self.host is not None:
             self.host.pause_for_fault(kind)
 
-    def _bind(self, context: zmq.Context) -> tuple[zmq.Socket, zmq.Socket, Any]:
+    def _check_security(self) -> tuple[bytes, bytes] | None:
+        """Loopback, or CURVE with keys: checked first; returns the server keys if CURVE."""
         section = self.config.daemon
         keys_dir = keys_dir_of(self.loaded)
         self.curve = keys_dir is not None
         check_binding([section.request_address, section.event_address], self.curve)
-        server_keys = load_server_keys(keys_dir) if keys_dir is not None else None
+        return load_server_keys(keys_dir) if keys_dir is not None else None
+
+    def _bind(
+        self, context: zmq.Context, server_keys: tuple[bytes, bytes] | None
+    ) -> tuple[zmq.Socket, zmq.Socket, Any]:
+        section = self.config.daemon
+        keys_dir = keys_dir_of(self.loaded)
         auth = start_authenticator(context, keys_dir) if keys_dir is not None else None
         router = make_server_socket(context, zmq.ROUTER, server_keys)
         router.setsockopt(zmq.MAXMSGSIZE, section.max_message_bytes * HARD_CAP_FACTOR)
@@ -200,18 +207,24 @@ class Daemon:
         sys.setswitchinterval(0.0005)
         from stedloop.store import SessionStore
 
+        server_keys = self._check_security()  # refuse a bad binding before touching hardware
         self._open_driver()
-        root = data_dir(self.config.store.data_dir)
-        store = SessionStore(root / "sessions")
-        self.host = SessionHost(
-            self.loaded, self.driver, store, self.bus, self.scorer, root / "daemon" / "sessions"
-        )
-        self.store = store
-        interrupted = self.host.find_interrupted()
-        if interrupted:
-            log.warning("interrupted_sessions", sessions=interrupted)
         context = zmq.Context()
-        router, pub, auth = self._bind(context)
+        try:
+            root = data_dir(self.config.store.data_dir)
+            store = SessionStore(root / "sessions")
+            self.host = SessionHost(
+                self.loaded, self.driver, store, self.bus, self.scorer, root / "daemon" / "sessions"
+            )
+            self.store = store
+            interrupted = self.host.find_interrupted()
+            if interrupted:
+                log.warning("interrupted_sessions", sessions=interrupted)
+            router, pub, auth = self._bind(context, server_keys)
+        except BaseException:
+            self._close_driver()
+            context.term()
+            raise
         self.bus.start_publisher(pub)
         if QUALITY_OBJECTIVE in self.config.objectives.names:
             self.scorer.start()
@@ -350,16 +363,8 @@ class Daemon:
             "last_seq": self.bus.last_seq,
         }
 
-    # -- shutdown -------------------------------------------------------------------------
-    def _shutdown(self, router: zmq.Socket, auth: Any, context: zmq.Context) -> None:
-        reason = self._stop_signal or "loop ended"
-        log.info("daemon_stopping", reason=reason)
-        self.notifier.stopping()
-        if self.host is not None:
-            self.host.shutdown(
-                self.config.daemon.shutdown_grace_s,
-                on_step=lambda step: log.warning("shutdown_step", step=step),
-            )
+    def _close_driver(self) -> None:
+        """Lasers to the safe state, then release the driver; never raises."""
         try:
             self.driver.safe_state()
             log.info("driver_safe", reason="shutdown")
@@ -370,6 +375,18 @@ class Daemon:
                 self.driver.close()
             except Exception:
                 log.exception("driver_close_failed")
+
+    # -- shutdown -------------------------------------------------------------------------
+    def _shutdown(self, router: zmq.Socket, auth: Any, context: zmq.Context) -> None:
+        reason = self._stop_signal or "loop ended"
+        log.info("daemon_stopping", reason=reason)
+        self.notifier.stopping()
+        if self.host is not None:
+            self.host.shutdown(
+                self.config.daemon.shutdown_grace_s,
+                on_step=lambda step: log.warning("shutdown_step", step=step),
+            )
+        self._close_driver()
         self.bus.stop_publisher()
         router.close(0)
         if auth is not None:

@@ -362,3 +362,42 @@ def test_pause_requested_after_a_driver_fault_takes_effect_before_the_retry(
     frame_1 = [e.kind for e in store.open(session.id).ledger.events() if e.frame in (1, None)]
     start = frame_1.index(L.ERROR)
     assert frame_1[start : start + 4] == [L.ERROR, L.PAUSED, L.RESUMED, L.ACQUIRING]
+
+
+class InterruptOnce:
+    """An objective during which the process is interrupted once (after the TIFF is written)."""
+
+    API_VERSION = "1.0"
+    name, unit, direction, bounds = "resolution", "nm", "minimize", (40.0, 250.0)
+
+    def __init__(self, interrupt_on: int | None) -> None:
+        self.calls, self.interrupt_on, self.inner = 0, interrupt_on, ResolutionObjective()
+
+    def evaluate(self, frame: Frame) -> float:
+        self.calls += 1
+        if self.calls - 1 == self.interrupt_on:
+            raise KeyboardInterrupt
+        return self.inner.evaluate(frame)
+
+
+def test_a_frame_recorded_but_not_scored_is_scored_from_its_tiff_on_resume(
+    tmp_path: Path,
+) -> None:
+    loaded = config(budget=4)
+    store = SessionStore(tmp_path / "sessions")
+    driver = SpyDriver(loaded)
+    session = Session.start(loaded, driver, store=store, objectives=[InterruptOnce(2)])
+    with pytest.raises(KeyboardInterrupt):
+        session.run()
+    session.close()
+    assert store.open(session.id).history().frames[2].status == "acquired"
+    again = SpyDriver(loaded)
+    resumed = Session.resume(
+        session.id, loaded, again, store=store, objectives=[InterruptOnce(None)]
+    )
+    summary = resumed.run()
+    resumed.close()
+    assert summary.frames == 4 and again.acquires == 1  # frame 2 was not exposed again
+    history = store.open(session.id).history()
+    assert [f.status for f in history.done_frames()] == ["told"] * 4
+    assert len(history.frames[2].regions) == 1

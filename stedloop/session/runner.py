@@ -33,7 +33,7 @@ from stedloop.params import ImagingParams
 from stedloop.session.control import SessionControl
 from stedloop.session.regions import RegionTiler, SampleExhausted
 from stedloop.store import ledger as L
-from stedloop.store.frames import write_frame
+from stedloop.store.frames import read_frame, write_frame
 from stedloop.store.history import SessionHistory
 from stedloop.store.lock import FolderLock
 from stedloop.store.session_store import SessionInfo, SessionRecord, SessionStore
@@ -100,7 +100,8 @@ class Session:
         self.space = SearchSpace(self.config.params, self.config.safety)
         self.optimizer = BayesianOptimizer(self.space, self.config.optimizer, seed)
         self._config_changes = config_changes or []
-        self._pending: tuple[int, ImagingParams] | None = None  # frame to redo on resume
+        # The frame in flight when the session stopped, and its TIFF if it was recorded.
+        self._pending: tuple[int, ImagingParams, Path | None] | None = None
         self._next_frame = 0
         self._done = 0
         self._best: tuple[float, dict[str, float]] | None = None
@@ -237,8 +238,9 @@ class Session:
             elif record.done:
                 self._mark_failed(params)
                 self._done += 1
-            else:
-                self._pending = (frame_no, params)  # the frame in flight: redone first
+            else:  # the frame in flight: finished first (re-scored from its TIFF, or redone)
+                tiff = self.folder / record.tiff if record.status == "acquired" else None
+                self._pending = (frame_no, params, tiff if tiff and tiff.is_file() else None)
             self._next_frame = frame_no + 1
 
     def _ask(self, frame_no: int) -> ImagingParams | None:
@@ -313,10 +315,12 @@ class Session:
                 continue
             if self._done >= session.budget_frames:
                 return _Outcome("finished", f"frame budget of {session.budget_frames} spent")
+            recorded: Path | None = None
             if self._pending is not None:
-                frame_no, params = self._pending
+                frame_no, params, recorded = self._pending
                 self._pending = None
-                self._log("info", f"redoing frame {frame_no}, in flight when the session stopped")
+                what = "scoring the recorded" if recorded else "redoing"
+                self._log("info", f"{what} frame {frame_no}, in flight when the session stopped")
             else:
                 frame_no = self._next_frame
                 self._next_frame += 1
@@ -334,7 +338,10 @@ class Session:
                 )
             self.optimizer.prepare()  # slow surrogate work overlaps the acquisition
             try:
-                outcome = self._frame(frame_no, params, control)
+                if recorded is not None:
+                    outcome = self._score(frame_no, params, read_frame(recorded), recorded, {})
+                else:
+                    outcome = self._frame(frame_no, params, control)
             except SampleExhausted as exc:
                 return _Outcome("finished", str(exc))
             if outcome is not None:
@@ -348,17 +355,22 @@ class Session:
     ) -> _Outcome | None:
         """Acquire, store, score and tell one frame; an outcome when the session must end."""
         timings: dict[str, float] = {}
-        t0 = time.perf_counter()
         frame, outcome = self._acquire(frame_no, params, control, timings)
         if frame is None:
             return outcome
         t1 = time.perf_counter()
-        tiff = self.record.frame_path(frame_no)
-        write_frame(tiff, frame, {"session": self.id, "frame": frame_no})
+        tiff: Path | None = self.record.frame_path(frame_no)
+        try:
+            write_frame(tiff, frame, {"session": self.id, "frame": frame_no})
+        except Exception as exc:  # e.g. counts beyond uint16: keep going, say so
+            message = f"frame {frame_no} could not be written: {type(exc).__name__}: {exc}"
+            self.record.ledger.append(L.ERROR, {"stage": "write", "error": message}, frame=frame_no)
+            self._log("error", message)
+            tiff = None
         self.record.ledger.append(
             L.ACQUIRED,
             {
-                "tiff": str(tiff.relative_to(self.folder)),
+                "tiff": str(tiff.relative_to(self.folder)) if tiff else None,
                 "params_applied": frame.params.as_dict(),
                 "region": frame.region.as_dict(),
                 "pixel_size_nm": frame.pixel_size_nm,
@@ -368,11 +380,23 @@ class Session:
             },
             frame=frame_no,
         )
+        timings["write_ms"] = (time.perf_counter() - t1) * 1e3
+        return self._score(frame_no, params, frame, tiff, timings)
+
+    def _score(
+        self,
+        frame_no: int,
+        params: ImagingParams,
+        frame: Frame,
+        tiff: Path | None,
+        timings: dict[str, float],
+    ) -> _Outcome | None:
+        """Evaluate the objectives on a recorded frame, record the scores and tell them."""
         t2 = time.perf_counter()
         values, errors = self._evaluate(frame)
         combined = self.scalariser.combine(values)
         t3 = time.perf_counter()
-        timings.update(write_ms=(t2 - t1) * 1e3, score_ms=(t3 - t2) * 1e3)
+        timings["score_ms"] = (t3 - t2) * 1e3
         self.record.ledger.append(
             L.SCORED, {"values": values, "errors": errors, "combined": combined}, frame=frame_no
         )
@@ -391,7 +415,6 @@ class Session:
             )
             self._log("warning", f"frame {frame_no} failed to score ({reason}); not told")
         self._done += 1
-        timings["loop_ms"] = (time.perf_counter() - t0) * 1e3 - timings.get("acquire_ms", 0.0)
         self._emit(
             "frame",
             {
@@ -402,7 +425,7 @@ class Session:
                 "status": status,
                 "best_score": self._best[0] if self._best else None,
                 "best_params": self._best[1] if self._best else None,
-                "tiff": str(tiff),
+                "tiff": str(tiff) if tiff else None,
                 "frames_done": self._done,
                 "budget_frames": self.config.session.budget_frames,
                 "timings_ms": timings,

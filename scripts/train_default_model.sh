@@ -16,10 +16,10 @@ mkdir -p "$WORK"
 [ -f "$WORK/actin/manifest.csv" ] || stedloop dataset synth --out "$WORK/actin" --n 1200 --structure actin --seed 1
 [ -f "$WORK/tubulin/manifest.csv" ] || stedloop dataset synth --out "$WORK/tubulin" --n 300 --structure tubulin --seed 2
 
-# 2. Training: the paper's recipe (SGD 0.01/0.9, batch 100, MSE, patience 10), at most 30 epochs.
+# 2. Training: the paper's recipe (SGD 0.01/0.9, batch 100, MSE, patience 10), at most 40 epochs.
 RESUME=()
 [ -f "$WORK/model.resume.pt" ] && RESUME=(--resume "$WORK/model.resume.pt")
-stedloop train "$WORK/actin" --out "$WORK/model.pt" --seed 0 --epochs 30 --precision bf16 \
+stedloop train "$WORK/actin" --out "$WORK/model.pt" --seed 0 --epochs 40 --precision bf16 \
     --threads "$THREADS" "${RESUME[@]}"
 
 # 3. Evaluation: the held-out actin test split, and the unseen tubulin set.

@@ -104,6 +104,46 @@ def _evaluate_rmse(
     return float(torch.sqrt(mse_loss(pred, y)))
 
 
+def recalibrate_batch_norm(
+    model: nn.Module,
+    x: torch.Tensor,
+    device: str,
+    batch: int,
+    autocast: bool,
+    generator: torch.Generator,
+    max_images: int = 500,
+) -> None:
+    """Recompute batch-norm running statistics with the current weights ("precise BN").
+
+    With SGD at lr 0.01 and momentum 0.9 the weights move a lot within an epoch, so the
+    running averages (momentum 0.1 over the epoch's ~10 batches) describe weights that no
+    longer exist: evaluation-mode predictions then swing far from training-mode ones
+    (validation RMSE 0.28 vs 0.10 measured on the same weights). A no-gradient pass over
+    up to ``max_images`` training images with cumulative averaging fixes that, so the
+    validation score (and the best-validation weights kept) reflect the model as used.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the recalibration batches
+    model.train()
+    order = torch.randperm(len(x), generator=generator)[:max_images]
+    with torch.no_grad():
+        for s in range(0, len(order), batch):
+            idx = order[s : s + batch]
+            if len(idx) < 2:
+                continue
+            xb = x[idx].to(device).contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device, dtype=torch.bfloat16, enabled=autocast):
+                model(xb)
+    for m, momentum in zip(norms, saved, strict=True):
+        m.momentum = momentum
+    model.eval()
+
+
 def write_curves(history: list[dict[str, float]], best_epoch: int, paths: dict[str, Path]) -> None:
     with paths["curves_csv"].open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=["epoch", "train_rmse", "val_rmse", "seconds"])
@@ -238,6 +278,9 @@ def train(
                 sq_err += float(loss.detach()) * len(idx)
                 seen += len(idx)
             train_rmse = math.sqrt(sq_err / max(seen, 1))
+            # Own random stream per epoch: the weight trajectory does not depend on it.
+            recal_gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+            recalibrate_batch_norm(model, x_train, device, cfg.batch_size, autocast, recal_gen)
             val_rmse = _evaluate_rmse(model, x_val, y_val, device, cfg.batch_size, autocast)
             history.append(
                 {

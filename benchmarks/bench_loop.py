@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from stedloop.drivers import create_driver
 
 from stedloop.config import load_config
-from stedloop.drivers import create_driver
 from stedloop.frame import Frame, Region
 from stedloop.objectives import build_objectives
 from stedloop.params import ImagingParams
@@ -115,6 +115,9 @@ def measure(names: list[str], frames: int, frame_s: float, scorer: Any) -> dict[
         "decision_ms_max": max(decisions),
         "write_ms_median": statistics.median(t["write_ms"] for t in timings),
         "score_ms_median": statistics.median(t["score_ms"] for t in timings),
+        "decision_ms_mean": statistics.fmean(decisions),
+        "write_ms_mean": statistics.fmean(t["write_ms"] for t in timings),
+        "score_ms_mean": statistics.fmean(t["score_ms"] for t in timings),
     }
 
 
@@ -130,15 +133,22 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg() if hasattr(os, "getloadavg") else ("n/a",)
     print("# bench_loop")
     print(f"date: {datetime.datetime.now().isoformat(timespec='seconds')}")
-    print(f"cpu: {platform.processor() or platform.machine()}; {os.cpu_count()} logical cores; load {load}")
+    print(
+        f"cpu: {platform.processor() or platform.machine()}; {os.cpu_count()} logical cores; load {load}"
+    )
     print(
         f"python {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), scorer device {scorer.device}"
     )
-    print(f"frames: {args.frames} per run, each acquisition padded to {args.frame_s} s; 224 x 224 px")
+    print(
+        f"frames: {args.frames} per run, each acquisition padded to {args.frame_s} s; 224 x 224 px"
+    )
     for label, names in (
         (f"quality (CNN: {model})", ["quality"]),
-        ("resolution (FRC) + bleaching + signal_ratio", ["resolution", "bleaching", "signal_ratio"]),
+        (
+            "resolution (FRC) + bleaching + signal_ratio",
+            ["resolution", "bleaching", "signal_ratio"],
+        ),
     ):
         result = measure(names, args.frames, args.frame_s, scorer)
         print(
@@ -147,6 +157,14 @@ def main(argv: list[str] | None = None) -> int:
             f"{result['decision_ms_median']:.0f} ms (max {result['decision_ms_max']:.0f}); "
             f"TIFF + ledger {result['write_ms_median']:.0f} ms; objectives "
             f"{result['score_ms_median']:.0f} ms (medians)"
+        )
+        rest = result["overhead_ms"] - sum(
+            result[k] for k in ("decision_ms_mean", "write_ms_mean", "score_ms_mean")
+        )
+        print(
+            f"    means per frame: decision {result['decision_ms_mean']:.0f} ms, TIFF + ledger "
+            f"{result['write_ms_mean']:.0f} ms, objectives {result['score_ms_mean']:.0f} ms, "
+            f"the rest (other ledger writes, tell, events) {rest:.0f} ms"
         )
     return 0
 

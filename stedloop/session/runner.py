@@ -433,6 +433,13 @@ class Session:
         )
         return None
 
+    def _point_raw_output(self, frame_no: int) -> None:
+        """Drivers that save raw data (Imspector's .obf) put it beside the frame's OME-TIFF."""
+        set_raw_output = getattr(self.driver, "set_raw_output", None)
+        if callable(set_raw_output):
+            frame_path = self.record.frame_path(frame_no)
+            set_raw_output(frame_path.parent, f"{frame_no:04d}")
+
     def _acquire(
         self,
         frame_no: int,
@@ -448,6 +455,7 @@ class Session:
             self.record.ledger.append(
                 L.ACQUIRING, {"attempt": attempt, "region": region.as_dict()}, frame=frame_no
             )
+            self._point_raw_output(frame_no)
             started = time.perf_counter()
             try:
                 frame = self.driver.acquire(params, region)

@@ -10,11 +10,23 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import platform
 import statistics
 import time
 
 import numpy as np
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def main() -> None:
@@ -68,7 +80,7 @@ def main() -> None:
 
     print("== bench_scoring ==")
     print(f"date: {dt.datetime.now().isoformat(timespec='seconds')}")
-    print(f"cpu: {platform.processor() or platform.machine()}, threads: {torch.get_num_threads()}")
+    print(f"cpu: {cpu_name()} ({os.cpu_count()} logical), torch threads: {torch.get_num_threads()}")
     print(f"torch {torch.__version__}, numpy {np.__version__}, python {platform.python_version()}")
     print(f"device: {scorer.device}, model: {path or 'untrained (same architecture)'}")
     print(f"load + warm-up: {load_s * 1000:.0f} ms")

@@ -231,6 +231,11 @@ def test_cli_train_score_evaluate(tmp_path: Path) -> None:
     )
     assert res.returncode == 0, res.stderr
     assert "SROCC" in res.stdout and (tmp_path / "ev" / "metrics.json").is_file()
+    (data / "img003.tif").write_bytes(b"truncated")  # listed in the manifest
+    res = _cli(
+        "evaluate", str(model), str(data), "--testers", "2", "--bootstrap", "10", "--device", "cpu"
+    )
+    assert res.returncode == 1 and "SROCC" in res.stdout and "img003.tif" in res.stderr
 
 
 def test_cli_bad_model_is_one_line_exit_2(tmp_path: Path) -> None:

@@ -135,6 +135,10 @@ def register(app: typer.Typer) -> None:
         typer.echo(report.markdown())
         if out is not None:
             typer.echo(f"\nwrote {out / 'report.md'}, {out / 'metrics.json'} and plots", err=True)
+        if report.skipped:
+            for message in report.skipped:
+                typer.echo(f"error: {message}", err=True)
+            raise typer.Exit(EXIT_FAILURES)
 
     @app.command("score")
     def score_cmd(

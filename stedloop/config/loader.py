@@ -33,8 +33,16 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 ENV_PREFIX = "STEDLOOP_"
-#: Environment variables with the prefix that are not settings.
-RESERVED_ENV = {"STEDLOOP_CONFIG", "STEDLOOP_HOME", "STEDLOOP_LOG_FORMAT"}
+#: Environment variables with the prefix that are not settings (the last three are the
+#: test suite's switches, inherited by the daemons the tests start).
+RESERVED_ENV = {
+    "STEDLOOP_CONFIG",
+    "STEDLOOP_HOME",
+    "STEDLOOP_LOG_FORMAT",
+    "STEDLOOP_REQUIRE_BROWSER",
+    "STEDLOOP_CHROMIUM",
+    "STEDLOOP_SCREENSHOTS",
+}
 DEFAULTS_LABEL = "default"
 
 

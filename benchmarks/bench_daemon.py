@@ -131,10 +131,17 @@ def frame_lags(home: Path, sid: str, received: dict[int, tuple[float, float]]) -
     )
 
 
-def bench_latency(root: Path, clients: int, seconds: float, poll_hz: float) -> None:
-    home = root / "latency"
+def bench_latency(
+    root: Path, clients: int, seconds: float, poll_hz: float, realtime: bool = False
+) -> None:
+    """Status round trips while a session runs. ``realtime``: the simulator takes as long
+    as the real scan (3 x 224² px x dwell), so the daemon waits on the instrument between
+    frames as on a microscope; otherwise simulated frames come back to back and the session
+    keeps a core busy all the time (the worst case)."""
+    home = root / ("latency-realtime" if realtime else "latency")
     # A large sample, so that the session does not use it up during the measurement.
-    process, ready = start_daemon(home, site(home, "[drivers.simulator]\nsample_fields = 32\n"))
+    extra = "[drivers.simulator]\nsample_fields = 32\n" + ("realtime = true\n" if realtime else "")
+    process, ready = start_daemon(home, site(home, extra))
     received: dict[int, tuple[float, float]] = {}
     stop = threading.Event()
 
@@ -167,9 +174,10 @@ def bench_latency(root: Path, clients: int, seconds: float, poll_hz: float) -> N
                 print(f"note: the session ended by itself ({session['state']})")
     finally:
         stop_daemon(process)
+    pacing = "real-time scans" if realtime else "simulated frames back to back"
     print(
         f"\n## status round trip: {clients} client threads x {poll_hz:g} Hz "
-        f"(objectives {', '.join(objectives())})"
+        f"(objectives {', '.join(objectives())}; {pacing})"
     )
     print(describe_rtt(f"daemon idle, {seconds / 3:g} s (the machine's own noise)", idle_rtt))
     print(
@@ -426,6 +434,7 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="stedloop-bench-daemon-"))
     try:
         if "latency" in parts:
+            bench_latency(root, args.clients, args.seconds, args.poll_hz, realtime=True)
             bench_latency(root, args.clients, args.seconds, args.poll_hz)
         if "events" in parts:
             bench_event_latency_idle(root, args.frames)

@@ -36,6 +36,13 @@ class QualitySection(Section):
         "auto", description="Where the network runs; auto picks CUDA when present."
     )
     batch_size: int = Field(16, ge=1, le=4096, description="Frames per scoring batch.")
+    cpu_threads: int = Field(
+        0,
+        ge=0,
+        le=1024,
+        description="CPU threads for scoring in the daemon; 0 = all cores but one, so the "
+        "request loop always has a core.",
+    )
 
 
 class ObjectivesSection(Section):

@@ -7,6 +7,7 @@ gets ``unavailable`` with the reason, while sessions with other objectives run a
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import Any
@@ -49,8 +50,14 @@ class ScorerLoader:
     def _load(self) -> None:
         started = time.perf_counter()
         try:
+            import torch
+
             from stedloop.quality.scorer import CNNScorer
 
+            # On a small acquisition PC the network would take every core and starve the
+            # request loop: leave it one (quality.cpu_threads overrides).
+            cores = os.cpu_count() or 2
+            torch.set_num_threads(self._quality.cpu_threads or max(1, cores - 1))
             scorer = CNNScorer.from_config(self._quality)
         except Exception as exc:  # any failure: report it, keep other objectives usable
             with self._lock:

@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from stedloop.drivers import create_driver
 
 from stedloop.config import load_config
+from stedloop.drivers import create_driver
 from stedloop.frame import Frame, Region
 from stedloop.objectives import build_objectives
 from stedloop.params import ImagingParams

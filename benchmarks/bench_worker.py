@@ -35,9 +35,9 @@ from typing import Any
 
 import numpy as np
 import zmq
-from stedloop.drivers.simulator import SimulatorDriver, SimulatorOptions
 
 from stedloop.config.schema import WorkerSection
+from stedloop.drivers.simulator import SimulatorDriver, SimulatorOptions
 from stedloop.errors import AcquisitionAborted
 from stedloop.frame import Region
 from stedloop.logs import configure_logging

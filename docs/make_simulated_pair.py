@@ -11,8 +11,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-from stedloop.drivers.simulator import SimulatorDriver, SimulatorOptions
 
+from stedloop.drivers.simulator import SimulatorDriver, SimulatorOptions
 from stedloop.frame import Region
 from stedloop.params import ImagingParams
 

@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+
+from stedloop.config import load_config
 from stedloop.drivers import create_driver
 from stedloop.drivers.imspector import ImspectorDriver, ImspectorOptions
 from stedloop.drivers.imspector.fake_specpy import FakeSpecpy, noise_image_source
-
-from stedloop.config import load_config
 from stedloop.errors import (
     AcquisitionAborted,
     ConfigError,
@@ -412,9 +412,8 @@ def test_fake_serves_simulator_images_driven_by_the_parameters() -> None:
 
 
 def test_shipped_site_config_refuses_until_the_lasers_are_calibrated() -> None:
-    from stedloop.drivers import validate_driver_options
-
     from stedloop.config.loader import shipped_default_path
+    from stedloop.drivers import validate_driver_options
 
     site = shipped_default_path().parent / "imspector.toml"
     with pytest.raises(ConfigError, match="excitation_uw_at_full_scale"):

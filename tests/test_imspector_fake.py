@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from stedloop.drivers.imspector import fake_specpy
 from stedloop.drivers.imspector.fake_specpy import CONNECTION_LOST, FakeSpecpy
 

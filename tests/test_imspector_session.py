@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stedloop.drivers import create_driver
-
 from stedloop.config import load_config
+from stedloop.drivers import create_driver
 from stedloop.objectives.bleaching import BleachingObjective
 from stedloop.session.runner import Session
 from stedloop.store import SessionStore

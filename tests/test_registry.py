@@ -8,10 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from stedloop.drivers import create_driver
 
 from stedloop import PLUGIN_API_VERSION, registry
 from stedloop.config import load_config
+from stedloop.drivers import create_driver
 from stedloop.errors import PluginError
 from stedloop.frame import Region
 from stedloop.params import ImagingParams

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 import tifffile
-from stedloop.drivers import create_driver
 
 from stedloop.config import LoadedConfig, load_config
 from stedloop.config.schema import OptimizerSection
+from stedloop.drivers import create_driver
 from stedloop.errors import ConfigError
 from stedloop.frame import Frame
 from stedloop.objectives.bleaching import BleachingObjective

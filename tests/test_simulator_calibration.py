@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from stedloop.drivers.simulator import SimulatorDriver, SimulatorOptions
 
+from stedloop.drivers.simulator import SimulatorDriver, SimulatorOptions
 from stedloop.frame import Region
 from stedloop.params import ImagingParams
 from stedloop.tiffio import read_image_tiff

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from stedloop.drivers import create_driver, parse_driver_options
-from stedloop.drivers.simulator import STRUCTURES, SimulatorDriver, SimulatorOptions
 
 from stedloop.config.schema import StedloopConfig
 from stedloop.driver import Driver
+from stedloop.drivers import create_driver, parse_driver_options
+from stedloop.drivers.simulator import STRUCTURES, SimulatorDriver, SimulatorOptions
 from stedloop.errors import (
     AcquisitionAborted,
     ConfigError,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy.optimize import curve_fit
-from stedloop.drivers.simulator import SimulatorDriver, SimulatorOptions, physics
 
+from stedloop.drivers.simulator import SimulatorDriver, SimulatorOptions, physics
 from stedloop.frame import Region
 from stedloop.params import ImagingParams
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-from stedloop.drivers.simulator import SimulatorDriver, SimulatorOptions
 
+from stedloop.drivers.simulator import SimulatorDriver, SimulatorOptions
 from stedloop.errors import DataError
 from stedloop.frame import Frame, Region
 from stedloop.params import ImagingParams

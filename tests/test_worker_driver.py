@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from stedloop.drivers.simulator import SimulatorDriver, SimulatorOptions
 
 from stedloop import errors
 from stedloop.config import load_config
+from stedloop.drivers.simulator import SimulatorDriver, SimulatorOptions
 from stedloop.frame import Region
 from stedloop.params import ImagingParams, SafetyCaps
 from stedloop.worker import WorkerDriver, create_worker_driver

@@ -24,10 +24,10 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import structlog
-from stedloop.drivers.imspector.options import Calibration, ImspectorOptions
 
 from stedloop import PLUGIN_API_VERSION
 from stedloop.driver import BaseDriver, DriverDescription
+from stedloop.drivers.imspector.options import Calibration, ImspectorOptions
 from stedloop.errors import (
     AcquisitionAborted,
     DriverDisconnected,

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from stedloop.drivers.imspector.paths import PROFILES, ParameterPaths
 
+from stedloop.drivers.imspector.paths import PROFILES, ParameterPaths
 from stedloop.frame import Region
 from stedloop.params import ImagingParams
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
 from stedloop.drivers.imspector.paths import ParameterPaths, resolve_paths
 
 #: Where the connection goes when ``port`` is not set (specpy's own default).

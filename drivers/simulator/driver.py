@@ -16,10 +16,10 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import scipy.fft
 from pydantic import BaseModel, ConfigDict, Field
-from stedloop.drivers.simulator import physics
-from stedloop.drivers.simulator.structures import generate
 
 from stedloop.driver import BaseDriver, DriverDescription
+from stedloop.drivers.simulator import physics
+from stedloop.drivers.simulator.structures import generate
 from stedloop.errors import (
     AcquisitionAborted,
     DriverDisconnected,

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from stedloop.plugins.sharpness import SharpnessObjective
 
 from stedloop import registry
 from stedloop.errors import DataError
 from stedloop.frame import Frame, Region
 from stedloop.params import ImagingParams
+from stedloop.plugins.sharpness import SharpnessObjective
 
 PIXEL_NM = 20.0
 

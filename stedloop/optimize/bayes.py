@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy.spatial.distance import cdist
 from sklearn.exceptions import ConvergenceWarning
 from skopt.acquisition import _gaussian_acquisition
 from skopt.learning import GaussianProcessRegressor
@@ -156,9 +157,8 @@ class BayesianOptimizer:
 
     def _round_trip(self, unit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Snap unit-cube rows onto the space (grid indices, bounds); return (unit, values)."""
-        points = self.space.inverse_transform(np.clip(unit, 0.0, 1.0))
-        snapped = np.asarray(self.space.transform(points), dtype=float)
-        return snapped, self.space.to_values_many(np.asarray(points, dtype=float))
+        points = self.space.unit_to_points(np.clip(unit, 0.0, 1.0))
+        return self.space.points_to_unit(points), self.space.to_values_many(points)
 
     def _allowed_unit(self, unit: np.ndarray) -> np.ndarray:
         snapped, values = self._round_trip(unit)
@@ -281,9 +281,7 @@ class BayesianOptimizer:
         candidates = self._allowed_unit(np.vstack([uniform, local]))
         visited = self._visited()
         if len(visited) and len(candidates):
-            distance = np.min(
-                np.linalg.norm(candidates[:, None, :] - visited[None, :, :], axis=2), axis=1
-            )
+            distance = cdist(candidates, visited).min(axis=1)
             candidates = candidates[distance >= DUPLICATE_DISTANCE]
         return candidates
 

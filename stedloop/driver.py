@@ -12,7 +12,7 @@ import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
@@ -84,7 +84,40 @@ class NoOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class BaseDriver(ABC):
+_SelfDriver = TypeVar("_SelfDriver", bound="SafeStateContext")
+
+
+class SafeStateContext:
+    """``with driver:`` connects and goes safe on entry, goes safe and closes on exit, also
+    when the block raises. Mixed into every stedloop driver class."""
+
+    def connect(self) -> None:
+        raise NotImplementedError
+
+    def safe_state(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: _SelfDriver) -> _SelfDriver:
+        self.connect()
+        self.safe_state()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            self.safe_state()
+        finally:
+            self.close()
+
+
+class BaseDriver(SafeStateContext, ABC):
     """Helper base class: caps and region checks, abort flag, context management.
 
     Subclasses set ``Options`` (a pydantic model for their ``[drivers.<name>]`` config
@@ -155,19 +188,3 @@ class BaseDriver(ABC):
                 f"{size_x_um:g}x{size_y_um:g} µm lies outside the sample "
                 f"(0..{extent[0]:g}, 0..{extent[1]:g}) µm"
             )
-
-    def __enter__(self) -> BaseDriver:
-        self.connect()
-        self.safe_state()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        try:
-            self.safe_state()
-        finally:
-            self.close()

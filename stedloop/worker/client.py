@@ -26,13 +26,12 @@ import time
 from collections.abc import Callable
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 import zmq
 
 from stedloop.config.schema import StedloopConfig, WorkerSection
-from stedloop.driver import DriverDescription
+from stedloop.driver import DriverDescription, SafeStateContext
 from stedloop.errors import AcquisitionAborted, DriverDisconnected, DriverError
 from stedloop.frame import Frame, Region
 from stedloop.logs import get_logger
@@ -64,7 +63,7 @@ class _CallInFlight:
     abort_at: float | None = None
 
 
-class WorkerDriver:
+class WorkerDriver(SafeStateContext):
     """A Driver whose calls run in a supervised worker process. Thread-safe."""
 
     def __init__(
@@ -200,22 +199,6 @@ class WorkerDriver:
         if self._notifier is not None:
             self._notifier.join(5.0)
         self._context.destroy(linger=0)
-
-    def __enter__(self) -> WorkerDriver:
-        self.connect()
-        self.safe_state()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        try:
-            self.safe_state()
-        finally:
-            self.close()
 
     # -- control: never waits for the driver -------------------------------------------------
     def request_abort(self) -> None:

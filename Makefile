@@ -28,9 +28,10 @@ browser:
 demo: $(STAMP)
 	$(BIN)/stedloop demo
 
+# The venv's bin/ goes first on PATH: tests run its `stedloop` and `hadolint` as subprocesses.
 test: $(STAMP) browser
 	$(BIN)/python -m ruff check .
-	$(BIN)/python -m pytest -q
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
 
 lint: $(STAMP)
 	$(BIN)/python -m ruff check .

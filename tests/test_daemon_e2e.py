@@ -293,6 +293,12 @@ def test_only_the_token_holder_controls_a_session_and_status_stays_fast(daemon: 
         time.sleep(0.5)
         assert client.call("status")["session"]["frames"] == frames_paused
         client.call("session.resume", session_id=sid, token=token)
+        # The loop takes the resume at its next check: wait for it, or a quick stop would
+        # overtake it (paused -> stopped, no "resumed" event, which is also correct).
+        deadline = time.monotonic() + 10
+        while client.call("status")["session"]["state"] != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
         client.call("session.stop", session_id=sid, token=token, abort=True)
         events = follow_until_end(client, ready, sid)
         states = [

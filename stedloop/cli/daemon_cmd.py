@@ -3,6 +3,7 @@ keys | demo`. Everything but `serve`, `keys` and `demo` is a client of a running
 
 from __future__ import annotations
 
+import faulthandler
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -227,6 +228,9 @@ def register(app: typer.Typer) -> None:
 
         section = loaded.config.logging
         configure_logging(section.level, section.json_file)
+        # A crash in native code (libzmq, torch, a vendor driver) still leaves the Python
+        # stacks of every thread in the log.
+        faulthandler.enable()
         raise typer.Exit(Daemon(loaded, ready_file=ready_file).serve())
 
     @app.command("status")

@@ -132,6 +132,10 @@ def run_demo(budget_frames: int = 20, keep: bool = False) -> int:
     finally:
         exit_code = stop_daemon(process)
         typer.echo(f"daemon stopped (exit code {exit_code})")
+        if exit_code != 0:
+            # The data folder (and its log) is about to go: show why the daemon failed.
+            log_tail = (home / "daemon.log").read_text(errors="replace").splitlines()[-30:]
+            typer.echo("last lines of the daemon log:\n  " + "\n  ".join(log_tail), err=True)
         if keep:
             typer.echo(f"data kept in {home}")
         else:

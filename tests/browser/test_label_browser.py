@@ -29,31 +29,31 @@ def test_label_with_keys_and_slider(tmp_path: Path, new_page, screenshot_dir: Pa
         page.fill("#name", "Marie")
         page.press("#name", "Enter")
         page.wait_for_function(
-            "document.getElementById('count').textContent.startsWith('Image 1 of 3')"
+            "document.getElementById('count')?.textContent.startsWith('Image 1 of 3')"
         )
         page.keyboard.press("7")  # 0.7
         page.keyboard.press("ArrowRight")  # +0.01 -> 0.71
         assert page.inner_text("#value") == "0.71"
-        page.wait_for_function("document.getElementById('image').complete")
+        page.wait_for_function("document.getElementById('image')?.complete")
         page.screenshot(path=str(screenshot_dir / "label_page.png"))
         page.keyboard.press("Enter")
         page.wait_for_function(
-            "document.getElementById('count').textContent.startsWith('Image 2 of 3')"
+            "document.getElementById('count')?.textContent.startsWith('Image 2 of 3')"
         )
         page.keyboard.press("+")  # 1.0
         page.keyboard.press("ArrowDown")  # -0.1 -> 0.9
         page.click("#save")
         page.wait_for_function(
-            "document.getElementById('count').textContent.startsWith('Image 3 of 3')"
+            "document.getElementById('count')?.textContent.startsWith('Image 3 of 3')"
         )
         page.fill("#slider", "0.05")  # drag the slider
         page.click("#save")
-        page.wait_for_function("document.getElementById('saved').textContent.includes('all 3')")
+        page.wait_for_function("document.getElementById('saved')?.textContent.includes('all 3')")
         # Going back shows the stored score of image 1.
         page.keyboard.press("PageUp")
         page.keyboard.press("PageUp")
         page.wait_for_function(
-            "document.getElementById('count').textContent.startsWith('Image 1 of 3')"
+            "document.getElementById('count')?.textContent.startsWith('Image 1 of 3')"
         )
         assert page.inner_text("#saved") == "saved: 0.71"
     store.close()

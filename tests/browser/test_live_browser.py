@@ -38,23 +38,23 @@ def test_live_page_updates_as_the_daemon_publishes(
             page = new_page()
             page.goto(base + "/")  # redirects to /live
             page.wait_for_function(
-                "document.getElementById('conn').textContent.startsWith('connected')"
+                "document.getElementById('conn')?.textContent.startsWith('connected')"
             )
             assert page.inner_text("#session-line") == "No session yet."
             with Client(ready["request_address"]) as client:
                 session_id = client.call("session.start", budget_frames=6)["session_id"]
             # Updates arrive while the session runs (pushed, no reload) ...
             page.wait_for_function(
-                "document.getElementById('session-line').dataset.state === 'running'"
+                "document.getElementById('session-line')?.dataset.state === 'running'"
                 " && document.querySelectorAll('#plot-objectives circle').length >= 3",
                 timeout=60_000,
             )
             # ... until it finishes.
             page.wait_for_function(
-                "document.getElementById('session-line').dataset.state === 'finished'",
+                "document.getElementById('session-line')?.dataset.state === 'finished'",
                 timeout=60_000,
             )
-            page.wait_for_function("document.getElementById('frame').complete")
+            page.wait_for_function("document.getElementById('frame')?.complete")
             assert session_id in page.inner_text("#session-line")
             assert "6 of 6 frames" in page.inner_text("#session-line")
             assert page.evaluate("document.getElementById('frame').naturalWidth") > 0

@@ -45,8 +45,8 @@ class Recorder:
 
 def _wait_trial(page, number: int) -> None:  # type: ignore[no-untyped-def]
     page.wait_for_function(
-        f"document.getElementById('count').textContent === 'Image {number} of 8'"
-        " && document.getElementById('image').complete"
+        f"document.getElementById('count')?.textContent === 'Image {number} of 8'"
+        " && document.getElementById('image')?.complete"
     )
 
 

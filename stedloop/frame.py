@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,6 +88,37 @@ class Frame:
     @property
     def acquisition_time_s(self) -> float:
         return self.finished_at_s - self.started_at_s
+
+    def facts(self) -> dict[str, Any]:
+        """Everything but the images and metadata, JSON-ready (for files and messages)."""
+        return {
+            "params": self.params.as_dict(),
+            "region": self.region.as_dict(),
+            "pixel_size_nm": self.pixel_size_nm,
+            "started_at_s": self.started_at_s,
+            "finished_at_s": self.finished_at_s,
+        }
+
+    @classmethod
+    def from_facts(
+        cls, images: Sequence[np.ndarray], facts: Mapping[str, Any], metadata: dict[str, Any]
+    ) -> Frame:
+        """Rebuild a frame from its three images (``IMAGE_NAMES`` order) and ``facts()``.
+
+        Raises KeyError/TypeError/ValueError or a StedloopError on malformed facts; callers
+        turn those into an error naming their source (file, message)."""
+        confocal_before, sted, confocal_after = images
+        return cls(
+            confocal_before=confocal_before,
+            sted=sted,
+            confocal_after=confocal_after,
+            params=ImagingParams.from_mapping(facts["params"]),
+            region=Region.from_dict(facts["region"]),
+            pixel_size_nm=float(facts["pixel_size_nm"]),
+            started_at_s=float(facts["started_at_s"]),
+            finished_at_s=float(facts["finished_at_s"]),
+            metadata=metadata,
+        )
 
     def stack(self) -> np.ndarray:
         """The three images as one (3, H, W) array in ``IMAGE_NAMES`` order."""

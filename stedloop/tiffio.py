@@ -21,8 +21,8 @@ import numpy as np
 import tifffile
 
 from stedloop.errors import DataError, StedloopError
-from stedloop.frame import IMAGE_NAMES, Frame, Region
-from stedloop.params import PARAM_UNITS, ImagingParams
+from stedloop.frame import IMAGE_NAMES, Frame
+from stedloop.params import PARAM_UNITS
 
 #: Marks our JSON document inside the OME description; bump on incompatible changes.
 FORMAT_NAME = "stedloop.frame"
@@ -45,12 +45,8 @@ def write_frame_tiff(
     document = {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
-        "params": frame.params.as_dict(),
+        **frame.facts(),
         "param_units": dict(PARAM_UNITS),
-        "region": frame.region.as_dict(),
-        "pixel_size_nm": frame.pixel_size_nm,
-        "started_at_s": frame.started_at_s,
-        "finished_at_s": frame.finished_at_s,
         "metadata": metadata,
         "omitted_metadata": omitted,
         "extra": _jsonable(extra_metadata or {})[0],
@@ -106,17 +102,7 @@ def read_frame_tiff(path: str | Path) -> Frame:
             raise ValueError(f"expected 3 channels (CYX), got shape {stack.shape}")
         metadata = dict(document.get("metadata") or {})
         metadata["extra"] = document.get("extra") or {}
-        return Frame(
-            confocal_before=stack[0],
-            sted=stack[1],
-            confocal_after=stack[2],
-            params=ImagingParams.from_mapping(document["params"]),
-            region=Region.from_dict(document["region"]),
-            pixel_size_nm=float(document["pixel_size_nm"]),
-            started_at_s=float(document["started_at_s"]),
-            finished_at_s=float(document["finished_at_s"]),
-            metadata=metadata,
-        )
+        return Frame.from_facts(list(stack), document, metadata)
     except (ValueError, KeyError, TypeError, StedloopError) as exc:
         raise DataError(f"{path} is not a readable stedloop frame: {exc}") from None
 

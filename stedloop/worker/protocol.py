@@ -23,8 +23,7 @@ import numpy as np
 from stedloop import errors
 from stedloop.driver import DriverDescription
 from stedloop.errors import DriverError
-from stedloop.frame import IMAGE_NAMES, Frame, Region
-from stedloop.params import ImagingParams
+from stedloop.frame import IMAGE_NAMES, Frame
 
 #: Bumped when a message changes shape; worker and daemon refuse to talk across versions.
 PROTOCOL_VERSION = 1
@@ -143,11 +142,7 @@ def encode_frame(frame: Frame) -> tuple[dict[str, Any], list[np.ndarray]]:
         metadata[str(key)] = value
     header = {
         "images": [array_spec(a) for a in buffers[: len(IMAGE_NAMES)]],
-        "params": frame.params.as_dict(),
-        "region": frame.region.as_dict(),
-        "pixel_size_nm": frame.pixel_size_nm,
-        "started_at_s": frame.started_at_s,
-        "finished_at_s": frame.finished_at_s,
+        **frame.facts(),
         "metadata": metadata,
         "metadata_arrays": metadata_arrays,
     }
@@ -173,15 +168,7 @@ def decode_frame(header: dict[str, Any], buffers: Sequence[memoryview | bytes]) 
         metadata = dict(header.get("metadata", {}))
         for spec, buf in zip(array_specs, buffers[len(IMAGE_NAMES) :], strict=True):
             metadata[str(spec["key"])] = array_from_buffer(spec, buf, f"metadata {spec['key']}")
-        return Frame(
-            *images,
-            params=ImagingParams.from_mapping(header["params"]),
-            region=Region.from_dict(header["region"]),
-            pixel_size_nm=float(header["pixel_size_nm"]),
-            started_at_s=float(header["started_at_s"]),
-            finished_at_s=float(header["finished_at_s"]),
-            metadata=metadata,
-        )
+        return Frame.from_facts(images, header, metadata)
     except (KeyError, TypeError, ValueError) as exc:
         raise ProtocolError(f"malformed frame from the worker: {exc!r}") from None
 

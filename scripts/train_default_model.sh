@@ -5,21 +5,24 @@
 #
 # WORK_DIR (default /tmp/stedloop-quality) receives the generated data, the model, its
 # curves and the evaluation reports; nothing there is committed. Copy the model to
-# models/quality_default.pt afterwards. Runs on CPU in ~30 min on 2 cores (bf16 autocast,
+# models/quality_default.pt afterwards. Runs on CPU in ~1 h on 2 cores (bf16 autocast,
 # fast on CPUs with AMX); a CUDA GPU is used automatically when present.
 set -euo pipefail
 WORK="${1:-/tmp/stedloop-quality}"
 THREADS="${THREADS:-2}"
+N_ACTIN="${N_ACTIN:-2000}"      # train/validation/test, split 80/10/10
+N_TUBULIN="${N_TUBULIN:-400}"   # held out entirely
+EPOCHS="${EPOCHS:-60}"
 mkdir -p "$WORK"
 
 # 1. Data: actin for train/validation/test, tubulin held out entirely (never trained on).
-[ -f "$WORK/actin/manifest.csv" ] || stedloop dataset synth --out "$WORK/actin" --n 1200 --structure actin --seed 1
-[ -f "$WORK/tubulin/manifest.csv" ] || stedloop dataset synth --out "$WORK/tubulin" --n 300 --structure tubulin --seed 2
+[ -f "$WORK/actin/manifest.csv" ] || stedloop dataset synth --out "$WORK/actin" --n "$N_ACTIN" --structure actin --seed 1
+[ -f "$WORK/tubulin/manifest.csv" ] || stedloop dataset synth --out "$WORK/tubulin" --n "$N_TUBULIN" --structure tubulin --seed 2
 
-# 2. Training: the paper's recipe (SGD 0.01/0.9, batch 100, MSE, patience 10), at most 40 epochs.
+# 2. Training: the paper's recipe (SGD 0.01/0.9, batch 100, MSE, patience 10), at most $EPOCHS epochs.
 RESUME=()
 [ -f "$WORK/model.resume.pt" ] && RESUME=(--resume "$WORK/model.resume.pt")
-stedloop train "$WORK/actin" --out "$WORK/model.pt" --seed 0 --epochs 40 --precision bf16 \
+stedloop train "$WORK/actin" --out "$WORK/model.pt" --seed 0 --epochs "$EPOCHS" --precision bf16 \
     --threads "$THREADS" "${RESUME[@]}"
 
 # 3. Evaluation: the held-out actin test split, and the unseen tubulin set.

@@ -2,31 +2,24 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import run_stedloop
 
 from stedloop.params import ImagingParams
 from stedloop.tiffio import read_frame_tiff
 
 
-def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "stedloop.cli.main", "simulate", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, **(env or {})},
-    )
+def run_simulate(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return run_stedloop("simulate", *args, env=env, timeout_s=120)
 
 
 def test_writes_n_frames_on_fresh_regions_with_applied_params(tmp_path: Path) -> None:
     out = tmp_path / "frames"
-    result = run(
+    result = run_simulate(
         "--structure", "tubulin", "--n", "3", "--out", str(out), "--seed", "5",
         "--dwell-time-us", "12", "--excitation-uw", "4", "--depletion-mw", "90",
     )  # fmt: skip
@@ -43,7 +36,9 @@ def test_writes_n_frames_on_fresh_regions_with_applied_params(tmp_path: Path) ->
 
 def test_same_seed_gives_same_files(tmp_path: Path) -> None:
     for name in ("a", "b"):
-        assert run("--n", "1", "--out", str(tmp_path / name), "--seed", "9").returncode == 0
+        assert (
+            run_simulate("--n", "1", "--out", str(tmp_path / name), "--seed", "9").returncode == 0
+        )
     a = read_frame_tiff(tmp_path / "a" / "actin_0000.ome.tif")
     b = read_frame_tiff(tmp_path / "b" / "actin_0000.ome.tif")
     np.testing.assert_array_equal(a.stack(), b.stack())
@@ -64,7 +59,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(
     tmp_path: Path, args: list[str], message: str
 ) -> None:
     out = tmp_path / "out"
-    result = run("--n", "2", "--out", str(out), *args)
+    result = run_simulate("--n", "2", "--out", str(out), *args)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
@@ -74,7 +69,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(
 def test_unreadable_config_is_exit_2(tmp_path: Path) -> None:
     config = tmp_path / "site.toml"
     config.write_text("[drivers.simulator\nstructure = 'actin'\n")
-    result = run("--out", str(tmp_path / "out"), "--config", str(config))
+    result = run_simulate("--out", str(tmp_path / "out"), "--config", str(config))
     assert result.returncode == 2
     assert "site.toml" in result.stderr
     assert not (tmp_path / "out").exists()
@@ -82,17 +77,17 @@ def test_unreadable_config_is_exit_2(tmp_path: Path) -> None:
 
 def test_existing_files_are_not_overwritten_without_flag(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    assert run("--n", "1", "--out", str(out)).returncode == 0
+    assert run_simulate("--n", "1", "--out", str(out)).returncode == 0
     before = (out / "actin_0000.ome.tif").read_bytes()
-    result = run("--n", "1", "--out", str(out), "--seed", "3")
+    result = run_simulate("--n", "1", "--out", str(out), "--seed", "3")
     assert result.returncode == 2 and "already exists" in result.stderr
     assert (out / "actin_0000.ome.tif").read_bytes() == before
-    assert run("--n", "1", "--out", str(out), "--seed", "3", "--overwrite").returncode == 0
+    assert run_simulate("--n", "1", "--out", str(out), "--seed", "3", "--overwrite").returncode == 0
     assert (out / "actin_0000.ome.tif").read_bytes() != before
 
 
 def test_help_names_every_option() -> None:
-    result = run("--help")
+    result = run_simulate("--help")
     assert result.returncode == 0
     for option in ("--structure", "--n", "--out", "--seed", "--dwell-time-us", "--excitation-uw", "--depletion-mw", "--config"):  # fmt: skip
         assert option in result.stdout

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
+
+from cli_helpers import run_stedloop
 
 from stedloop.client.demo import start_daemon, stop_daemon
 
@@ -26,45 +26,33 @@ def spawn(home: Path) -> tuple[subprocess.Popen[bytes], dict]:
     return start_daemon(home, {"STEDLOOP_CONFIG": str(home / "site.toml")})
 
 
-def _stedloop(
-    *args: str, env: dict[str, str], timeout_s: float = 60
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "stedloop.cli.main", *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-    )
-
-
 def test_cli_start_status_stop_ls_with_saved_token(tmp_path: Path) -> None:
     home = tmp_path / "home"
     process, ready = spawn(home)
     env = {"STEDLOOP_HOME": str(home), "STEDLOOP_CONFIG": str(home / "site.toml")}
     connect = ["--connect", ready["request_address"]]
     try:
-        started = _stedloop("start", *connect, "--budget", "300", "--json", env=env)
+        started = run_stedloop("start", *connect, "--budget", "300", "--json", env=env)
         assert started.returncode == 0, started.stderr
         sid = json.loads(started.stdout)["session_id"]
-        status = _stedloop("status", *connect, env=env)
+        status = run_stedloop("status", *connect, env=env)
         assert sid in status.stdout and "running" in status.stdout
         # Another user's client (no saved token) cannot stop it.
-        stranger = _stedloop("stop", sid, *connect, env={**env, "STEDLOOP_HOME": str(tmp_path)})
+        stranger = run_stedloop("stop", sid, *connect, env={**env, "STEDLOOP_HOME": str(tmp_path)})
         assert stranger.returncode == 2 and "no token" in stranger.stderr
-        wrong = _stedloop("stop", sid, *connect, "--token", "guess", env=env)
+        wrong = run_stedloop("stop", sid, *connect, "--token", "guess", env=env)
         assert wrong.returncode == 2 and "forbidden" in wrong.stderr
-        stopped = _stedloop("stop", *connect, "--abort", env=env)
+        stopped = run_stedloop("stop", *connect, "--abort", env=env)
         assert stopped.returncode == 0, stopped.stderr
-        watched = _stedloop("watch", sid, *connect, "--json", env=env)
+        watched = run_stedloop("watch", sid, *connect, "--json", env=env)
         assert watched.returncode == 0, watched.stderr
         last = json.loads(watched.stdout.splitlines()[-1])
         assert last["topic"] == "session" and last["data"]["state"] == "stopped"
-        listed = _stedloop("ls", *connect, "--json", env=env)
+        listed = run_stedloop("ls", *connect, "--json", env=env)
         assert [s["state"] for s in json.loads(listed.stdout)["sessions"]] == ["stopped"]
     finally:
         assert stop_daemon(process) == 0
-    unreachable = _stedloop(
+    unreachable = run_stedloop(
         "status", "--connect", ready["request_address"], "--timeout", "0.3", env=env
     )
     assert unreachable.returncode == 2 and "no reply" in unreachable.stderr

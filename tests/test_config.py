@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_helpers import run_stedloop
 
 from stedloop.config import load_config, with_overrides
 from stedloop.errors import ConfigError
@@ -105,24 +104,9 @@ def test_overrides_are_validated_and_tracked() -> None:
         with_overrides(loaded, {"params": {"excitation_uw": {"max": 50.0}}})
 
 
-def run_cli(
-    *args: str, env_extra: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    import os
-
-    env = {**os.environ, **(env_extra or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "stedloop.cli.main", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
-
-
 def test_config_show_prints_values_and_sources(tmp_path: Path) -> None:
     site = write(tmp_path / "site.toml", "[session]\nbudget_frames = 9\n")
-    result = run_cli("config", "show", "--config", str(site))
+    result = run_stedloop("config", "show", "--config", str(site))
     assert result.returncode == 0, result.stderr
     line = next(x for x in result.stdout.splitlines() if x.startswith("session.budget_frames"))
     assert "9" in line and str(site) in line
@@ -130,7 +114,7 @@ def test_config_show_prints_values_and_sources(tmp_path: Path) -> None:
 
 def test_config_show_bad_file_exits_2_with_one_line_reason(tmp_path: Path) -> None:
     site = write(tmp_path / "site.toml", "[nonsense]\nx = 1\n")
-    result = run_cli("config", "show", "--config", str(site))
+    result = run_stedloop("config", "show", "--config", str(site))
     assert result.returncode == 2
     assert result.stderr.startswith("error: invalid configuration")
     assert "unknown key 'nonsense'" in result.stderr

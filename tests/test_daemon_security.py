@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_helpers import run_stedloop
 
 from stedloop.client import Client, DaemonUnreachable
 from stedloop.client.demo import start_daemon, stop_daemon
@@ -54,20 +53,8 @@ def test_curve_on_loopback_admits_only_authorised_keys(tmp_path: Path) -> None:
         assert stop_daemon(process) == 0
 
 
-def _stedloop(
-    *args: str, env: dict[str, str], timeout_s: float = 60
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "stedloop.cli.main", *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-    )
-
-
 def test_binding_beyond_loopback_without_curve_is_refused(tmp_path: Path) -> None:
-    result = _stedloop(
+    result = run_stedloop(
         "serve", "--request-address", "tcp://0.0.0.0:0", env={"STEDLOOP_HOME": str(tmp_path)}
     )
     assert result.returncode == 2

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import zmq
+from machine import cpu_name
 
 from stedloop.client import Client, DaemonError
 from stedloop.client.demo import start_daemon, stop_daemon
@@ -47,14 +48,7 @@ from stedloop.store import ledger as L
 def conditions() -> str:
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     return (
         f"date {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; CPU {cpu}, {os.cpu_count()} "
         f"cores (shared, load avg {os.getloadavg()[0]:.1f}); Python {platform.python_version()}, "

@@ -49,6 +49,7 @@ import numpy as np
 import scipy
 import sklearn
 import skopt
+from machine import cpu_name
 from scipy import ndimage
 
 from stedloop.config.schema import OptimizerSection
@@ -318,12 +319,7 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 def conditions() -> None:
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as handle:
-            cpu = next(line.split(":", 1)[1].strip() for line in handle if "model name" in line)
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_name()
     load = os.getloadavg() if hasattr(os, "getloadavg") else ("n/a",)
     print(f"date: {datetime.datetime.now().isoformat(timespec='seconds')}")
     print(f"cpu: {cpu}; {os.cpu_count()} logical cores; load average {load}")

@@ -29,21 +29,11 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 import scipy  # noqa: E402
+from machine import cpu_name  # noqa: E402
 
 from stedloop.drivers.simulator import SimulatorDriver, SimulatorOptions, physics  # noqa: E402
 from stedloop.frame import Region  # noqa: E402
 from stedloop.params import ImagingParams  # noqa: E402
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _version(package: str) -> str:
@@ -111,7 +101,7 @@ def main() -> None:
 
     print("# stedloop simulator benchmark")
     print(f"date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}")
-    print(f"cpu: {_cpu_name()} ({os.cpu_count()} logical cores on the machine), {pinning}")
+    print(f"cpu: {cpu_name()} ({os.cpu_count()} logical cores on the machine), {pinning}")
     print(f"threads: {threads}")
     print(
         f"python {platform.python_version()}, numpy {np.__version__}, scipy {scipy.__version__}, "

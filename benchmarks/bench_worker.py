@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import zmq
+from machine import cpu_name
 
 from stedloop.config.schema import WorkerSection
 from stedloop.drivers.simulator import SimulatorDriver, SimulatorOptions
@@ -67,14 +68,7 @@ def settings(**changes: Any) -> WorkerSection:
 def conditions() -> None:
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     print(f"date: {_dt.datetime.now().isoformat(timespec='seconds')}")
     print(f"cpu: {cpu}, {os.cpu_count()} logical cores, load average {load}")

@@ -246,3 +246,62 @@ def test_cli_bad_model_is_one_line_exit_2(tmp_path: Path) -> None:
     res = _cli("score", str(image), "--model", str(bad))
     assert res.returncode == 2
     assert "bad.pt" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def _replay_schedule(
+    val: list[float], drop_patience: int, drops_max: int, lr0: float
+) -> list[float]:
+    """The learning rate each epoch should have had, replayed from the validation curve."""
+    lrs, lr, best, bad, drops = [], lr0, float("inf"), 0, 0
+    for v in val:
+        if bad >= drop_patience and drops < drops_max:
+            lr, bad, drops = lr * 0.1, 0, drops + 1
+        lrs.append(lr)
+        if v < best:
+            best, bad = v, 0
+        else:
+            bad += 1
+    return lrs
+
+
+def test_learning_rate_drops_follow_the_validation_curve_and_survive_resume(
+    tmp_path: Path,
+) -> None:
+    data = make_dataset(tmp_path / "data", n=40)
+    cfg = {"lr_drop_patience": 1, "max_lr_drops": 2, "patience": 3, "seed": 1}
+    full = train(data, tmp_path / "full.pt", _cfg(max_epochs=14, **cfg))
+    val = [h["val_rmse"] for h in full.history]
+    lrs = [h["lr"] for h in full.history]
+    assert lrs == pytest.approx(_replay_schedule(val, 1, 2, 0.01))
+    assert lrs[-1] == pytest.approx(1e-4)  # both drops happened on this seed
+    # Early stopping waits for the last drop, then counts its own patience.
+    if full.stopped_early:
+        last_drop_epoch = lrs.index(lrs[-1]) + 1
+        assert full.epochs_run == max(full.best_epoch, last_drop_epoch - 1) + 3
+    rows = list(csv.DictReader(paths_beside(tmp_path / "full.pt")["curves_csv"].open()))
+    assert [float(r["lr"]) for r in rows] == pytest.approx(lrs)
+    assert load_checkpoint(tmp_path / "full.pt").training["lr_drops"] == 2
+
+    # Interrupted after a drop and resumed: the same run.
+    first_drop = next(i for i, lr in enumerate(lrs) if lr < 0.01) + 1
+    part = tmp_path / "part.pt"
+    train(data, part, _cfg(max_epochs=first_drop + 1, **cfg))
+    resumed = train(data, part, _cfg(max_epochs=14, **cfg), resume=paths_beside(part)["resume"])
+    assert [h["val_rmse"] for h in resumed.history] == val
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        ("lr_drop_factor", 1.0, "lr_drop_factor"),
+        ("lr_drop_factor", 0.0, "lr_drop_factor"),
+        ("lr_drop_patience", -1, "lr_drop_patience"),
+        ("max_lr_drops", -2, "max_lr_drops"),
+    ],
+)
+def test_bad_schedule_is_refused_by_name(
+    tmp_path: Path, field: str, value: float, match: str
+) -> None:
+    data = make_dataset(tmp_path / "data", n=12)
+    with pytest.raises(DataError, match=match):
+        train(data, tmp_path / "m.pt", _cfg(**{field: value}))

@@ -53,6 +53,14 @@ def register(app: typer.Typer) -> None:
         ),
         batch_size: int = typer.Option(100, min=2, help="Training batch size (paper: 100)."),
         lr: float = typer.Option(0.01, help="SGD learning rate (paper: 0.01)."),
+        lr_drop_patience: int = typer.Option(
+            0,
+            min=0,
+            help="Epochs without validation gain before going back to the best weights with "
+            "a smaller learning rate (0: constant rate, the paper's recipe).",
+        ),
+        lr_drop_factor: float = typer.Option(0.1, help="Learning-rate factor at each drop."),
+        lr_drops: int = typer.Option(2, min=0, help="Most learning-rate drops."),
         input_size: int = typer.Option(224, min=8, help="Network input size in px (224 = paper)."),
         precision: str = typer.Option(
             "fp32", help="fp32, or bf16 autocast (fast on AMX CPUs/GPUs)."
@@ -75,6 +83,9 @@ def register(app: typer.Typer) -> None:
             max_epochs=epochs,
             patience=patience,
             lr=lr,
+            lr_drop_patience=lr_drop_patience,
+            lr_drop_factor=lr_drop_factor,
+            max_lr_drops=lr_drops,
             batch_size=batch_size,
             input_size_px=input_size,
             device=device,

@@ -77,6 +77,31 @@ def test_one_frame_bleaching_survival(depletion_mw: int, reference: float) -> No
     assert frame.metadata["sted_surviving_fraction"] == pytest.approx(reference, rel=0.10)
 
 
+@pytest.mark.parametrize("scale", [0.5, 3.0])
+def test_a_less_photostable_dye_bleaches_by_its_factor(scale: float) -> None:
+    """photobleaching_scale multiplies the rate: survival S becomes S**scale, both laser terms."""
+
+    def sted_survival(options: SimulatorOptions, depletion_mw: float) -> float:
+        driver = SimulatorDriver(options)
+        driver.connect()
+        frame = driver.acquire(ImagingParams(10.0, 5.0, depletion_mw), FIELD)
+        return frame.metadata["sted_surviving_fraction"]
+
+    for depletion_mw in (0.0, 150.0):  # excitation-only, then mostly STED-driven bleaching
+        base = sted_survival(
+            SimulatorOptions(structure="actin", seed=1, sample_fields=1), depletion_mw
+        )
+        scaled = sted_survival(
+            SimulatorOptions(
+                structure="actin", seed=1, sample_fields=1, photobleaching_scale=scale
+            ),
+            depletion_mw,
+        )
+        assert scaled == pytest.approx(base**scale, rel=0.02)
+    with pytest.raises(ValueError, match="photobleaching_scale"):
+        SimulatorOptions(photobleaching_scale=0)
+
+
 def test_bleaching_draws_match_the_expected_survival() -> None:
     """The binomial draw removes what the three scans' survival predicts."""
     driver = SimulatorDriver(SimulatorOptions(structure="actin", seed=2, sample_fields=1))

@@ -69,6 +69,13 @@ class SimulatorOptions(BaseModel):
     dark_counts_per_s: float = Field(
         physics.Detector.dark_counts_per_s, ge=0, description="Detector dark counts, 1/s."
     )
+    photobleaching_scale: float = Field(
+        1.0,
+        gt=0,
+        le=100,
+        description="Dye photostability: factor on both bleaching rates (1: the STAR635-like "
+        "default; 3: a dye that bleaches three times faster).",
+    )
     # -- fault injection (tests of the worker, daemon and session) ---------------------------
     acquire_delay_s: float = Field(
         0.0, ge=0, description="Sleep inside acquire (abortable via request_abort)."
@@ -100,6 +107,7 @@ class SimulatorDriver(BaseDriver):
         self.beam = physics.BeamModel(
             opts.pixel_size_nm,
             self.RADIUS_PX,
+            dye=physics.Dye().with_bleaching_scale(opts.photobleaching_scale),
             detector=physics.Detector(
                 opts.detection_efficiency,
                 opts.background_counts_per_s_per_uw,

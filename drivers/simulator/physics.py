@@ -28,7 +28,7 @@ measured count is Poisson. Everything that depends only on the geometry is preco
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
@@ -55,6 +55,14 @@ class Dye:
     sted_bleach_scale: float = 0.545
     #: Excitation power at which the STED term has its calibrated strength.
     reference_excitation_w: float = 5e-6
+
+    def with_bleaching_scale(self, scale: float) -> Dye:
+        """The same dye with both bleaching rates multiplied by ``scale`` (photostability)."""
+        return replace(
+            self,
+            k0_per_w_m2_s=self.k0_per_w_m2_s * scale,
+            sted_bleach_scale=self.sted_bleach_scale * scale,
+        )
 
 
 @dataclass(frozen=True)

@@ -127,6 +127,18 @@ def test_chebyshev_is_driven_by_the_worst_weighted_shortfall() -> None:
     assert s.combine({"a": 0.6, "b": 0.6}) > s.combine({"a": 0.9, "b": 0.3})
 
 
+def test_product_uses_weights_as_exponents() -> None:
+    objectives = [Named("q", "maximize", (0, 1)), Named("bleach", "minimize", (0, 1))]
+    s = Scalariser(objectives, {"bleach": 9.0}, method="product")
+    assert s.weights == {"q": 1.0, "bleach": 9.0}  # not normalised
+    assert s.combine({"q": 0.8, "bleach": 0.1}) == pytest.approx(0.8 * 0.9**9)
+    # Less quality with far less bleaching wins, unlike an equal-weight sum.
+    assert s.combine({"q": 0.6, "bleach": 0.02}) > s.combine({"q": 0.8, "bleach": 0.1})
+    assert s.combine({"q": 1.0, "bleach": 0.0}) == pytest.approx(1.0)
+    assert s.combine({"q": 0.9, "bleach": 1.0}) == 0.0
+    assert math.isnan(s.combine({"q": 0.9, "bleach": float("nan")}))
+
+
 def test_scalariser_refuses_unknown_names_and_bad_weights() -> None:
     objectives = [Named("q", "maximize", (0, 1))]
     with pytest.raises(ConfigError, match="not among"):

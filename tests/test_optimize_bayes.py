@@ -9,7 +9,7 @@ import pytest
 
 from stedloop.config.schema import OptimizerSection
 from stedloop.errors import ParameterRejected
-from stedloop.optimize import BayesianOptimizer, SearchSpace
+from stedloop.optimize import BayesianOptimizer, SearchSpace, resolve_score_transform
 from stedloop.params import ImagingParams, ParamRange, ParamSpace, SafetyCaps
 
 FAST = OptimizerSection(n_candidates=500, n_initial_points=5)
@@ -131,6 +131,39 @@ def test_beats_random_search_on_a_smooth_peak() -> None:
         random.append(max(smooth_peak(space.to_params(p)) for p in draws))
     assert np.median(bayes) > 0.8, bayes
     assert np.median(bayes) > np.median(random) + 0.2, (bayes, random)
+
+
+def test_log_transform_models_the_floored_log_and_stays_deterministic() -> None:
+    space = SearchSpace(ParamSpace(), SafetyCaps())
+    log_settings = FAST.model_copy(update={"score_transform": "log"})
+    optimizer = BayesianOptimizer(space, log_settings, seed=0)
+    scores = [0.5, 0.0, 1e-5, 0.2, 0.3]
+    for k, score in enumerate(scores):
+        optimizer.tell(optimizer.ask(k).params, score)
+    # Floored, never -inf; the GP minimises, so it sees minus the log.
+    np.testing.assert_allclose(optimizer._gp_targets(), -np.log([0.5, 0.01, 0.01, 0.2, 0.3]))
+    np.testing.assert_allclose(optimizer._gp_targets(3), -np.log([0.5, 0.01, 0.01]))
+    # Same tells, same proposals, with or without the background fit.
+    replay = BayesianOptimizer(space, log_settings, seed=0)
+    for k, score in enumerate(scores):
+        replay.tell(replay.ask(k).params, score)
+        if k == 2:
+            replay.prepare()
+    assert optimizer.ask(5) == replay.ask(5)
+    plain = BayesianOptimizer(space, FAST.model_copy(update={"score_transform": "none"}), 0)
+    for k, score in enumerate(scores):
+        plain.tell(plain.ask(k).params, score)
+    np.testing.assert_allclose(plain._gp_targets(), -np.array(scores))
+
+
+def test_auto_score_transform_is_log_only_for_a_product_of_objectives() -> None:
+    auto = OptimizerSection()
+    assert auto.score_transform == "auto"
+    assert resolve_score_transform(auto, "product").score_transform == "log"
+    for method in ("weighted_sum", "chebyshev"):
+        assert resolve_score_transform(auto, method).score_transform == "none"
+    explicit = OptimizerSection(score_transform="none")
+    assert resolve_score_transform(explicit, "product").score_transform == "none"
 
 
 def test_space_refuses_ranges_beyond_the_caps() -> None:

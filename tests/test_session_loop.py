@@ -401,3 +401,22 @@ def test_a_frame_recorded_but_not_scored_is_scored_from_its_tiff_on_resume(
     history = store.open(session.id).history()
     assert [f.status for f in history.done_frames()] == ["told"] * 4
     assert len(history.frames[2].regions) == 1
+
+
+def test_a_product_of_objectives_is_recorded_and_modelled_on_a_log_scale(tmp_path: Path) -> None:
+    loaded = config(
+        budget=7,
+        objectives={
+            "names": ["resolution", "bleaching"],
+            "scalarisation": "product",
+            "weights": {"bleaching": 4},
+        },
+    )
+    session, summary, _events, store = run(loaded, SpyDriver(loaded), tmp_path)
+    assert summary.frames == 7
+    assert session.optimizer.settings.score_transform == "log"  # "auto" with a product
+    scalariser = session.scalariser
+    for record in store.open(session.id).history().done_frames():
+        u_resolution = scalariser.utility("resolution", record.values["resolution"])
+        u_bleaching = scalariser.utility("bleaching", record.values["bleaching"])
+        assert record.combined == pytest.approx(u_resolution * u_bleaching**4)

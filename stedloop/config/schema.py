@@ -55,7 +55,7 @@ class ObjectivesSection(Section):
         default_factory=dict,
         description="Scalarisation weight per objective name; missing names weigh 1.",
     )
-    scalarisation: Literal["weighted_sum", "chebyshev"] = Field(
+    scalarisation: Literal["weighted_sum", "chebyshev", "product"] = Field(
         "weighted_sum", description="How several objectives become the one the optimizer sees."
     )
     bounds: dict[str, tuple[float, float]] = Field(
@@ -89,6 +89,12 @@ class OptimizerSection(Section):
     )
     hyperparameter_restarts: int = Field(
         2, ge=0, le=50, description="Random restarts of each hyper-parameter optimisation."
+    )
+    score_transform: Literal["auto", "none", "log"] = Field(
+        "auto",
+        description="What the surrogate models: the combined score (none) or its log, floored "
+        "at 0.01 (log; for products of objectives, which span decades). auto: log with the "
+        "product scalarisation, none otherwise.",
     )
     xi: float = Field(0.01, ge=0, description="Exploration margin of EI and PI.")
     kappa: float = Field(1.96, ge=0, description="Exploration weight of LCB.")

@@ -6,14 +6,21 @@ Normalisation: each objective declares ``bounds = (lo, hi)`` in its own unit (ov
 clipped to [0, 1]. Fixed bounds (not the min/max seen so far) keep every told value
 unchanged for the whole session, which the ledger-derived optimizer state relies on.
 
-Weights ``w`` (config, missing names weigh 1) are normalised to sum to 1:
+Weights ``w`` (config, missing names weigh 1) are normalised to sum to 1 for:
 
 * ``weighted_sum``: ``s = Σ w_i u_i``.
 * ``chebyshev`` (augmented, ρ = 0.05): ``s = 1 − max_i w_i (1 − u_i) − ρ Σ_i w_i (1 − u_i)``;
   it reaches points in concave parts of the Pareto front a weighted sum cannot.
 
-Both give s = 1 at the ideal point; with one objective of bounds (0, 1) the weighted sum is
-the objective itself.
+and used as they are, as exponents, for:
+
+* ``product``: ``s = Π_i u_i ** w_i``; a poor value of any objective sinks the frame. With
+  quality and bleaching, ``weights = {bleaching = 9}`` gives ``s = q (1 − b)**9``: the quality
+  of a frame times the fraction of the signal left after nine more such frames, the figure of
+  merit of a ten-frame time series or z-stack.
+
+All give s = 1 at the ideal point; with one objective of bounds (0, 1) and weight 1 the
+weighted sum and the product are the objective itself.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ class Scalariser:
         self,
         objectives: Sequence[Objective],
         weights: Mapping[str, float] | None = None,
-        method: Literal["weighted_sum", "chebyshev"] = "weighted_sum",
+        method: Literal["weighted_sum", "chebyshev", "product"] = "weighted_sum",
         bounds: Mapping[str, Sequence[float]] | None = None,
     ) -> None:
         names = [o.name for o in objectives]
@@ -53,7 +60,8 @@ class Scalariser:
             )
         self.names = names
         self.directions = {o.name: o.direction for o in objectives}
-        self.weights = {n: w / sum(raw) for n, w in zip(names, raw, strict=True)}
+        total = 1.0 if method == "product" else sum(raw)
+        self.weights = {n: w / total for n, w in zip(names, raw, strict=True)}
         self.bounds: dict[str, tuple[float, float]] = {}
         for objective in objectives:
             lo, hi = bounds.get(objective.name, getattr(objective, "bounds", None) or (0.0, 1.0))
@@ -78,6 +86,8 @@ class Scalariser:
         utilities = {n: self.utility(n, values[n]) for n in self.names}
         if self.method == "weighted_sum":
             return sum(self.weights[n] * utilities[n] for n in self.names)
+        if self.method == "product":
+            return math.prod(utilities[n] ** self.weights[n] for n in self.names)
         shortfalls = [self.weights[n] * (1.0 - utilities[n]) for n in self.names]
         return 1.0 - max(shortfalls) - CHEBYSHEV_RHO * sum(shortfalls)
 

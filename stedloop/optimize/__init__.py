@@ -1,6 +1,6 @@
 """Bayesian optimisation of the imaging parameters (ask/tell over the capped parameter box)."""
 
-from stedloop.optimize.bayes import BayesianOptimizer, Proposal
+from stedloop.optimize.bayes import BayesianOptimizer, Proposal, resolve_score_transform
 from stedloop.optimize.space import SearchSpace
 
-__all__ = ["BayesianOptimizer", "Proposal", "SearchSpace"]
+__all__ = ["BayesianOptimizer", "Proposal", "SearchSpace", "resolve_score_transform"]

@@ -28,7 +28,7 @@ from stedloop.frame import Frame, Region
 from stedloop.objectives import build_objectives
 from stedloop.objectives.base import Objective, describe
 from stedloop.objectives.scalarise import Scalariser
-from stedloop.optimize import BayesianOptimizer, SearchSpace
+from stedloop.optimize import BayesianOptimizer, SearchSpace, resolve_score_transform
 from stedloop.params import ImagingParams
 from stedloop.session.control import SessionControl
 from stedloop.session.regions import RegionTiler, SampleExhausted
@@ -98,7 +98,10 @@ class Session:
         self.seed = seed
         self.description = description
         self.space = SearchSpace(self.config.params, self.config.safety)
-        self.optimizer = BayesianOptimizer(self.space, self.config.optimizer, seed)
+        settings = resolve_score_transform(
+            self.config.optimizer, self.config.objectives.scalarisation
+        )
+        self.optimizer = BayesianOptimizer(self.space, settings, seed)
         self._config_changes = config_changes or []
         # The frame in flight when the session stopped, and its TIFF if it was recorded.
         self._pending: tuple[int, ImagingParams, Path | None] | None = None

@@ -18,6 +18,7 @@ from stedloop.quality.checkpoint import (
     save_checkpoint,
 )
 from stedloop.quality.model import QualityNet, count_parameters, pooled_size
+from stedloop.quality.preprocess import scale_counts
 from stedloop.quality.scorer import CNNScorer
 
 
@@ -66,6 +67,7 @@ def test_checkpoint_roundtrip_is_fp16_and_keeps_stats(tmp_path: Path) -> None:
         (lambda p: p.update(format="something-else"), "not a stedloop quality checkpoint"),
         (lambda p: p["normalization"].update(std=0.0), "bad normalisation"),
         (lambda p: p["state_dict"].pop("head.7.bias"), "missing"),
+        (lambda p: p["normalization"].update(scaling="log"), "unknown count scaling 'log'"),
     ],
 )
 def test_bad_checkpoints_name_the_file(tmp_path: Path, mutate, message: str) -> None:
@@ -149,3 +151,36 @@ def test_cuda_request_without_gpu_is_refused(tmp_path: Path) -> None:
         pytest.skip("a GPU is present")
     with pytest.raises(StedloopError, match="no CUDA GPU"):
         CNNScorer.from_checkpoint(_tiny_ckpt(tmp_path), device="cuda")
+
+
+def test_count_scalings_map_counts_to_unit_range() -> None:
+    counts = np.array([0.0, 1.0, 100.0, 65535.0])
+    np.testing.assert_allclose(scale_counts(counts, "linear"), counts / 65535)
+    stabilised = scale_counts(counts, "anscombe")
+    assert stabilised[-1] == pytest.approx(1.0)
+    assert np.all(np.diff(stabilised) > 0)
+    # Three decades of brightness become under two.
+    assert stabilised[2] / stabilised[1] < 10 < (counts[2] / counts[1])
+    with pytest.raises(DataError, match="unknown count scaling 'sqrt'"):
+        scale_counts(counts, "sqrt")
+
+
+def test_the_scaling_is_stored_and_the_scorer_applies_it(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    norm = Normalization(mean=0.02, std=0.03, scaling="anscombe")
+    path = save_checkpoint(Checkpoint(QualityNet(input_size_px=32), norm), tmp_path / "a.pt")
+    ckpt = load_checkpoint(path)
+    assert ckpt.normalization == norm
+    images = _images(4)
+    expected_input = (scale_counts(np.stack(images).astype(np.float64), "anscombe") - 0.02) / 0.03
+    with torch.no_grad():
+        expected = ckpt.model.float().eval()(
+            torch.from_numpy(expected_input[:, None].astype(np.float32))
+        )
+    scores = CNNScorer.from_checkpoint(path, device="cpu").score(images)
+    np.testing.assert_allclose(scores, expected.numpy(), atol=2e-3)
+    # A file written before the key existed is linear.
+    payload = torch.load(path, weights_only=True)
+    del payload["normalization"]["scaling"]
+    torch.save(payload, tmp_path / "old.pt")
+    assert load_checkpoint(tmp_path / "old.pt").normalization.scaling == "linear"

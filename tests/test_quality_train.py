@@ -297,6 +297,7 @@ def test_learning_rate_drops_follow_the_validation_curve_and_survive_resume(
         ("lr_drop_factor", 0.0, "lr_drop_factor"),
         ("lr_drop_patience", -1, "lr_drop_patience"),
         ("max_lr_drops", -2, "max_lr_drops"),
+        ("count_scaling", "sqrt", "unknown count scaling 'sqrt'"),
     ],
 )
 def test_bad_schedule_is_refused_by_name(
@@ -305,3 +306,39 @@ def test_bad_schedule_is_refused_by_name(
     data = make_dataset(tmp_path / "data", n=12)
     with pytest.raises(DataError, match=match):
         train(data, tmp_path / "m.pt", _cfg(**{field: value}))
+
+
+def test_a_run_that_stopped_early_continues_with_a_new_schedule(tmp_path: Path) -> None:
+    """Drops after as many bad epochs as early stopping waits: resuming the stopped paper-recipe
+    run with that schedule is the same computation as running with it from the start."""
+    import shutil
+
+    data = make_dataset(tmp_path / "data", n=40)
+    paper = train(data, tmp_path / "paper.pt", _cfg(max_epochs=40, patience=2, seed=3))
+    assert paper.stopped_early
+    assert {h["lr"] for h in paper.history} == {0.01}
+    stopped_state = tmp_path / "stopped.resume.pt"
+    shutil.copy(paths_beside(tmp_path / "paper.pt")["resume"], stopped_state)
+    schedule = _cfg(max_epochs=40, patience=2, seed=3, lr_drop_patience=2, max_lr_drops=1)
+
+    continued = train(data, tmp_path / "paper.pt", schedule, stopped_state, new_schedule=True)
+    whole = train(data, tmp_path / "whole.pt", schedule)
+
+    def strip(history: list[dict[str, float]]) -> list[dict[str, float]]:
+        return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
+
+    assert strip(continued.history) == strip(whole.history)
+    assert len(whole.history) > len(paper.history)
+    assert whole.history[len(paper.history)]["lr"] == pytest.approx(0.001)
+    # Without new_schedule a resume keeps the stored schedule (none): still stopped.
+    kept = train(data, tmp_path / "kept.pt", schedule, stopped_state)
+    assert strip(kept.history) == strip(paper.history)
+
+
+def test_anscombe_scaling_trains_and_is_stored(tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "data", n=12)
+    train(data, tmp_path / "m.pt", _cfg(max_epochs=1, count_scaling="anscombe"))
+    norm = load_checkpoint(tmp_path / "m.pt").normalization
+    assert norm.scaling == "anscombe"
+    # The statistics are those of the scaled training images, not of the raw counts.
+    assert 0.005 < norm.mean < 0.2

@@ -53,11 +53,13 @@ def register(app: typer.Typer) -> None:
         ),
         batch_size: int = typer.Option(100, min=2, help="Training batch size (paper: 100)."),
         lr: float = typer.Option(0.01, help="SGD learning rate (paper: 0.01)."),
-        lr_drop_patience: int = typer.Option(
-            0,
+        lr_drop_patience: int | None = typer.Option(
+            None,
             min=0,
             help="Epochs without validation gain before going back to the best weights with "
-            "a smaller learning rate (0: constant rate, the paper's recipe).",
+            "a smaller learning rate (default 0: constant rate, the paper's recipe). With "
+            "--resume: replaces the interrupted run's schedule (a run that stopped early "
+            "continues with its first drop); without it, that run's schedule is kept.",
         ),
         lr_drop_factor: float = typer.Option(0.1, help="Learning-rate factor at each drop."),
         lr_drops: int = typer.Option(2, min=0, help="Most learning-rate drops."),
@@ -73,6 +75,11 @@ def register(app: typer.Typer) -> None:
             None, help="CPU threads for torch (default: torch's choice)."
         ),
         no_augment: bool = typer.Option(False, "--no-augment", help="Disable flips/rotations."),
+        count_scaling: str = typer.Option(
+            "linear",
+            help="Counts to [0, 1] before the z-score: linear (/65535, the paper's) or "
+            "anscombe (2*sqrt(c + 3/8), variance-stabilising; stored in the model).",
+        ),
     ) -> None:
         """Train a quality network with the paper's recipe; write MODEL plus curves beside it."""
         from stedloop.quality.train import TrainConfig, paths_beside, train
@@ -83,7 +90,7 @@ def register(app: typer.Typer) -> None:
             max_epochs=epochs,
             patience=patience,
             lr=lr,
-            lr_drop_patience=lr_drop_patience,
+            lr_drop_patience=lr_drop_patience or 0,
             lr_drop_factor=lr_drop_factor,
             max_lr_drops=lr_drops,
             batch_size=batch_size,
@@ -91,12 +98,14 @@ def register(app: typer.Typer) -> None:
             device=device,
             precision=precision,
             augment=not no_augment,
+            count_scaling=count_scaling,
         )
         result = train(
             data,
             out,
             cfg,
             resume=resume,
+            new_schedule=lr_drop_patience is not None,
             progress=sys.stderr.isatty(),
             log=lambda m: typer.echo(m, err=True),
         )

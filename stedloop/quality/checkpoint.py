@@ -4,8 +4,9 @@ A checkpoint is a ``torch.save`` dict loaded with ``weights_only=True`` (no pick
 
 - ``format`` / ``format_version``: what this file is;
 - ``architecture``: name, version and input size of :class:`QualityNet`;
-- ``normalization``: the training set's scalar mean and std *after* scaling counts by
-  1/65535 (the z-score applied to every input);
+- ``normalization``: how counts are scaled to [0, 1] (``scaling``: ``linear`` = 1/65535, the
+  paper's; ``anscombe``; files without the key are linear) and the training set's scalar
+  mean and std after that scaling (the z-score applied to every input);
 - ``state_dict``: weights, floating point stored as fp16 to keep the file small;
 - ``train_labels``: the training labels (for the paper's random baseline);
 - ``training``: free-form metadata (seed, data, epochs, metrics, versions).
@@ -24,6 +25,7 @@ import torch
 
 from stedloop.errors import DataError
 from stedloop.quality.model import ARCHITECTURE_NAME, ARCHITECTURE_VERSION, QualityNet
+from stedloop.quality.preprocess import COUNT_SCALINGS
 
 CHECKPOINT_FORMAT = "stedloop-quality-checkpoint"
 CHECKPOINT_FORMAT_VERSION = 1
@@ -35,17 +37,25 @@ class CheckpointError(DataError):
 
 @dataclass(frozen=True)
 class Normalization:
-    """Scalar z-score applied after dividing 16-bit counts by 65535."""
+    """Count scaling to [0, 1] (``preprocess.scale_counts``), then a scalar z-score."""
 
     mean: float
     std: float
+    scaling: str = "linear"
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.mean) and math.isfinite(self.std) and self.std > 0):
             raise ValueError(f"bad normalisation mean={self.mean!r} std={self.std!r}")
+        if self.scaling not in COUNT_SCALINGS:
+            raise ValueError(f"unknown count scaling {self.scaling!r}; expected {COUNT_SCALINGS}")
 
-    def as_dict(self) -> dict[str, float]:
-        return {"mean": float(self.mean), "std": float(self.std), "scale": 65535.0}
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "mean": float(self.mean),
+            "std": float(self.std),
+            "scale": 65535.0,
+            "scaling": self.scaling,
+        }
 
 
 @dataclass
@@ -131,7 +141,9 @@ def load_checkpoint(path: Path) -> Checkpoint:
         raise CheckpointError(f"{path}: bad or missing architecture input_size_px {size!r}")
     norm = _require(payload, "normalization", path)
     try:
-        normalization = Normalization(float(norm["mean"]), float(norm["std"]))
+        normalization = Normalization(
+            float(norm["mean"]), float(norm["std"]), str(norm.get("scaling", "linear"))
+        )
         if float(norm.get("scale", 65535.0)) != 65535.0:
             raise ValueError("only scale 65535 is supported")
     except (KeyError, TypeError, ValueError) as exc:

@@ -6,6 +6,14 @@ field is kept, like the paper's 224-px crops); an image *smaller* in either dime
 refused with a :class:`DataError`. Images are never resized or interpolated, because
 resampling changes the apparent resolution, which is what the network judges.
 
+Scaling (stored in the checkpoint, so scoring repeats what training did): ``linear`` divides
+counts by 65535 (the paper's recipe); ``anscombe`` applies Poisson noise's variance-stabilising
+transform, 2·sqrt(c + 3/8), scaled to [0, 1] by its value at 65535. Photon-count frames
+taken across the parameter ranges differ in mean counts by three decades (0.3 to 1,100 in the
+synthetic training set); the square root narrows that to under two, and makes the noise of
+every pixel about the same, so the network's batch-norm statistics are not set by the few
+brightest frames. Either way the result is then z-scored with the training set's scalars.
+
 Accepted values: any real numeric 2-D array whose values are finite counts in
 [0, 65535] (uint16 frames, or float photon counts from a simulator). NaN/infinite values,
 negative or > 65535 values, and constant images (a dead detector) are refused.
@@ -20,6 +28,16 @@ import numpy as np
 from stedloop.errors import DataError
 
 MAX_COUNT = 65535.0
+COUNT_SCALINGS = ("linear", "anscombe")
+
+
+def scale_counts(counts: np.ndarray, scaling: str = "linear") -> np.ndarray:
+    """Counts in [0, 65535] to [0, 1] by ``scaling`` (see the module docstring)."""
+    if scaling == "linear":
+        return counts / MAX_COUNT
+    if scaling == "anscombe":
+        return np.sqrt(counts + 0.375) / np.sqrt(MAX_COUNT + 0.375)
+    raise DataError(f"unknown count scaling {scaling!r}; expected one of {COUNT_SCALINGS}")
 
 
 def check_image(image: np.ndarray, name: str = "image") -> np.ndarray:
@@ -64,11 +82,12 @@ def prepare_batch(
     mean: float,
     std: float,
     names: Sequence[str] | None = None,
+    scaling: str = "linear",
 ) -> np.ndarray:
-    """Stack validated, cropped, scaled (/65535) and z-scored images as (N, 1, S, S) float32."""
+    """Stack validated, cropped, scaled and z-scored images as (N, 1, S, S) float32."""
     out = np.empty((len(images), 1, size_px, size_px), dtype=np.float32)
     for i, image in enumerate(images):
         name = names[i] if names is not None else f"image {i}"
         data = fit_to_size(check_image(image, name), size_px, name)
-        out[i, 0] = (data / MAX_COUNT - mean) / std
+        out[i, 0] = (scale_counts(data, scaling) - mean) / std
     return out

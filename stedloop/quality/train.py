@@ -37,7 +37,7 @@ from stedloop.quality.checkpoint import Checkpoint, CheckpointError, Normalizati
 from stedloop.quality.dataset import load_dataset, load_images, stratified_split
 from stedloop.quality.device import resolve_device
 from stedloop.quality.model import DEFAULT_INPUT_SIZE_PX, QualityNet
-from stedloop.quality.preprocess import MAX_COUNT
+from stedloop.quality.preprocess import COUNT_SCALINGS, scale_counts
 
 RESUME_FORMAT = "stedloop-quality-resume"
 
@@ -54,9 +54,13 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "fp32"  # "bf16": autocast (much faster on CPUs with AMX, and on GPUs)
     augment: bool = True
+    count_scaling: str = "linear"  # or "anscombe" (preprocess.scale_counts)
     lr_drop_patience: int = 0  # 0: constant learning rate (the paper's recipe)
     lr_drop_factor: float = 0.1
     max_lr_drops: int = 2
+
+
+SCHEDULE_FIELDS = ("lr_drop_patience", "lr_drop_factor", "max_lr_drops")
 
 
 @dataclass
@@ -86,16 +90,16 @@ def mse_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.mean((pred.float() - target.float()) ** 2)
 
 
-def _normalization(train_images: np.ndarray) -> Normalization:
-    scaled = train_images.astype(np.float64) / MAX_COUNT
+def _normalization(train_images: np.ndarray, scaling: str = "linear") -> Normalization:
+    scaled = scale_counts(train_images.astype(np.float64), scaling)
     std = float(scaled.std())
     if not std > 0:
         raise DataError("training images have zero variance; cannot normalise")
-    return Normalization(mean=float(scaled.mean()), std=std)
+    return Normalization(mean=float(scaled.mean()), std=std, scaling=scaling)
 
 
 def _to_input(images: np.ndarray, norm: Normalization) -> torch.Tensor:
-    x = (images / MAX_COUNT - norm.mean) / norm.std
+    x = (scale_counts(images, norm.scaling) - norm.mean) / norm.std
     return torch.from_numpy(x.astype(np.float32)).unsqueeze(1)
 
 
@@ -186,8 +190,12 @@ def train(
     resume: Path | None = None,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
+    new_schedule: bool = False,
 ) -> TrainResult:
-    """Train a quality network on the labelled images in ``data_dir``; write ``out``."""
+    """Train a quality network on the labelled images in ``data_dir``; write ``out``.
+
+    With ``resume``, ``new_schedule`` takes the learning-rate schedule from ``config`` instead
+    of the interrupted run: a run that stopped early then continues with its first drop."""
     cfg = config or TrainConfig()
     out = Path(out)
     data_dir = Path(data_dir)
@@ -197,13 +205,18 @@ def train(
     autocast = cfg.precision == "bf16"
     if cfg.precision not in ("fp32", "bf16"):
         raise DataError(f"unknown precision {cfg.precision!r}; expected fp32 or bf16")
-    _check_schedule(cfg)
 
     state: dict[str, Any] | None = None
     if resume is not None:
         state = _load_resume(Path(resume))
-        cfg = TrainConfig(**{**state["config"], "device": cfg.device, "max_epochs": cfg.max_epochs})
+        # The data, split and recipe are the interrupted run's; the epoch limit and device
+        # come from this call, and so may the schedule (to carry on where a run stopped).
+        override = {"device": cfg.device, "max_epochs": cfg.max_epochs}
+        if new_schedule:
+            override |= {k: getattr(cfg, k) for k in SCHEDULE_FIELDS}
+        cfg = TrainConfig(**{**state["config"], **override})
         autocast = cfg.precision == "bf16"
+    _check_config(cfg)
 
     items = load_dataset(data_dir)
     scores = [it.score for it in items]
@@ -227,13 +240,14 @@ def train(
                 writer.writerow([items[i].relpath, items[i].score, items[i].structure, name])
 
     images = load_images(items, cfg.input_size_px)
-    norm = _normalization(images[tr])
+    norm = _normalization(images[tr], cfg.count_scaling)
     x_train, x_val = _to_input(images[tr], norm), _to_input(images[va], norm)
     y_all = torch.tensor(scores, dtype=torch.float32)
     y_train, y_val = y_all[tr], y_all[va]
     say(
         f"{len(items)} images: {len(tr)} train / {len(va)} validation / {len(te)} test; "
-        f"normalisation mean={norm.mean:.4g} std={norm.std:.4g}; device {device}"
+        f"{norm.scaling} count scaling, normalisation mean={norm.mean:.4g} std={norm.std:.4g}; "
+        f"device {device}"
     )
 
     torch.manual_seed(cfg.seed)
@@ -400,7 +414,11 @@ def _lr_drop_due(cfg: TrainConfig, bad_epochs: int, lr_drops: int) -> bool:
     )
 
 
-def _check_schedule(cfg: TrainConfig) -> None:
+def _check_config(cfg: TrainConfig) -> None:
+    if cfg.count_scaling not in COUNT_SCALINGS:
+        raise DataError(
+            f"unknown count scaling {cfg.count_scaling!r}; expected one of {COUNT_SCALINGS}"
+        )
     if cfg.lr_drop_patience < 0:
         raise DataError(f"lr_drop_patience must be >= 0 epochs, got {cfg.lr_drop_patience}")
     if not 0 < cfg.lr_drop_factor < 1:

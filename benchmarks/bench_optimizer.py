@@ -14,7 +14,7 @@ Objectives (``--objective``), each scoring one frame of the actin simulator:
   bleaches the next: the expert's score x (1 - bleaching)^9, bleaching measured from the
   frame's confocal images as the session's ``bleaching`` objective does; a session runs it
   with objectives quality + bleaching, ``scalarisation = "product"``, weights {bleaching = 9}
-  (and then models the log of the score). Its top is narrow (~1.7 % of the box within 5 %).
+  (and then models the log of the score). Its top is narrow (~1.8 % of the box within 5 %).
 * ``cnn``: the shipped quality network itself (``CNNScorer.from_checkpoint(None)``, CPU, one
   thread): the real default objective, ~15-60 ms a frame; use a coarse ``--grid``.
 

@@ -330,7 +330,7 @@ class BayesianOptimizer:
 
 def resolve_score_transform(settings: OptimizerSection, scalarisation: str) -> OptimizerSection:
     """``score_transform = "auto"`` made concrete: log for a product of objectives (its log is
-    a weighted sum of log utilities, which a GP models far better: 14.5 vs > 30 frames to 95 %
+    a weighted sum of log utilities, which a GP models better: 18 instead of 30 frames to 95 %
     in benchmarks/RESULTS.md), the score itself otherwise."""
     if settings.score_transform != "auto":
         return settings

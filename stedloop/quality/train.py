@@ -7,8 +7,8 @@ stopping after 10 epochs without validation improvement, best-validation weights
 Optional step decay (``lr_drop_patience`` > 0, off by default): after that many epochs without
 validation gain the run goes back to its best weights, multiplies the learning rate by
 ``lr_drop_factor`` and carries on, at most ``max_lr_drops`` times; early stopping counts only
-after the last drop. At the paper's lr 0.01 the validation RMSE swings between epochs
-(0.077-0.24 in one run); a smaller step late in training settles the weights.
+after the last drop. A smaller step late in training refines the best weights (the shipped
+model: validation RMSE 0.0655 at lr 0.01, 0.0650 after the first drop).
 
 Beside the model ``M.pt`` the run writes ``M.curves.csv`` / ``M.curves.png`` (train and
 validation RMSE per epoch), ``M.split.csv`` (which image went where) and ``M.resume.pt``

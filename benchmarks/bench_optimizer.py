@@ -62,6 +62,7 @@ from stedloop.drivers.simulator import SimulatorDriver
 from stedloop.drivers.simulator.driver import SimulatorOptions
 from stedloop.frame import Frame
 from stedloop.objectives.bleaching import BleachingObjective
+from stedloop.objectives.quality import QualityObjective
 from stedloop.objectives.scalarise import Scalariser
 from stedloop.optimize import BayesianOptimizer, SearchSpace, resolve_score_transform
 from stedloop.params import ImagingParams, ParamRange, ParamSpace, SafetyCaps
@@ -127,16 +128,11 @@ def expert_series_score(frame: Frame) -> float:
 @cache
 def _series_scalariser() -> Scalariser:
     return Scalariser(
-        [ExpertAsQuality(), BleachingObjective()],
+        # The quality objective's declaration; its value comes from the synthetic expert.
+        [QualityObjective(scorer=None), BleachingObjective()],
         {"bleaching": SERIES_FRAMES - 1},
         method="product",
     )
-
-
-class ExpertAsQuality:
-    """The quality objective's declaration, its value supplied by the synthetic expert."""
-
-    name, unit, direction, bounds = "quality", "score", "maximize", (0.0, 1.0)
 
 
 @cache

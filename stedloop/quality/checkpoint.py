@@ -25,7 +25,7 @@ import torch
 
 from stedloop.errors import DataError
 from stedloop.quality.model import ARCHITECTURE_NAME, ARCHITECTURE_VERSION, QualityNet
-from stedloop.quality.preprocess import COUNT_SCALINGS
+from stedloop.quality.preprocess import check_count_scaling
 
 CHECKPOINT_FORMAT = "stedloop-quality-checkpoint"
 CHECKPOINT_FORMAT_VERSION = 1
@@ -46,8 +46,7 @@ class Normalization:
     def __post_init__(self) -> None:
         if not (math.isfinite(self.mean) and math.isfinite(self.std) and self.std > 0):
             raise ValueError(f"bad normalisation mean={self.mean!r} std={self.std!r}")
-        if self.scaling not in COUNT_SCALINGS:
-            raise ValueError(f"unknown count scaling {self.scaling!r}; expected {COUNT_SCALINGS}")
+        check_count_scaling(self.scaling)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -146,7 +145,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
         )
         if float(norm.get("scale", 65535.0)) != 65535.0:
             raise ValueError("only scale 65535 is supported")
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, DataError) as exc:
         raise CheckpointError(f"{path}: bad normalisation statistics ({exc})") from exc
     state = _require(payload, "state_dict", path)
     model = QualityNet(input_size_px=size)

@@ -31,13 +31,18 @@ MAX_COUNT = 65535.0
 COUNT_SCALINGS = ("linear", "anscombe")
 
 
+def check_count_scaling(scaling: str) -> str:
+    """``scaling`` if it names a count scaling, else a DataError naming it."""
+    if scaling not in COUNT_SCALINGS:
+        raise DataError(f"unknown count scaling {scaling!r}; expected one of {COUNT_SCALINGS}")
+    return scaling
+
+
 def scale_counts(counts: np.ndarray, scaling: str = "linear") -> np.ndarray:
     """Counts in [0, 65535] to [0, 1] by ``scaling`` (see the module docstring)."""
-    if scaling == "linear":
+    if check_count_scaling(scaling) == "linear":
         return counts / MAX_COUNT
-    if scaling == "anscombe":
-        return np.sqrt(counts + 0.375) / np.sqrt(MAX_COUNT + 0.375)
-    raise DataError(f"unknown count scaling {scaling!r}; expected one of {COUNT_SCALINGS}")
+    return np.sqrt(counts + 0.375) / np.sqrt(MAX_COUNT + 0.375)
 
 
 def check_image(image: np.ndarray, name: str = "image") -> np.ndarray:

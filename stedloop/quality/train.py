@@ -37,7 +37,7 @@ from stedloop.quality.checkpoint import Checkpoint, CheckpointError, Normalizati
 from stedloop.quality.dataset import load_dataset, load_images, stratified_split
 from stedloop.quality.device import resolve_device
 from stedloop.quality.model import DEFAULT_INPUT_SIZE_PX, QualityNet
-from stedloop.quality.preprocess import COUNT_SCALINGS, scale_counts
+from stedloop.quality.preprocess import check_count_scaling, scale_counts
 
 RESUME_FORMAT = "stedloop-quality-resume"
 
@@ -415,10 +415,7 @@ def _lr_drop_due(cfg: TrainConfig, bad_epochs: int, lr_drops: int) -> bool:
 
 
 def _check_config(cfg: TrainConfig) -> None:
-    if cfg.count_scaling not in COUNT_SCALINGS:
-        raise DataError(
-            f"unknown count scaling {cfg.count_scaling!r}; expected one of {COUNT_SCALINGS}"
-        )
+    check_count_scaling(cfg.count_scaling)
     if cfg.lr_drop_patience < 0:
         raise DataError(f"lr_drop_patience must be >= 0 epochs, got {cfg.lr_drop_patience}")
     if not 0 < cfg.lr_drop_factor < 1:

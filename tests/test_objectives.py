@@ -83,6 +83,33 @@ def test_signal_ratio_and_bleaching_on_known_images() -> None:
     assert BleachingObjective().evaluate(frame) == pytest.approx(0.2, abs=0.01)
 
 
+@pytest.mark.parametrize("counts_per_pixel", [0.1, 1.0, 20.0])
+def test_bleaching_of_an_unbleached_low_count_frame_is_near_zero(counts_per_pixel: float) -> None:
+    # Before and after are independent photon-count images of the same (unbleached) sample.
+    # A mask chosen on the image before alone picks pixels that noise made bright there and
+    # reads this as bleaching (+0.54 at 0.1 counts per pixel, +0.11 at 1, measured).
+    rate = ndimage.gaussian_filter(structure(seed=3), 4.0)
+    rate *= counts_per_pixel / rate.mean()
+    rng = np.random.default_rng(5)
+    readings = [
+        BleachingObjective().evaluate(make_frame(rng.poisson(rate), rate, rng.poisson(rate)))
+        for _ in range(20)
+    ]
+    assert abs(float(np.mean(readings))) < 0.02, readings
+    assert max(readings) < 0.15, readings
+
+
+def test_bleaching_reads_a_known_loss_at_low_counts() -> None:
+    rate = ndimage.gaussian_filter(structure(seed=4), 4.0)
+    rate *= 0.3 / rate.mean()
+    rng = np.random.default_rng(6)
+    readings = [
+        BleachingObjective().evaluate(make_frame(rng.poisson(rate), rate, rng.poisson(0.7 * rate)))
+        for _ in range(20)
+    ]
+    assert float(np.mean(readings)) == pytest.approx(0.3, abs=0.03), readings
+
+
 def test_otsu_and_foreground_need_contrast() -> None:
     bimodal = np.concatenate([np.full(100, 2.0), np.full(100, 10.0)])
     assert 2.0 <= otsu_threshold(bimodal) < 10.0

@@ -411,6 +411,7 @@ def test_a_product_of_objectives_is_recorded_and_modelled_on_a_log_scale(tmp_pat
             "scalarisation": "product",
             "weights": {"bleaching": 4},
         },
+        optimizer={"score_transform": "auto"},
     )
     session, summary, _events, store = run(loaded, SpyDriver(loaded), tmp_path)
     assert summary.frames == 7

@@ -91,12 +91,20 @@ class OptimizerSection(Section):
         2, ge=0, le=50, description="Random restarts of each hyper-parameter optimisation."
     )
     score_transform: Literal["auto", "none", "log"] = Field(
-        "auto",
+        "none",
         description="What the surrogate models: the combined score (none) or its log, floored "
-        "at 0.01 (log; for products of objectives, which span decades). auto: log with the "
-        "product scalarisation, none otherwise.",
+        "at 0.01 (log). auto: log with the product scalarisation, none otherwise.",
     )
-    xi: float = Field(0.01, ge=0, description="Exploration margin of EI and PI.")
+    surrogate_inputs: Literal["light-dose", "parameters"] = Field(
+        "light-dose",
+        description="The Gaussian process's coordinates. light-dose: excitation enters as the "
+        "excitation energy per pixel (dwell time x power, log scale), which signal and "
+        "bleaching follow, so the ridge of equal dose becomes one axis; parameters: the three "
+        "parameters as configured.",
+    )
+    xi: float = Field(
+        0.05, ge=0, description="Exploration margin of EI and PI, in units of the modelled score."
+    )
     kappa: float = Field(1.96, ge=0, description="Exploration weight of LCB.")
 
 

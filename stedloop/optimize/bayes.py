@@ -12,6 +12,9 @@ for a microscope loop:
   (a 50×50 Cholesky, well under a millisecond), and the acquisition is maximised over a few
   thousand sampled candidates — uniform ones plus perturbations of the best points so far —
   instead of L-BFGS from 10,000 points.
+* **Physical coordinates.** The GP, the warm-up design and the candidates work in the inputs
+  of ``stedloop.optimize.coordinates`` (by default dwell, log light dose, depletion), where
+  the ridges of equal dose that good settings lie on run along an axis.
 * **Caps cut the box.** Candidates beyond the safety caps are dropped before the acquisition
   is evaluated; the winner is re-checked with ``SafetyCaps.check``.
 * **Failed points are never told as a number.** ``mark_failed`` only keeps the point from
@@ -34,12 +37,14 @@ from scipy.spatial.distance import cdist
 from sklearn.exceptions import ConvergenceWarning
 from skopt.acquisition import _gaussian_acquisition
 from skopt.learning import GaussianProcessRegressor
-from skopt.learning.gaussian_process.kernels import ConstantKernel, Matern
+from skopt.learning.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
+from skopt.space import Real, Space
 from skopt.utils import cook_initial_point_generator
 from threadpoolctl import ThreadpoolController
 
 from stedloop.config.schema import OptimizerSection
 from stedloop.errors import ParameterRejected
+from stedloop.optimize.coordinates import make_coordinates
 from stedloop.optimize.space import SearchSpace
 from stedloop.params import ImagingParams
 
@@ -53,6 +58,12 @@ DUPLICATE_DISTANCE = 1e-6
 HEDGE_FUNCTIONS = ("EI", "LCB", "PI")
 #: Scores below this count as this much under ``score_transform = "log"`` (log of 0 is -inf).
 LOG_SCORE_FLOOR = 0.01
+# Priors of the surrogate, in its [0, 1] inputs and standardised scores. Frames are noisy
+# (photon noise, a new region each time, now and then an empty one): without these floors
+# the hyper-parameter fit explains that noise by wiggles a few hundredths of an axis wide
+# and no noise at all, and then proposes where the wiggles point.
+MIN_LENGTH_SCALE = 0.1
+MIN_NOISE_LEVEL = 0.05
 
 
 @dataclass(frozen=True)
@@ -81,6 +92,7 @@ class BayesianOptimizer:
         self.space = space
         self.settings = settings
         self.seed = int(seed)
+        self._coordinates = make_coordinates(settings.surrogate_inputs, space)
         self._unit_told: list[np.ndarray] = []
         self._scores: list[float] = []
         self._params_told: list[ImagingParams] = []
@@ -150,6 +162,10 @@ class BayesianOptimizer:
             scores = np.log(np.maximum(scores, LOG_SCORE_FLOOR))
         return -scores
 
+    def _inputs(self, unit: np.ndarray) -> np.ndarray:
+        """What the GP sees of box-coordinate rows (``surrogate_inputs``)."""
+        return self._coordinates.to_inputs(unit)
+
     def _unit(self, params: ImagingParams) -> np.ndarray:
         return np.asarray(self.space.transform([self.space.to_point(params)])[0], dtype=float)
 
@@ -176,11 +192,16 @@ class BayesianOptimizer:
         snapped, values = self._round_trip(unit)
         return snapped[self.space.allowed_values(values)]
 
+    def _allowed_inputs(self, inputs: np.ndarray) -> np.ndarray:
+        """Box coordinates of the input rows that lie in the box and that the caps allow."""
+        unit, inside = self._coordinates.from_inputs(inputs)
+        return self._allowed_unit(unit[inside])
+
     def _random_allowed(self, rng: np.random.RandomState, n: int = 1) -> np.ndarray:
-        """Uniform points in the GP coordinates that the caps allow (log dims are log-uniform)."""
+        """Points uniform in the GP's inputs that the caps allow (log dims are log-uniform)."""
         found: list[np.ndarray] = []
         for _ in range(50):
-            batch = self._allowed_unit(rng.uniform(size=(max(4 * n, 64), self.space.n_dims)))
+            batch = self._allowed_inputs(rng.uniform(size=(max(4 * n, 64), self.space.n_dims)))
             found.extend(batch)
             if len(found) >= n:
                 return np.array(found[:n]) if n > 1 else found[0]
@@ -190,24 +211,26 @@ class BayesianOptimizer:
         )
 
     def _initial_design(self) -> list[np.ndarray]:
-        """A space-filling warm-up design restricted to the points the caps allow.
+        """A space-filling warm-up design in the GP's inputs, restricted to the allowed points.
 
         The generator's points are drawn in growing numbers until enough are allowed, then a
-        greedy max-min subset keeps them spread out (the caps cut corners off the box)."""
+        greedy max-min subset keeps them spread out (the caps cut corners off the box, and
+        the light-dose inputs reach beyond it)."""
         n = self.settings.n_initial_points
         generator = cook_initial_point_generator(
             "random" if self.settings.initial_design == "random" else self.settings.initial_design
         )
+        cube = Space([Real(0.0, 1.0)] * self.space.n_dims)
         rng = _rng(self.seed, 0xD5)
         for size in (n, 2 * n, 4 * n, 8 * n, 16 * n):
             if generator is None:
-                points = self.space.space.rvs(n_samples=size, random_state=rng)
+                inputs = rng.uniform(size=(size, self.space.n_dims))
             else:
-                points = generator.generate(self.space.space.dimensions, size, random_state=rng)
-            unit = np.asarray(self.space.transform(points), dtype=float)
-            allowed = self._allowed_unit(unit)
+                inputs = np.asarray(generator.generate(cube.dimensions, size, random_state=rng))
+            allowed = self._allowed_inputs(inputs)
             if len(allowed) >= n:
-                return _maximin_subset(allowed, n)
+                chosen = _maximin_subset(self._inputs(allowed), n)
+                return [allowed[i] for i in chosen]
         return list(self._random_allowed(rng, n).reshape(n, -1))
 
     # -- the surrogate ---------------------------------------------------------------------
@@ -228,7 +251,7 @@ class BayesianOptimizer:
         with self._hyper_lock:
             if count in self._hyper_cache or count in self._hyper_threads:
                 return
-            X, y = np.array(self._unit_told), self._gp_targets(count)
+            X, y = self._inputs(np.array(self._unit_told)), self._gp_targets(count)
             thread = threading.Thread(
                 target=self._optimise_hyper, args=(X, y, count), name="stedloop-gp", daemon=True
             )
@@ -237,8 +260,10 @@ class BayesianOptimizer:
 
     def _optimise_hyper(self, X: np.ndarray, y: np.ndarray, count: int) -> None:
         kernel = ConstantKernel(1.0, (0.01, 1000.0)) * Matern(
-            length_scale=np.ones(self.space.n_dims), length_scale_bounds=(0.01, 100.0), nu=2.5
-        )
+            length_scale=np.ones(self.space.n_dims),
+            length_scale_bounds=(MIN_LENGTH_SCALE, 100.0),
+            nu=2.5,
+        ) + WhiteKernel(1.0, (MIN_NOISE_LEVEL, 1e5))
         model = GaussianProcessRegressor(
             kernel=kernel,
             normalize_y=True,
@@ -261,7 +286,8 @@ class BayesianOptimizer:
         with self._hyper_lock:
             cached = self._hyper_cache.get(count)
         if cached is None:
-            self._optimise_hyper(np.array(self._unit_told[:count]), self._gp_targets(count), count)
+            X = self._inputs(np.array(self._unit_told[:count]))
+            self._optimise_hyper(X, self._gp_targets(count), count)
             with self._hyper_lock:
                 cached = self._hyper_cache[count]
         return cached
@@ -275,20 +301,22 @@ class BayesianOptimizer:
         model = GaussianProcessRegressor(
             kernel=self._kernel, normalize_y=True, noise=self._noise, optimizer=None
         )
-        model.fit(np.array(self._unit_told), self._gp_targets())
+        model.fit(self._inputs(np.array(self._unit_told)), self._gp_targets())
         self._model, self._model_n = model, self.n_told
         return model
 
     def _candidates(self, rng: np.random.RandomState) -> np.ndarray:
         n = self.settings.n_candidates
         n_local = n // 4
-        uniform = rng.uniform(size=(n - n_local, self.space.n_dims))
+        uniform = self._allowed_inputs(rng.uniform(size=(n - n_local, self.space.n_dims)))
+        # Perturbations of the best points; those past an edge of the box land on it.
         order = np.argsort(self._scores)[::-1][:3]
-        centres = np.array(self._unit_told)[order]
+        centres = self._inputs(np.array(self._unit_told)[order])
         local = centres[rng.randint(len(centres), size=n_local)] + rng.normal(
             scale=0.05, size=(n_local, self.space.n_dims)
         )
-        candidates = self._allowed_unit(np.vstack([uniform, local]))
+        local_unit, _ = self._coordinates.from_inputs(local)
+        candidates = np.vstack([uniform, self._allowed_unit(local_unit)])
         visited = self._visited()
         if len(visited) and len(candidates):
             distance = cdist(candidates, visited).min(axis=1)
@@ -301,11 +329,14 @@ class BayesianOptimizer:
         candidates = self._candidates(rng)
         if not len(candidates):
             return self._random_allowed(rng)
-        y_best = float(np.min(self._gp_targets()))
+        inputs = self._inputs(candidates)
+        # "Plug-in" improvement: over the model's best mean at an observed point, not over the
+        # best single observation, which with noisy frames is mostly a lucky one.
+        y_best = float(np.min(model.predict(self._inputs(np.array(self._unit_told)))))
         kwargs = {"xi": self.settings.xi, "kappa": self.settings.kappa}
         if self.settings.acquisition != "gp_hedge":
             values = _gaussian_acquisition(
-                candidates,
+                inputs,
                 model,
                 y_opt=y_best,
                 acq_func=self.settings.acquisition,
@@ -315,11 +346,11 @@ class BayesianOptimizer:
         # GP-Hedge (Hoffman et al. 2011), as skopt does it: each acquisition nominates a point,
         # and is rewarded by the model's later prediction at the point it nominated.
         if self._hedge_last is not None:
-            self._hedge_gains -= model.predict(self._hedge_last)
+            self._hedge_gains -= model.predict(self._inputs(self._hedge_last))
         nominees = []
         for function in HEDGE_FUNCTIONS:
             values = _gaussian_acquisition(
-                candidates, model, y_opt=y_best, acq_func=function, acq_func_kwargs=kwargs
+                inputs, model, y_opt=y_best, acq_func=function, acq_func_kwargs=kwargs
             )
             nominees.append(candidates[int(np.argmin(values))])
         self._hedge_last = np.array(nominees)
@@ -344,7 +375,7 @@ def _hyper_count(n_told: int) -> int:
     return n_told - 1 if n_told >= 4 else n_told
 
 
-def _maximin_subset(points: np.ndarray, n: int) -> list[np.ndarray]:
+def _maximin_subset(points: np.ndarray, n: int) -> list[int]:
     """Greedily pick ``n`` rows, each as far as possible from those already picked."""
     chosen = [0]
     distance = np.linalg.norm(points - points[0], axis=1)
@@ -352,4 +383,4 @@ def _maximin_subset(points: np.ndarray, n: int) -> list[np.ndarray]:
         nxt = int(np.argmax(distance))
         chosen.append(nxt)
         distance = np.minimum(distance, np.linalg.norm(points - points[nxt], axis=1))
-    return [points[i] for i in chosen]
+    return chosen

@@ -127,6 +127,18 @@ class SearchSpace:
                 unit[:, index] = (points[:, index] - low) / (high - low)
         return unit
 
+    def unit_to_values(self, unit: np.ndarray) -> np.ndarray:
+        """Box coordinates in [0, 1] (n, 3) -> physical values (grid values snapped)."""
+        return self.to_values_many(self.unit_to_points(np.clip(unit, 0.0, 1.0)))
+
+    def values_to_unit(self, values: np.ndarray) -> np.ndarray:
+        """Physical values (n, 3) -> box coordinates. A value between two grid values maps
+        between their indices (rounded to one of them when turned into a point)."""
+        points = np.array(np.atleast_2d(values), dtype=float)
+        for index, grid in self.grids.items():
+            points[:, index] = np.interp(points[:, index], grid, np.arange(len(grid)))
+        return self.points_to_unit(points)
+
     @staticmethod
     def _log_bounds(dim: Real) -> tuple[float, float]:
         scale = np.log10(dim.base)

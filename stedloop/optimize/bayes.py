@@ -361,8 +361,9 @@ class BayesianOptimizer:
 
 def resolve_score_transform(settings: OptimizerSection, scalarisation: str) -> OptimizerSection:
     """``score_transform = "auto"`` made concrete: log for a product of objectives (its log is
-    a weighted sum of log utilities, which a GP models better: 18 instead of 30 frames to 95 %
-    in benchmarks/RESULTS.md), the score itself otherwise."""
+    a weighted sum of log utilities; that helped the GP in the box's own coordinates, 18
+    instead of 30 frames, but not in light-dose ones: benchmarks/RESULTS.md), the score
+    itself otherwise."""
     if settings.score_transform != "auto":
         return settings
     transform = "log" if scalarisation == "product" else "none"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import threading
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,10 @@ def _run_in_foreground(session: Any, progress: _Progress) -> Any:
         finally:
             done.set()
 
+    # A job a shell script starts in the background inherits SIGINT as ignored, and Python
+    # keeps it so: `kill -INT` would then not stop the session. Ctrl-C always means stop.
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler) if in_main_thread else None
     thread = threading.Thread(target=target, name="stedloop-session", daemon=True)
     thread.start()
     interrupts = 0
@@ -116,6 +121,8 @@ def _run_in_foreground(session: Any, progress: _Progress) -> Any:
                 progress.console.print("[yellow]aborting the frame in flight[/yellow]")
                 control.request_stop(abort=True)
     thread.join()
+    if previous is not None:
+        signal.signal(signal.SIGINT, previous)
     if "error" in result:
         raise result["error"]
     return result["summary"]

@@ -119,3 +119,12 @@ def test_config_show_bad_file_exits_2_with_one_line_reason(tmp_path: Path) -> No
     assert result.stderr.startswith("error: invalid configuration")
     assert "unknown key 'nonsense'" in result.stderr
     assert result.stdout == ""
+
+
+def test_unknown_optimizer_choice_names_the_key_and_the_allowed_values(tmp_path: Path) -> None:
+    site = write(tmp_path / "site.toml", '[optimizer]\nsurrogate_inputs = "dose"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(site, environ={})
+    message = str(info.value)
+    assert "optimizer.surrogate_inputs" in message
+    assert "light-dose" in message and "parameters" in message

@@ -332,7 +332,7 @@ class BayesianOptimizer:
         inputs = self._inputs(candidates)
         # "Plug-in" improvement: over the model's best mean at an observed point, not over the
         # best single observation, which with noisy frames is mostly a lucky one.
-        y_best = float(np.min(model.predict(self._inputs(np.array(self._unit_told)))))
+        y_best = float(np.min(model.predict(model.X_train_)))
         kwargs = {"xi": self.settings.xi, "kappa": self.settings.kappa}
         if self.settings.acquisition != "gp_hedge":
             values = _gaussian_acquisition(

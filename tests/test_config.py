@@ -16,6 +16,13 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
+def load_error(site: Path) -> str:
+    """The message of the ConfigError that loading ``site`` raises."""
+    with pytest.raises(ConfigError) as info:
+        load_config(site, environ={})
+    return str(info.value)
+
+
 def test_defaults_come_from_the_shipped_file() -> None:
     loaded = load_config(environ={})
     assert loaded.config.driver.name == "simulator"
@@ -46,9 +53,7 @@ def test_stedloop_config_env_names_the_site_file(tmp_path: Path) -> None:
 
 def test_unknown_key_names_key_file_and_suggestion(tmp_path: Path) -> None:
     site = write(tmp_path / "site.toml", "[session]\nbudget_frame = 3\n")
-    with pytest.raises(ConfigError) as info:
-        load_config(site, environ={})
-    message = str(info.value)
+    message = load_error(site)
     assert "unknown key 'session.budget_frame'" in message
     assert str(site) in message
     assert "did you mean 'budget_frames'" in message
@@ -56,9 +61,7 @@ def test_unknown_key_names_key_file_and_suggestion(tmp_path: Path) -> None:
 
 def test_wrong_type_and_unit_names_expected_form(tmp_path: Path) -> None:
     site = write(tmp_path / "site.toml", '[params.dwell_time_us]\nmax = "10 ms"\n')
-    with pytest.raises(ConfigError) as info:
-        load_config(site, environ={})
-    message = str(info.value)
+    message = load_error(site)
     assert "params.dwell_time_us.max" in message
     assert "'10 ms'" in message
     assert "µs" in message
@@ -123,8 +126,6 @@ def test_config_show_bad_file_exits_2_with_one_line_reason(tmp_path: Path) -> No
 
 def test_unknown_optimizer_choice_names_the_key_and_the_allowed_values(tmp_path: Path) -> None:
     site = write(tmp_path / "site.toml", '[optimizer]\nsurrogate_inputs = "dose"\n')
-    with pytest.raises(ConfigError) as info:
-        load_config(site, environ={})
-    message = str(info.value)
+    message = load_error(site)
     assert "optimizer.surrogate_inputs" in message
     assert "light-dose" in message and "parameters" in message

@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 from pydantic import BaseModel, ConfigDict
 
 from stedloop import PLUGIN_API_VERSION
-from stedloop.errors import RegionError
+from stedloop.errors import RegionError, SafetyCapExceeded
 from stedloop.frame import Frame, Region
 from stedloop.params import ImagingParams, SafetyCaps
 
@@ -81,7 +81,7 @@ class Driver(Protocol):
 class NoOptions(BaseModel):
     """Options model for a backend that takes none."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 _SelfDriver = TypeVar("_SelfDriver", bound="SafeStateContext")
@@ -140,10 +140,23 @@ class BaseDriver(SafeStateContext, ABC):
     def describe(self) -> DriverDescription: ...
 
     def acquire(self, params: ImagingParams, region: Region) -> Frame:
-        self.caps.check(params)  # the last check before anything reaches the instrument
+        self.caps.check(params)  # the request, before anything reaches the instrument
         self.check_region(region)
         self._abort.clear()
-        return self._acquire(params, region)
+        frame = self._acquire(params, region)
+        # What the backend reports as applied (read back) must be within the caps as well.
+        self.check_sent(frame.params, "applied, as the driver reports")
+        return frame
+
+    def check_sent(self, sent: ImagingParams, what: str = "about to be sent") -> None:
+        """Refuse values beyond the caps, stated in stedloop units, with ``what`` they are.
+
+        Backends that convert units call this right before each set with the value they
+        are about to send converted *back* to stedloop units: a conversion that is off (a
+        wrong calibration factor) is caught before the laser sees it, not after."""
+        problems = self.caps.violations(sent)
+        if problems:
+            raise SafetyCapExceeded(f"{what}: {sent.describe()}: " + "; ".join(problems))
 
     @abstractmethod
     def _acquire(self, params: ImagingParams, region: Region) -> Frame: ...

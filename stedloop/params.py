@@ -86,7 +86,7 @@ class ImagingParams:
 class SafetyCaps(BaseModel):
     """Hard limits that no proposal, request or config may exceed."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     max_depletion_mw: float = Field(350.0, gt=0, description="Highest depletion power, mW.")
     max_excitation_uw: float = Field(25.0, gt=0, description="Highest excitation power, µW.")
@@ -99,12 +99,13 @@ class SafetyCaps(BaseModel):
     def violations(self, params: ImagingParams) -> list[str]:
         """Every cap the parameters exceed, each as a sentence; empty when safe."""
         problems = []
-        if params.depletion_mw > self.max_depletion_mw:
+        # The relative 1e-12 absorbs float round-off of unit conversions, nothing more.
+        if params.depletion_mw > self.max_depletion_mw * (1 + 1e-12):
             problems.append(
                 f"depletion_mw={params.depletion_mw:g} exceeds the safety cap "
                 f"max_depletion_mw={self.max_depletion_mw:g}"
             )
-        if params.excitation_uw > self.max_excitation_uw:
+        if params.excitation_uw > self.max_excitation_uw * (1 + 1e-12):
             problems.append(
                 f"excitation_uw={params.excitation_uw:g} exceeds the safety cap "
                 f"max_excitation_uw={self.max_excitation_uw:g}"
@@ -130,7 +131,7 @@ class SafetyCaps(BaseModel):
 class ParamRange(BaseModel):
     """Range of one parameter; ``grid`` (optional) restricts it to listed values."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     min: float = Field(description="Lowest value, in the parameter's unit.")
     max: float = Field(description="Highest value, in the parameter's unit.")
@@ -163,7 +164,7 @@ class ParamRange(BaseModel):
 class ParamSpace(BaseModel):
     """The box the optimizer searches, plus the caps that cut it."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     dwell_time_us: ParamRange = ParamRange(min=1.0, max=100.0, log_scale=True)
     excitation_uw: ParamRange = ParamRange(min=0.5, max=20.0)

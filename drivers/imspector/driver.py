@@ -287,8 +287,9 @@ class ImspectorDriver(BaseDriver):
     def _acquire_connected(self, params: ImagingParams, region: Region, started: float) -> Frame:
         opts = self.options
         points = self._points(params)
-        for point in points.values():  # every configuration's point, before the first set
+        for name, point in points.items():  # every configuration's point, before the first set
             self.caps.check(point)
+            self.check_sent(self._as_sent(point), f"to be sent to configuration {name!r}")
         applied: dict[str, dict[str, Any]] = {}
         for name, point in points.items():
             applied[name] = self._apply(name, point, region)
@@ -362,8 +363,11 @@ class ImspectorDriver(BaseDriver):
             (paths.excitation_power, cal.excitation_to_imspector(point.excitation_uw)),
             (paths.depletion_power, cal.depletion_to_imspector(point.depletion_mw)),
         ]
+        sent = self._as_sent(point)
         for path, value in settings:
-            self.caps.check(point)  # right before every set, whatever the caller checked
+            # Right before every set, whatever the caller checked: the value in Imspector's
+            # units, converted back, so a calibration that is off cannot pass a cap.
+            self.check_sent(sent, f"to be sent to configuration {name!r}")
             self._call(
                 f"setting {path} = {value:g} in configuration {name!r}",
                 configuration.set_parameters,
@@ -371,6 +375,15 @@ class ImspectorDriver(BaseDriver):
                 value,
             )
         return self._read_back(configuration, name, point, dict(settings))
+
+    def _as_sent(self, point: ImagingParams) -> ImagingParams:
+        """``point`` as it will reach Imspector, converted there and back to stedloop units."""
+        cal = self._calibration
+        return ImagingParams(
+            cal.dwell_from_imspector(cal.dwell_to_imspector(point.dwell_time_us)),
+            cal.excitation_from_imspector(cal.excitation_to_imspector(point.excitation_uw)),
+            cal.depletion_from_imspector(cal.depletion_to_imspector(point.depletion_mw)),
+        )
 
     def _read_back(
         self, configuration: Any, name: str, asked: ImagingParams, sent: dict[str, float]

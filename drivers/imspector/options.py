@@ -22,7 +22,7 @@ SPECPY_DEFAULT_PORT = 12345
 class ImspectorOptions(BaseModel):
     """Settings of the Imspector driver (``[drivers.imspector]``)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     # -- connection -------------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Host running Imspector (its Run Server on).")

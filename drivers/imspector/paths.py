@@ -20,7 +20,7 @@ ProfileName = Literal["current", "legacy"]
 class ParameterPaths(BaseModel):
     """One Imspector parameter path per quantity the driver sets and reads back."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     dwell_time: str = Field(description="Pixel dwell time, seconds.")
     excitation_power: str = Field(description="Excitation laser power, calibrated units.")

@@ -41,7 +41,7 @@ HARDWARE_RANGES: dict[str, tuple[float, float]] = {
 class SimulatorOptions(BaseModel):
     """``[drivers.simulator]``: the sample, the detector, and fault injection for tests."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     structure: Literal["actin", "tubulin", "puncta", "beads"] = Field(
         "actin", description="Ground-truth structure of the sample."

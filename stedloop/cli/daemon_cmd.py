@@ -215,6 +215,14 @@ def register(app: typer.Typer) -> None:
             Path | None,
             typer.Option("--ready-file", help="Write the bound addresses here (JSON) when ready."),
         ] = None,
+        share_driver: Annotated[
+            bool,
+            typer.Option(
+                "--share-driver",
+                help="Run even if another stedloop process drives this driver from the same "
+                "data folder (only for drivers that may be shared, such as the simulator).",
+            ),
+        ] = False,
     ) -> None:
         """Run the daemon: own the driver and the model, serve sessions over ZeroMQ."""
         overrides: dict[str, Any] = {}
@@ -231,7 +239,7 @@ def register(app: typer.Typer) -> None:
         # A crash in native code (libzmq, torch, a vendor driver) still leaves the Python
         # stacks of every thread in the log.
         faulthandler.enable()
-        raise typer.Exit(Daemon(loaded, ready_file=ready_file).serve())
+        raise typer.Exit(Daemon(loaded, ready_file=ready_file, share_driver=share_driver).serve())
 
     @app.command("status")
     def status(

@@ -148,54 +148,38 @@ def register(app: typer.Typer) -> None:
         ),
         name: str | None = typer.Option(None, "--name", help="A label for the new session."),
         as_json: bool = typer.Option(False, "--json", help="Print events as JSON lines."),
+        share_driver: bool = typer.Option(
+            False,
+            "--share-driver",
+            help="Run even if another stedloop process (a daemon, another optimize) drives "
+            "this driver from the same data folder; only for drivers that may be shared.",
+        ),
     ) -> None:
         """Run an optimisation session in the foreground with live progress.
 
         Each frame: propose parameters, image a fresh region, score, record, learn. Ctrl-C
         stops after the frame in flight (twice: aborts it); the lasers end in the safe state
         and the ledger keeps every recorded frame, so `--resume` can continue."""
-        from stedloop.session import Session
+        from stedloop.instrument import claim_instrument
         from stedloop.store import SessionStore
 
         if resume and seed is not None:
             fail("--seed cannot be combined with --resume: a session keeps its own seed")
-        loaded = load_cli_config(config, _overrides(driver, budget, objective, seed) or None)
+        cli_overrides = _overrides(driver, budget, objective, seed) or None
+        loaded = load_cli_config(config, cli_overrides)
         store = SessionStore.from_config(loaded.config)
-        if resume and config is None and not objective and driver is None:
-            # Without a new config, a resume continues with the session's own settings
-            # (its creation snapshot), the budget excepted.
-            loaded = _session_config(store, resume, budget)
         progress = _Progress(as_json)
-        hardware = _create_driver(loaded.config, progress)
+        if resume and config is None:
+            # Without a new config file, a resume continues with the session's own parameter
+            # space, objectives, optimizer and budget, inside today's site settings and caps.
+            loaded = _resume_config(store, resume, cli_overrides, force, progress)
+        # One process drives a microscope: refuse to start a second driver beside a daemon.
+        claim = claim_instrument(loaded.config, "`stedloop optimize`", share=share_driver)
         try:
-            hardware.connect()
-            if resume:
-                session = Session.resume(resume, loaded, hardware, store=store, force=force)
-            else:
-                session = Session.start(loaded, hardware, store=store, name=name)
-            try:
-                if not as_json:
-                    progress.console.print(f"session {session.id} in {session.folder}")
-                summary = _run_in_foreground(session, progress)
-            finally:
-                session.close()
+            summary = _run_session(loaded, store, resume, force, name, as_json, progress)
         finally:
-            try:
-                hardware.safe_state()
-            finally:
-                hardware.close()
-        if as_json:
-            print_json({"kind": "summary", **summary.as_dict()})
-        else:
-            best = summary.best_params
-            progress.console.print(
-                f"{summary.state}: {summary.stop_reason}; {summary.frames} frames; best score "
-                f"{_format_score(summary.best_score)}"
-                + (f" at {_format_params(best)}" if best else "")
-            )
-            progress.console.print(f"resume with: stedloop optimize --resume {summary.id}")
-        if summary.state == "failed":
-            raise typer.Exit(EXIT_FAILURES)
+            claim.release()
+        _report(summary, as_json, progress)
 
     session_app = typer.Typer(
         help="List, show and export optimisation sessions.", no_args_is_help=True
@@ -304,29 +288,79 @@ def register(app: typer.Typer) -> None:
             typer.echo(str(path))
 
 
-def _session_config(store: Any, session_id: str, budget: int | None) -> Any:
-    from stedloop.config import load_config
+def _run_session(
+    loaded: Any,
+    store: Any,
+    resume: str | None,
+    force: bool,
+    name: str | None,
+    as_json: bool,
+    progress: _Progress,
+) -> Any:
+    from stedloop.session import Session
+
+    hardware = _create_driver(loaded.config, progress)
+    try:
+        hardware.connect()
+        if resume:
+            session = Session.resume(resume, loaded, hardware, store=store, force=force)
+        else:
+            session = Session.start(loaded, hardware, store=store, name=name)
+        try:
+            if not as_json:
+                progress.console.print(f"session {session.id} in {session.folder}")
+            summary = _run_in_foreground(session, progress)
+        finally:
+            session.close()
+    finally:
+        try:
+            hardware.safe_state()
+        finally:
+            hardware.close()
+    return summary
+
+
+def _report(summary: Any, as_json: bool, progress: _Progress) -> None:
+    if as_json:
+        print_json({"kind": "summary", **summary.as_dict()})
+    else:
+        best = summary.best_params
+        progress.console.print(
+            f"{summary.state}: {summary.stop_reason}; {summary.frames} frames; best score "
+            f"{_format_score(summary.best_score)}" + (f" at {_format_params(best)}" if best else "")
+        )
+        progress.console.print(f"resume with: stedloop optimize --resume {summary.id}")
+    if summary.state == "failed":
+        raise typer.Exit(EXIT_FAILURES)
+
+
+def _resume_config(
+    store: Any,
+    session_id: str,
+    cli_overrides: dict[str, Any] | None,
+    force: bool,
+    progress: _Progress,
+) -> Any:
+    from stedloop.config.resume import resume_settings
 
     record = store.open(session_id, readonly=True)
     try:
-        snapshot = dict(record.history().created.get("config") or {})
+        recorded = dict(record.history().created.get("config") or {})
     finally:
         record.close()
-    if budget is not None:
-        snapshot["session"] = {**snapshot.get("session", {}), "budget_frames": budget}
-    return load_config(overrides=snapshot)
+    site = load_cli_config(None)
+    loaded, notes = resume_settings(site, recorded, record.id, cli_overrides, force)
+    for note in notes:
+        progress("log", {"level": "warning", "message": note})
+    return loaded
 
 
 def _create_driver(config: Any, progress: _Progress) -> Any:
-    if config.driver.in_worker:
-        from stedloop.worker import create_worker_driver
+    from stedloop.instrument import open_driver
 
-        return create_worker_driver(
-            config,
-            on_fault=lambda kind, details: progress(
-                "log", {"level": "error", "message": f"{kind}: {details}"}
-            ),
-        )
-    from stedloop.drivers import create_driver
-
-    return create_driver(config)
+    return open_driver(
+        config,
+        on_fault=lambda kind, details: progress(
+            "log", {"level": "error", "message": f"{kind}: {details}"}
+        ),
+    )

@@ -241,16 +241,19 @@ def load_config(
     return LoadedConfig(config=config, sources=sources, files=files)
 
 
-def with_overrides(loaded: LoadedConfig, overrides: Mapping[str, Any]) -> LoadedConfig:
-    """Apply overrides on top of already-loaded settings (e.g. a daemon request)."""
+def with_overrides(
+    loaded: LoadedConfig, overrides: Mapping[str, Any], label: str = "override"
+) -> LoadedConfig:
+    """Apply overrides on top of already-loaded settings (e.g. a daemon request); ``label``
+    names where they came from in error messages and ``config show``."""
     base = loaded.config.model_dump(mode="python")
     sources = dict(loaded.sources)
     for key in flatten(overrides):
-        sources[key] = "override"
+        sources[key] = label
     try:
         config = StedloopConfig.model_validate(deep_merge(base, overrides))
     except ValidationError as exc:
         raise ConfigError(explain_validation_error(exc, sources)) from None
     except StedloopError as exc:
-        raise ConfigError(f"invalid configuration (from override): {exc}") from None
+        raise ConfigError(f"invalid configuration (from {label}): {exc}") from None
     return LoadedConfig(config=config, sources=sources, files=list(loaded.files))

@@ -14,9 +14,15 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from stedloop.params import ParamSpace, SafetyCaps
 
+#: The sections that belong to one session rather than to the site: a daemon client may
+#: override them, and a resumed session takes them from its ledger. Everything else (safety
+#: caps, driver, worker, store, daemon, quality model, logging) is the site's, read from the
+#: site configuration at the moment of use and never from a request or a ledger.
+SESSION_SECTIONS: tuple[str, ...] = ("params", "objectives", "optimizer", "session")
+
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DriverSection(Section):
@@ -233,7 +239,7 @@ class LoggingSection(Section):
 class StedloopConfig(BaseModel):
     """All of stedloop's settings. TOML tables map onto these sections."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     driver: DriverSection = DriverSection()
     drivers: dict[str, dict[str, Any]] = Field(

@@ -26,6 +26,11 @@ import zmq
 from stedloop import __version__
 from stedloop.config import LoadedConfig
 from stedloop.errors import ConfigError
+from stedloop.instrument import (
+    InstrumentClaim,
+    claim_instrument,
+    open_driver,
+)
 from stedloop.logs import get_logger
 from stedloop.paths import data_dir
 from stedloop.server import queries
@@ -77,8 +82,12 @@ def keys_dir_of(loaded: LoadedConfig) -> Path | None:
 
 
 class Daemon:
-    def __init__(self, loaded: LoadedConfig, ready_file: Path | None = None) -> None:
+    def __init__(
+        self, loaded: LoadedConfig, ready_file: Path | None = None, share_driver: bool = False
+    ) -> None:
         self.loaded = loaded
+        self.share_driver = share_driver  # run even if another process holds the instrument
+        self._claim: InstrumentClaim | None = None
         self.config = loaded.config
         self.ready_file = ready_file
         self.boot_id = uuid.uuid4().hex[:12]
@@ -97,16 +106,18 @@ class Daemon:
 
     # -- start-up -------------------------------------------------------------------------
     def _open_driver(self) -> None:
-        if self.config.driver.in_worker:
-            from stedloop.worker import create_worker_driver
-
-            self.driver = create_worker_driver(self.config, on_fault=self._on_worker_fault)
-        else:
-            from stedloop.drivers import create_driver
-
-            self.driver = create_driver(self.config)
-        self.driver.connect()
-        self.driver.safe_state()  # first thing after connecting: lasers off
+        self._claim = claim_instrument(self.config, "`stedloop serve`", share=self.share_driver)
+        try:
+            self.driver = open_driver(self.config, on_fault=self._on_worker_fault)
+        except BaseException:
+            self._claim.release()
+            raise
+        try:
+            self.driver.connect()
+            self.driver.safe_state()  # first thing after connecting: lasers off
+        except BaseException:
+            self._close_driver()
+            raise
         description = self.driver.describe()
         self.driver_info = {
             "name": description.name,
@@ -375,6 +386,9 @@ class Daemon:
                 self.driver.close()
             except Exception:
                 log.exception("driver_close_failed")
+            finally:
+                if self._claim is not None:
+                    self._claim.release()
 
     # -- shutdown -------------------------------------------------------------------------
     def _shutdown(self, router: zmq.Socket, auth: Any, context: zmq.Context) -> None:

@@ -10,15 +10,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from stedloop.config.schema import SESSION_SECTIONS
 from stedloop.server.protocol import ProtocolError
 
-#: Config sections a client may override per session. Everything else (safety caps, driver,
-#: store, daemon, logging, worker, quality model) is the site's, set where the daemon runs.
-OVERRIDABLE_SECTIONS = ("params", "objectives", "optimizer", "session")
+#: Config sections a client may override per session; the rest is the site's.
+OVERRIDABLE_SECTIONS = SESSION_SECTIONS
 
 
 class Params(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 class NoParams(Params):

@@ -66,6 +66,14 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    # A literal such as 1e999 parses to infinity: no setting or parameter may be infinite.
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text} is out of range (not finite)")
+    return value
+
+
 def decode_request(payload: bytes, max_bytes: int) -> Request:
     """Parse and check one request message; raise ``ProtocolError`` naming the problem."""
     if len(payload) > max_bytes:
@@ -73,7 +81,9 @@ def decode_request(payload: bytes, max_bytes: int) -> Request:
             "too_large", f"message of {len(payload)} bytes exceeds the cap of {max_bytes} bytes"
         )
     try:
-        data = json.loads(payload.decode("utf-8"), parse_constant=_refuse_constant)
+        data = json.loads(
+            payload.decode("utf-8"), parse_constant=_refuse_constant, parse_float=_finite_float
+        )
     except UnicodeDecodeError:
         raise ProtocolError("bad_json", "message is not UTF-8 text") from None
     except RecursionError:

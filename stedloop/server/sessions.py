@@ -391,11 +391,14 @@ class SessionHost:
         tmp.replace(path)
 
     def _load_overrides(self, session_id: str) -> dict[str, Any]:
+        """The session's saved overrides, session sections only: a note edited to carry
+        caps or a driver setting is not obeyed (those come from the site config)."""
         path = self._state_dir / f"{session_id}.json"
         try:
-            return dict(json.loads(path.read_text())["overrides"])
+            saved = dict(json.loads(path.read_text())["overrides"])
         except (OSError, ValueError, KeyError, TypeError):
             return {}
+        return {k: v for k, v in saved.items() if k in OVERRIDABLE_SECTIONS}
 
 
 def _as_dict(obj: Any) -> dict[str, Any]:

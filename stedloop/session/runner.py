@@ -22,8 +22,15 @@ import numpy as np
 
 from stedloop import __version__
 from stedloop.config import LoadedConfig
+from stedloop.config.resume import recorded_space_beyond_caps
 from stedloop.driver import Driver, DriverDescription
-from stedloop.errors import AcquisitionAborted, ConfigError, ParameterRejected, StedloopError
+from stedloop.errors import (
+    AcquisitionAborted,
+    ConfigError,
+    ParameterRejected,
+    SafetyCapExceeded,
+    StedloopError,
+)
 from stedloop.frame import Frame, Region
 from stedloop.objectives import build_objectives
 from stedloop.objectives.base import Objective, describe
@@ -40,8 +47,10 @@ from stedloop.store.session_store import SessionInfo, SessionRecord, SessionStor
 
 EventCallback = Callable[[str, dict[str, Any]], None]
 
-#: Parts of the creation snapshot that must match for a resume (without --force).
-COMPATIBILITY_KEYS = ("param_space", "safety", "objectives", "scalarisation")
+#: Parts of the creation snapshot that must match for a resume (without --force). The safety
+#: caps are not among them: today's site caps always apply, and a recorded space that no
+#: longer fits inside them is refused on its own (``recorded_space_beyond_caps``).
+COMPATIBILITY_KEYS = ("param_space", "objectives", "scalarisation")
 
 
 @dataclass(frozen=True)
@@ -88,6 +97,7 @@ class Session:
         description: DriverDescription,
         history: SessionHistory | None = None,
         config_changes: list[str] | None = None,
+        notes: list[str] | None = None,
     ) -> None:
         self.record = record
         self.loaded = loaded
@@ -103,6 +113,7 @@ class Session:
         )
         self.optimizer = BayesianOptimizer(self.space, settings, seed)
         self._config_changes = config_changes or []
+        self._notes = notes or []  # shown and recorded when the run opens
         # The frame in flight when the session stopped, and its TIFF if it was recorded.
         self._pending: tuple[int, ImagingParams, Path | None] | None = None
         self._next_frame = 0
@@ -177,8 +188,9 @@ class Session:
     ) -> Session:
         """Continue a stopped or crashed session, rebuilding the optimizer from its ledger.
 
-        A different parameter space, safety caps or objectives is refused with the list of
-        differences unless ``force``; the session's seed is kept."""
+        A different parameter space or objectives is refused with the list of differences
+        unless ``force``; so is a recorded space that no longer fits inside today's safety
+        caps. Today's caps (``loaded``, the site's) always apply; the session's seed is kept."""
         config = loaded.config
         store = store or SessionStore.from_config(config)
         record = store.open(session_id)
@@ -194,7 +206,20 @@ class Session:
                 "objectives": [describe(o) for o in objectives],
                 "scalarisation": scalariser.describe(),
             }
+            beyond_caps = recorded_space_beyond_caps(history.created.get("param_space"), loaded)
+            if beyond_caps is not None and not force:
+                raise ConfigError(
+                    f"session {record.id} cannot resume under today's safety caps: "
+                    f"{beyond_caps}; resume with --force to continue inside today's "
+                    "parameter space"
+                )
             changes = config_differences(history.created, now)
+            cap_notes = [
+                f"{change}: today's cap applies"
+                for change in config_differences(
+                    history.created, {"safety": now["safety"]}, keys=("safety",)
+                )
+            ]
             if changes and not force:
                 raise ConfigError(
                     f"session {record.id} was created with another configuration, so its "
@@ -213,6 +238,7 @@ class Session:
                 description,
                 history=history,
                 config_changes=changes,
+                notes=cap_notes,
             )
         except BaseException:
             record.close()
@@ -286,6 +312,7 @@ class Session:
                     "budget_frames": self.config.session.budget_frames,
                     "target_score": self.config.session.target_score,
                     "config_changes": self._config_changes,
+                    "notes": self._notes,
                     "config": self.config.model_dump(mode="json"),
                 },
             )
@@ -293,6 +320,8 @@ class Session:
                 "session",
                 {"state": "resumed" if self._resumed else "started", "frames": self._done},
             )
+            for note in self._notes:
+                self._log("warning", note)
             outcome = self._loop(control)
         except KeyboardInterrupt:
             outcome = _Outcome("stopped", "interrupted (keyboard interrupt)")
@@ -453,6 +482,7 @@ class Session:
         session = self.config.session
         attempts = session.driver_retries + 1
         last_error = ""
+        refused = False
         for attempt in range(1, attempts + 1):
             region = self.tiler.take()  # a fresh region per attempt: a failed one may be bleached
             self.record.ledger.append(
@@ -462,12 +492,15 @@ class Session:
             started = time.perf_counter()
             try:
                 frame = self.driver.acquire(params, region)
+                self._check_applied(frame)
                 timings["acquire_ms"] = (time.perf_counter() - started) * 1e3
                 return frame, None
             except Exception as exc:  # any backend fault is recorded, never propagated
                 aborted = isinstance(exc, AcquisitionAborted) and control.abort_requested
+                # A refusal (a cap, a range) gives the same answer on any region: no retry.
+                refused = isinstance(exc, ParameterRejected)
                 last_error = f"{type(exc).__name__}: {exc}"
-                will_retry = attempt < attempts and not control.stop_requested
+                will_retry = attempt < attempts and not control.stop_requested and not refused
                 self.record.ledger.append(
                     L.ERROR,
                     {
@@ -475,6 +508,7 @@ class Session:
                         "attempt": attempt,
                         "error": last_error,
                         "aborted": aborted,
+                        "refused": refused,
                         "will_retry": will_retry,
                     },
                     frame=frame_no,
@@ -484,6 +518,10 @@ class Session:
                     return None, _Outcome(
                         "stopped", "aborted on request; frame in flight discarded"
                     )
+                if isinstance(exc, SafetyCapExceeded):
+                    reason = f"frame {frame_no} refused by the safety caps: {exc}"
+                    self._log("error", reason)
+                    return None, _Outcome("failed", reason)
                 level = "warning" if will_retry else "error"
                 self._log(
                     level, f"frame {frame_no} attempt {attempt}/{attempts} failed: {last_error}"
@@ -498,10 +536,12 @@ class Session:
                     break
         if control.stop_requested:
             return None, _Outcome("stopped", "stopped on request")
+        times = "once" if attempt == 1 else f"{attempt} times"
+        failure = "driver refused it" if refused else f"driver failed {times}"
         if session.on_driver_failure == "continue":
             self.record.ledger.append(
                 L.FAILED,
-                {"reason": f"driver failed {attempts} times: {last_error}"},
+                {"reason": f"{failure}: {last_error}"},
                 frame=frame_no,
             )
             self._mark_failed(params)
@@ -522,9 +562,16 @@ class Session:
                 },
             )
             return None, None
-        return None, _Outcome(
-            "stopped", f"driver failed {attempts} times on frame {frame_no}: {last_error}"
-        )
+        return None, _Outcome("failed", f"{failure} on frame {frame_no}: {last_error}")
+
+    def _check_applied(self, frame: Frame) -> None:
+        """The values the driver reports as applied must lie within the site's caps too: a
+        driver whose calibration is off is stopped at its first frame, not trusted."""
+        problems = self.config.safety.violations(frame.params)
+        if problems:
+            raise SafetyCapExceeded(
+                f"the driver reports it applied {frame.params.describe()}: " + "; ".join(problems)
+            )
 
     def _evaluate(self, frame: Frame) -> tuple[dict[str, float | None], dict[str, str]]:
         values: dict[str, float | None] = {}
@@ -620,12 +667,14 @@ def _scalariser(loaded: LoadedConfig, objectives: list[Objective]) -> Scalariser
     return Scalariser(objectives, section.weights, section.scalarisation, section.bounds)
 
 
-def config_differences(created: dict[str, Any], now: dict[str, Any]) -> list[str]:
+def config_differences(
+    created: dict[str, Any], now: dict[str, Any], keys: tuple[str, ...] = COMPATIBILITY_KEYS
+) -> list[str]:
     """Human-readable differences between a session's snapshot and the current settings."""
     from stedloop.config.loader import flatten
 
     changes = []
-    for key in COMPATIBILITY_KEYS:
+    for key in keys:
         if key == "objectives":
             before = [o.get("name") for o in created.get(key, [])]
             after = [o.get("name") for o in now.get(key, [])]

@@ -26,7 +26,7 @@ class FolderLock:
     def acquire(self) -> None:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            _lock(fd)
+            lock_fd(fd)
         except OSError:
             os.close(fd)
             raise SessionBusy(
@@ -37,7 +37,7 @@ class FolderLock:
     def release(self) -> None:
         if self._fd is not None:
             try:
-                _unlock(self._fd)
+                unlock_fd(self._fd)
             finally:
                 os.close(self._fd)
                 self._fd = None
@@ -57,18 +57,18 @@ class FolderLock:
 if os.name == "nt":  # pragma: no cover - exercised on Windows only
     import msvcrt
 
-    def _lock(fd: int) -> None:
+    def lock_fd(fd: int) -> None:
         msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
 
-    def _unlock(fd: int) -> None:
+    def unlock_fd(fd: int) -> None:
         os.lseek(fd, 0, os.SEEK_SET)
         msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
 
 else:
     import fcntl
 
-    def _lock(fd: int) -> None:
+    def lock_fd(fd: int) -> None:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
-    def _unlock(fd: int) -> None:
+    def unlock_fd(fd: int) -> None:
         fcntl.flock(fd, fcntl.LOCK_UN)

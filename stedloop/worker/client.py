@@ -32,7 +32,12 @@ import zmq
 
 from stedloop.config.schema import StedloopConfig, WorkerSection
 from stedloop.driver import DriverDescription, SafeStateContext
-from stedloop.errors import AcquisitionAborted, DriverDisconnected, DriverError
+from stedloop.errors import (
+    AcquisitionAborted,
+    DriverDisconnected,
+    DriverError,
+    SafetyCapExceeded,
+)
 from stedloop.frame import Frame, Region
 from stedloop.logs import get_logger
 from stedloop.params import ImagingParams, SafetyCaps
@@ -148,11 +153,18 @@ class WorkerDriver(SafeStateContext):
         # worker by the driver (BaseDriver.acquire) right before the instrument is touched.
         self.caps.check(params)
         self._ensure_started()
-        return self._invoke(
+        frame: Frame = self._invoke(
             "acquire",
             {"params": params.as_dict(), "region": region.as_dict()},
             self.settings.acquire_timeout_s,
         )
+        problems = self.caps.violations(frame.params)
+        if problems:  # what the worker's driver reports as applied is held to the caps too
+            raise SafetyCapExceeded(
+                f"applied, as the worker's driver reports: {frame.params.describe()}: "
+                + "; ".join(problems)
+            )
+        return frame
 
     def safe_state(self) -> None:
         """Lasers to zero through the worker; an acquisition in flight is aborted first."""

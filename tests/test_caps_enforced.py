@@ -1,0 +1,197 @@
+"""Caps hold on the value actually sent and applied; a refusal ends the session, not retried."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stedloop.config import LoadedConfig, load_config
+from stedloop.drivers import create_driver
+from stedloop.drivers.imspector import ImspectorDriver
+from stedloop.drivers.imspector.fake_specpy import FakeSpecpy, noise_image_source
+from stedloop.drivers.imspector.options import ImspectorOptions
+from stedloop.drivers.simulator import SimulatorDriver
+from stedloop.errors import ParameterRejected, SafetyCapExceeded
+from stedloop.frame import Frame, Region
+from stedloop.objectives.resolution import ResolutionObjective
+from stedloop.params import ImagingParams, SafetyCaps
+from stedloop.server.events import EventBus
+from stedloop.server.methods import StartParams
+from stedloop.server.protocol import ProtocolError, decode_request
+from stedloop.server.scorer_loader import ScorerLoader
+from stedloop.server.sessions import SessionHost
+from stedloop.session import Session
+from stedloop.store import SessionStore
+
+CURRENT_DEP = "ExpControl/measurement/channels/0/lasers/6/power/calibrated"
+
+
+def config(**sections: Any) -> LoadedConfig:
+    overrides: dict[str, Any] = {
+        "session": {"budget_frames": 3, "retry_delay_s": 0.0, "driver_retries": 2},
+        "optimizer": {"random_seed": 5, "n_candidates": 200},
+        "objectives": {"names": ["resolution"]},
+        "drivers": {"simulator": {"sample_fields": 6, "field_px": 64}},
+        "safety": {"max_depletion_mw": 100.0},
+        "params": {"depletion_mw": {"min": 70.0, "max": 100.0}},
+    }
+    for name, table in sections.items():
+        overrides[name] = {**overrides.get(name, {}), **table}
+    return load_config(overrides=overrides)
+
+
+class RecordingDriver:
+    """The real simulator behind a hardware-boundary stand-in that can misbehave."""
+
+    def __init__(self, loaded: LoadedConfig, *, applied_factor: float = 1.0, raises: Any = None):
+        self.inner = create_driver(loaded.config)
+        self.inner.connect()
+        self.applied_factor = applied_factor
+        self.raises = raises
+        self.acquires = 0
+        self.safe_calls = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def acquire(self, params: ImagingParams, region: Region) -> Frame:
+        self.acquires += 1
+        if self.raises is not None:
+            raise self.raises
+        frame = self.inner.acquire(params, region)
+        applied = dataclasses.replace(
+            params, depletion_mw=params.depletion_mw * self.applied_factor
+        )
+        return dataclasses.replace(frame, params=applied)
+
+    def safe_state(self) -> None:
+        self.safe_calls += 1
+        self.inner.safe_state()
+
+
+def run_session(loaded: LoadedConfig, driver: Any, tmp_path: Path) -> tuple[Any, Any]:
+    store = SessionStore(tmp_path / "sessions")
+    session = Session.start(loaded, driver, store=store, objectives=[ResolutionObjective()])
+    summary = session.run()
+    session.close()
+    return summary, store.open(session.id, readonly=True).history()
+
+
+def test_a_driver_applying_more_than_asked_is_stopped_at_its_first_frame(tmp_path: Path) -> None:
+    loaded = config()
+    driver = RecordingDriver(loaded, applied_factor=1.5)
+    summary, history = run_session(loaded, driver, tmp_path)
+    assert summary.state == "failed"
+    assert "refused by the safety caps" in summary.stop_reason
+    assert (
+        "reports it applied" in summary.stop_reason
+        and "max_depletion_mw=100" in summary.stop_reason
+    )
+    assert driver.acquires == 1  # not retried on fresh regions
+    assert driver.safe_calls >= 1
+    (error,) = history.frames[0].errors
+    assert error["refused"] is True and error["will_retry"] is False
+
+
+def test_a_cap_refusal_is_not_retried_and_fails_the_session(tmp_path: Path) -> None:
+    loaded = config()
+    driver = RecordingDriver(loaded, raises=SafetyCapExceeded("refused: light dose beyond the cap"))
+    summary, _ = run_session(loaded, driver, tmp_path)
+    assert (summary.state, driver.acquires) == ("failed", 1)
+
+
+@pytest.mark.parametrize(
+    "policy, state, acquires", [("stop", "failed", 1), ("continue", "finished", 3)]
+)
+def test_a_range_refusal_is_not_retried(
+    tmp_path: Path, policy: str, state: str, acquires: int
+) -> None:
+    loaded = config(session={"on_driver_failure": policy})
+    driver = RecordingDriver(loaded, raises=ParameterRejected("dwell_time_us outside the range"))
+    summary, history = run_session(loaded, driver, tmp_path)
+    assert (summary.state, driver.acquires) == (state, acquires)
+    assert all(len(f.errors) == 1 for f in history.frames.values())
+
+
+def test_base_driver_holds_the_reported_applied_values_to_the_caps() -> None:
+    class Miscalibrated(SimulatorDriver):
+        def _acquire(self, params: ImagingParams, region: Region) -> Frame:
+            frame = super()._acquire(params, region)
+            return dataclasses.replace(
+                frame, params=dataclasses.replace(params, depletion_mw=params.depletion_mw * 1.5)
+            )
+
+    loaded = config()
+    options = SimulatorDriver.Options.model_validate({"field_px": 64, "sample_fields": 4})
+    with (
+        Miscalibrated(options, loaded.config.safety) as driver,
+        pytest.raises(SafetyCapExceeded, match="applied, as the driver reports"),
+    ):
+        driver.acquire(ImagingParams(10.0, 5.0, 80.0), Region(0.0, 0.0, 64, 64))
+
+
+def test_imspector_checks_the_converted_value_before_it_is_sent() -> None:
+    fake = FakeSpecpy(image_source=noise_image_source())
+    options = ImspectorOptions(excitation_uw_at_full_scale=20.0, depletion_mw_at_full_scale=350.0)
+    driver = ImspectorDriver(options, SafetyCaps(), specpy_module=fake, wait=lambda _s: None)
+    driver.connect()
+    calibration = driver._calibration
+    correct = calibration.depletion_to_imspector
+    # A conversion bug that sends 1.5x the power asked (300 mW asked -> 450 mW sent).
+    calibration.depletion_to_imspector = lambda mw: correct(mw) * 1.5  # type: ignore[method-assign]
+    fake.set_log.clear()
+    with pytest.raises(SafetyCapExceeded, match="to be sent to configuration"):
+        driver.acquire(ImagingParams(10.0, 5.0, 300.0), Region(0.0, 0.0, 224, 224))
+    assert [r for r in fake.set_log if r.path == CURRENT_DEP and r.value != 0.0] == []
+    driver.close()
+
+
+def test_a_value_at_the_cap_survives_the_unit_round_trip() -> None:
+    # 100 mW -> % of a 77.7 mW full scale -> back is 100.00000000000003 mW: float round-off,
+    # not a cap violation, so a proposal at the cap is not refused.
+    fake = FakeSpecpy(image_source=noise_image_source())
+    options = ImspectorOptions(excitation_uw_at_full_scale=20.0, depletion_mw_at_full_scale=77.7)
+    caps = SafetyCaps(max_depletion_mw=100.0)
+    driver = ImspectorDriver(options, caps, specpy_module=fake, wait=lambda _s: None)
+    at_cap = ImagingParams(10.0, 5.0, 100.0)
+    assert driver._as_sent(at_cap).depletion_mw > 100.0
+    driver.check_sent(driver._as_sent(at_cap))
+    with pytest.raises(SafetyCapExceeded):
+        driver.check_sent(ImagingParams(10.0, 5.0, 100.0 * (1 + 1e-9)))
+
+
+@pytest.mark.parametrize("number", ["1e999", "-1e999", "1E400"])
+def test_protocol_refuses_numbers_that_parse_to_infinity(number: str) -> None:
+    payload = (
+        '{"v":1,"id":"r1","method":"session.start","params":{"overrides":'
+        f'{{"optimizer":{{"xi":{number}}}}}}}}}'
+    ).encode()
+    with pytest.raises(ProtocolError) as info:
+        decode_request(payload, 1 << 20)
+    assert info.value.code == "bad_json" and "not finite" in str(info.value)
+
+
+def test_daemon_resume_ignores_site_sections_in_its_saved_overrides(tmp_path: Path) -> None:
+    loaded = config()
+    host = SessionHost(
+        loaded,
+        None,
+        SessionStore(tmp_path / "sessions"),
+        EventBus("test", 100),
+        ScorerLoader(loaded.config.quality),
+        tmp_path / "state",
+    )
+    saved = {
+        "overrides": {
+            "session": {"budget_frames": 7},
+            "safety": {"max_depletion_mw": 1000.0},
+            "worker": {"python_executable": "/bin/sh"},
+        }
+    }
+    (tmp_path / "state" / "20260101-000000-abcd.json").write_text(json.dumps(saved))
+    overrides = host._overrides_for(StartParams(resume="20260101-000000-abcd"))
+    assert overrides == {"session": {"budget_frames": 7}}

@@ -85,3 +85,20 @@ def test_claims_are_per_driver_and_released(isolated_home: Path) -> None:
     claim_instrument(other_driver, "imspector user").release()
     first.release()
     claim_instrument(simulator, "second").release()
+
+
+def test_doctor_does_not_touch_a_driver_another_process_holds(
+    tmp_path: Path, isolated_home: Path
+) -> None:
+    site = tmp_path / "site.toml"
+    site.write_text(SITE)
+    claim = claim_instrument(load_config(site).config, "`stedloop serve`")
+    try:
+        env = {**os.environ, "STEDLOOP_HOME": str(isolated_home), "STEDLOOP_CONFIG": str(site)}
+        doctor = subprocess.run(
+            [*STEDLOOP, "doctor"], env=env, capture_output=True, text=True, timeout=120
+        )
+    finally:
+        claim.release()
+    (line,) = [line for line in doctor.stdout.splitlines() if "simulator:" in line]
+    assert "not touched" in line and "in use by `stedloop serve`" in line

@@ -79,9 +79,6 @@ def check_plugins(config: Any) -> str:
 
 
 def check_driver(config: Any, timeout_s: float) -> str:
-    from stedloop.drivers import create_driver
-    from stedloop.errors import DriverDisconnected, StedloopError
-
     name = config.driver.name
     options = config.driver_options()
     if name == "imspector":
@@ -92,6 +89,24 @@ def check_driver(config: Any, timeout_s: float) -> str:
                 "pip install 'stedloop[imspector]' on the acquisition PC (specpy comes "
                 "with Imspector's Python interface)",
             )
+    # A daemon or session driving the instrument now is not disturbed (no connect, no safe
+    # state in the middle of its frame): say who holds it instead.
+    from stedloop.instrument import InstrumentBusy, claim_instrument
+
+    try:
+        claim = claim_instrument(config, "`stedloop doctor`")
+    except InstrumentBusy as exc:
+        return f"{name}: not touched, {str(exc).split(';')[0].removeprefix('the ')}"
+    try:
+        return _exercise_driver(config, name, timeout_s)
+    finally:
+        claim.release()
+
+
+def _exercise_driver(config: Any, name: str, timeout_s: float) -> str:
+    from stedloop.drivers import create_driver
+    from stedloop.errors import DriverDisconnected, StedloopError
+
     driver = create_driver(config)
     outcome: dict[str, Any] = {}
 

@@ -45,3 +45,7 @@ class PluginError(StedloopError):
 
 class DataError(StedloopError):
     """An input file or image is unusable (corrupt, wrong dtype/shape, NaN, constant...)."""
+
+
+class StorageError(StedloopError):
+    """Session data could not be written: the disk is full, read-only, or failing."""

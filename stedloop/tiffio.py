@@ -5,7 +5,8 @@ A frame file holds the three images as one uint16 CYX stack with channel names
 applied parameters as an OME MapAnnotation (visible in Fiji's metadata window). Everything
 needed to rebuild the ``Frame`` (params, region, pixel size, timestamps, metadata, extra
 metadata) is also stored as one JSON document in the OME Image ``Description``.
-Files are written atomically: a temporary file in the same folder, then a rename.
+Files are written atomically: a temporary file in the same folder, then a rename that never
+replaces an existing file unless asked to (``overwrite``): a recorded frame is written once.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import tifffile
 from stedloop.errors import DataError, StedloopError
 from stedloop.frame import IMAGE_NAMES, Frame
 from stedloop.params import PARAM_UNITS
+from stedloop.writeonce import publish_new
 
 #: Marks our JSON document inside the OME description; bump on incompatible changes.
 FORMAT_NAME = "stedloop.frame"
@@ -31,13 +33,19 @@ _UINT16_MAX = np.iinfo(np.uint16).max
 
 
 def write_frame_tiff(
-    path: str | Path, frame: Frame, extra_metadata: dict[str, Any] | None = None
+    path: str | Path,
+    frame: Frame,
+    extra_metadata: dict[str, Any] | None = None,
+    *,
+    overwrite: bool = False,
 ) -> Path:
     """Write ``frame`` as an OME-TIFF at ``path`` (atomically) and return the path.
 
     Counts must fit uint16 (0..65535); anything else is refused with ``DataError`` rather
-    than clipped. Non-JSON metadata values (arrays such as a ground truth) are left out and
-    listed under ``omitted_metadata``.
+    than clipped. An existing file at ``path`` is refused with ``DataError`` (and left as it
+    is) unless ``overwrite``. Non-JSON metadata values (arrays such as a ground truth) are
+    left out and listed under ``omitted_metadata``. A disk that fails (full, read-only) raises
+    the ``OSError`` and leaves no temporary file.
     """
     path = Path(path)
     stack = _as_uint16(frame.stack(), path)
@@ -72,13 +80,23 @@ def write_frame_tiff(
     }
     if not path.parent.is_dir():
         raise DataError(f"cannot write {path}: folder {path.parent} does not exist")
+    if not overwrite and os.path.lexists(path):
+        raise DataError(f"refusing to overwrite {path}: frame files are written once")
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         tifffile.imwrite(tmp_name, stack, ome=True, photometric="minisblack", metadata=ome_metadata)
         with open(tmp_name, "rb+") as handle:  # on disk before it takes the final name
             os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
+        if overwrite:
+            os.replace(tmp_name, path)
+        else:
+            try:
+                publish_new(Path(tmp_name), path)
+            except FileExistsError:  # appeared while writing
+                raise DataError(
+                    f"refusing to overwrite {path}: frame files are written once"
+                ) from None
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,6 +17,7 @@ from stedloop.errors import DataError
 from stedloop.frame import Frame, Region
 from stedloop.params import ImagingParams
 from stedloop.tiffio import read_frame_tiff, read_image_tiff, write_frame_tiff
+from stedloop.writeonce import publish_new
 
 OME_NS = "{http://www.openmicroscopy.org/Schemas/OME/2016-06}"
 
@@ -67,9 +70,55 @@ def test_write_is_atomic_and_leaves_no_temporary_files(frame: Frame, tmp_path: P
     folder.mkdir()
     path = folder / "a.ome.tif"
     path.write_bytes(b"old content")
-    write_frame_tiff(path, frame)
+    write_frame_tiff(path, frame, overwrite=True)  # only when asked (`simulate --overwrite`)
     assert read_frame_tiff(path).params == frame.params
     assert sorted(p.name for p in folder.iterdir()) == ["a.ome.tif"]
+
+
+def test_an_existing_file_is_never_replaced_unless_asked(frame: Frame, tmp_path: Path) -> None:
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    path = folder / "a.ome.tif"
+    path.write_bytes(b"recorded")
+    with pytest.raises(DataError, match="refusing to overwrite"):
+        write_frame_tiff(path, frame)
+    assert path.read_bytes() == b"recorded"
+    assert sorted(p.name for p in folder.iterdir()) == ["a.ome.tif"]
+
+
+def test_a_file_appearing_while_writing_is_not_replaced(
+    frame: Frame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The exclusive rename itself refuses, not only the check before writing."""
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    path = folder / "a.ome.tif"
+    real = tifffile.imwrite
+
+    def imwrite(file: Any, *args: Any, **kwargs: Any) -> Any:
+        path.write_bytes(b"written meanwhile")
+        return real(file, *args, **kwargs)
+
+    monkeypatch.setattr(tifffile, "imwrite", imwrite)
+    with pytest.raises(DataError, match="refusing to overwrite"):
+        write_frame_tiff(path, frame)
+    assert path.read_bytes() == b"written meanwhile"
+    assert sorted(p.name for p in folder.iterdir()) == ["a.ome.tif"]
+
+
+def test_a_full_disk_raises_oserror_and_leaves_no_temporary_file(
+    frame: Frame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def imwrite(file: Any, *args: Any, **kwargs: Any) -> Any:
+        Path(file).write_bytes(b"\0" * 100)
+        raise OSError(errno.ENOSPC, "No space left on device", str(file))
+
+    monkeypatch.setattr(tifffile, "imwrite", imwrite)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    with pytest.raises(OSError, match="No space left"):
+        write_frame_tiff(folder / "a.ome.tif", frame)
+    assert list(folder.iterdir()) == []
 
 
 def test_failed_write_leaves_old_file_and_no_temporary(frame: Frame, tmp_path: Path) -> None:
@@ -149,3 +198,20 @@ def test_reads_the_real_frames_when_present() -> None:
 def test_path_may_be_a_string(frame: Frame, tmp_path: Path) -> None:
     path = write_frame_tiff(os.fspath(tmp_path / "s.ome.tif"), frame)
     assert isinstance(path, Path) and path.is_file()
+
+
+def test_a_file_system_without_hard_links_still_never_replaces_a_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_hard_links(*args: Any, **kwargs: Any) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_hard_links)
+    tmp, final = tmp_path / "t.tmp", tmp_path / "f.ome.tif"
+    tmp.write_text("first")
+    publish_new(tmp, final)
+    assert final.read_text() == "first" and not tmp.exists()
+    tmp.write_text("second")
+    with pytest.raises(FileExistsError):
+        publish_new(tmp, final)
+    assert final.read_text() == "first" and tmp.read_text() == "second"

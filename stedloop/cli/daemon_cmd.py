@@ -413,6 +413,9 @@ def register(app: typer.Typer) -> None:
         if not result["sessions"]:
             typer.echo("no sessions")
         for s in result["sessions"]:
+            if s.get("reason"):  # unreadable (a damaged ledger): say why, in one line
+                typer.echo(f"{s['id']}  {s['state']}  {s['reason']}")
+                continue
             flag = " (running)" if s["running"] else " (interrupted)" if s["interrupted"] else ""
             typer.echo(
                 f"{s['id']}  {s['state']}{flag}  {s['frames']} frames  best "

@@ -203,6 +203,9 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"no sessions in {store.root}")
             return
         for info in infos:
+            if info.reason is not None:  # unreadable: one line saying why
+                typer.echo(f"{info.id}  {info.state:<11} {info.reason}")
+                continue
             state = info.state if not info.interrupted else "interrupted"
             typer.echo(
                 f"{info.id}  {state:<11} {info.frames:>4} frames  best {_format_score(info.best_score)}"

@@ -96,5 +96,7 @@ def register(app: typer.Typer) -> None:
                 ix, iy = index % fields, index // fields
                 region = Region(ix * field_um, iy * field_um, parsed.field_px, parsed.field_px)
                 frame = driver.acquire(params, region)
-                write_frame_tiff(path, frame, {"generator": "stedloop simulate"})
+                write_frame_tiff(
+                    path, frame, {"generator": "stedloop simulate"}, overwrite=overwrite
+                )
         typer.echo(f"wrote {n} frame(s) of {structure} ({params.describe()}) to {out}")

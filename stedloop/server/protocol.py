@@ -31,6 +31,7 @@ ERROR_CODES: dict[str, str] = {
     "not_found": "the session or frame does not exist",
     "busy": "not ready yet (e.g. the quality model is loading); retry shortly",
     "unavailable": "a needed component failed (e.g. the quality model could not be loaded)",
+    "storage": "session data cannot be read or written (a damaged ledger, a full disk)",
     "internal": "an unexpected error in the daemon (logged); the daemon keeps serving",
 }
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from stedloop.errors import DataError
+from stedloop.errors import DataError, StorageError
 from stedloop.frame import IMAGE_NAMES
 from stedloop.server.methods import FrameGetParams, SessionGetParams, SessionsListParams
 from stedloop.server.protocol import ProtocolError
@@ -22,15 +22,30 @@ def _open(store: Any, session_id: str, *, readonly: bool = True) -> Any:
         return store.open(session_id, readonly=readonly)
     except SessionNotFound as exc:
         raise ProtocolError("not_found", str(exc)) from None
-    except DataError as exc:
-        raise ProtocolError("not_found", f"session {session_id!r} is unreadable: {exc}") from None
+    except (DataError, StorageError) as exc:
+        raise _unreadable(session_id, exc) from None
+
+
+def _history(record: Any) -> Any:
+    try:
+        return record.history()
+    except (DataError, StorageError) as exc:
+        raise _unreadable(record.id, exc) from None
+
+
+def _unreadable(session_id: str, exc: Exception) -> ProtocolError:
+    return ProtocolError("storage", f"session {session_id} is unreadable: {exc}")
 
 
 def sessions_list(store: Any, host: SessionHost, params: SessionsListParams) -> dict[str, Any]:
     current = host.snapshot()
     running_id = current["id"] if current and host.running else None
     sessions = []
-    for info in store.list()[-params.limit :]:
+    try:
+        infos = store.list()
+    except StorageError as exc:
+        raise ProtocolError("storage", str(exc)) from None
+    for info in infos[-params.limit :]:
         entry = info.as_dict()
         entry["running"] = info.id == running_id
         entry["interrupted"] = info.interrupted and info.id != running_id
@@ -41,7 +56,7 @@ def sessions_list(store: Any, host: SessionHost, params: SessionsListParams) -> 
 def session_get(store: Any, host: SessionHost, params: SessionGetParams) -> dict[str, Any]:
     record = _open(store, params.session_id)
     try:
-        history = record.history()
+        history = _history(record)
         session_id = record.id
         folder = record.folder
     finally:
@@ -88,15 +103,18 @@ def session_get(store: Any, host: SessionHost, params: SessionGetParams) -> dict
 def frame_get(store: Any, params: FrameGetParams) -> dict[str, Any]:
     record = _open(store, params.session_id)
     try:
-        history = record.history()
+        history = _history(record)
         frame = history.frames.get(params.frame)
         if frame is None or frame.acquired is None:
             raise ProtocolError(
                 "not_found", f"session {record.id} has no acquired frame {params.frame}"
             )
-        path = Path(frame.tiff) if frame.tiff else record.frame_path(params.frame)
-        if not path.is_absolute():
-            path = record.folder / path
+        path = (record.folder / frame.tiff) if frame.tiff else record.frame_path(params.frame)
+        if not path.resolve().is_relative_to(record.folder.resolve()):
+            # an edited ledger never makes the daemon serve a file outside the session
+            raise ProtocolError(
+                "storage", f"session {record.id}: frame {params.frame}'s file is outside it"
+            )
     finally:
         record.close()
     image = _read_channel(path, params.image)

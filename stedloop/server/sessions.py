@@ -21,10 +21,12 @@ from typing import Any
 from stedloop.config import LoadedConfig, with_overrides
 from stedloop.errors import (
     ConfigError,
+    DataError,
     ParameterRejected,
     PluginError,
     SafetyCapExceeded,
     StedloopError,
+    StorageError,
 )
 from stedloop.logs import get_logger
 from stedloop.params import ParamSpace
@@ -211,6 +213,10 @@ class SessionHost:
             )
         except SessionNotFound as exc:
             raise ProtocolError("not_found", str(exc)) from None
+        except StorageError as exc:  # e.g. a full disk: nothing was left behind
+            raise ProtocolError("storage", str(exc)) from None
+        except DataError as exc:  # a damaged ledger
+            raise ProtocolError("storage", f"cannot resume: {exc}") from None
         except ParameterRejected as exc:
             raise ProtocolError("param_rejected", str(exc)) from None
         except (ConfigError, PluginError) as exc:
@@ -387,8 +393,12 @@ class SessionHost:
     def _save_overrides(self, session_id: str, overrides: dict[str, Any]) -> None:
         path = self._state_dir / f"{session_id}.json"
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"overrides": overrides}))
-        tmp.replace(path)
+        try:
+            tmp.write_text(json.dumps({"overrides": overrides}))
+            tmp.replace(path)
+        except OSError as exc:  # e.g. a full disk; the session runs, a resume needs them again
+            tmp.unlink(missing_ok=True)
+            log.warning("overrides_not_saved", session_id=session_id, error=str(exc))
 
     def _load_overrides(self, session_id: str) -> dict[str, Any]:
         """The session's saved overrides, session sections only: a note edited to carry

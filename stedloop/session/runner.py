@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import secrets
 import time
 import traceback
@@ -27,9 +28,11 @@ from stedloop.driver import Driver, DriverDescription
 from stedloop.errors import (
     AcquisitionAborted,
     ConfigError,
+    DataError,
     ParameterRejected,
     SafetyCapExceeded,
     StedloopError,
+    StorageError,
 )
 from stedloop.frame import Frame, Region
 from stedloop.objectives import build_objectives
@@ -40,10 +43,10 @@ from stedloop.params import ImagingParams
 from stedloop.session.control import SessionControl
 from stedloop.session.regions import RegionTiler, SampleExhausted
 from stedloop.store import ledger as L
-from stedloop.store.frames import read_frame, write_frame
+from stedloop.store.frames import read_frame, remove_stale_temp_files, set_aside, write_frame
 from stedloop.store.history import SessionHistory
 from stedloop.store.lock import FolderLock
-from stedloop.store.session_store import SessionInfo, SessionRecord, SessionStore
+from stedloop.store.session_store import FRAMES_DIR, SessionInfo, SessionRecord, SessionStore
 
 EventCallback = Callable[[str, dict[str, Any]], None]
 
@@ -116,6 +119,9 @@ class Session:
         self._notes = notes or []  # shown and recorded when the run opens
         # The frame in flight when the session stopped, and its TIFF if it was recorded.
         self._pending: tuple[int, ImagingParams, Path | None] | None = None
+        # Outcomes replayed from `scored` events whose told/failed event the stop cut off;
+        # written to the ledger when the run starts (under the session's lock).
+        self._unrecorded: list[tuple[str, dict[str, Any], int]] = []
         self._next_frame = 0
         self._done = 0
         self._best: tuple[float, dict[str, float]] | None = None
@@ -245,32 +251,69 @@ class Session:
             raise
 
     def _replay(self, history: SessionHistory) -> None:
-        """Rebuild the optimizer and the frame counters from the ledger's events."""
+        """Rebuild the optimizer and the frame counters from the ledger's events.
+
+        A frame stopped after its ``scored`` event is told its recorded score and never
+        acquired again; one stopped after ``acquired`` is scored from its TIFF; one stopped
+        earlier is redone on a fresh region. The resume holds the folder (no other process
+        runs the session), so temporary files of killed frame writes are removed."""
+        remove_stale_temp_files(self.folder / FRAMES_DIR)
         for frame_no in sorted(history.frames):
             record = history.frames[frame_no]
-            params = ImagingParams.from_mapping(record.params)
-            self._used_regions.extend(Region.from_dict(r) for r in record.regions)
+            try:
+                params = ImagingParams.from_mapping(record.params)
+                self._used_regions.extend(Region.from_dict(r) for r in record.regions)
+            except (StedloopError, KeyError, TypeError, ValueError) as exc:
+                raise DataError(
+                    f"session {self.id}: frame {frame_no} in the ledger is malformed: {exc}"
+                ) from None
             replayed = self._ask(frame_no)  # keeps hedge and RNG state identical to the run
             if replayed is not None and replayed != params and not self._config_changes:
                 self._log(
                     "warning", f"replayed proposal of frame {frame_no} differs from the ledger"
                 )
+            scored = record.status in ("told", "scored")
             score = record.combined
-            if self._config_changes and record.status == "told":
+            if self._config_changes and scored:
                 # Forced resume with other objectives or weights: re-combine the recorded
                 # per-objective values; a frame lacking one is kept out of the model.
                 score = self.scalariser.combine(record.values)
                 score = score if math.isfinite(score) else None
-            if record.status == "told" and score is not None:
+            if scored and score is not None:
                 self._tell(params, score, record.params)
                 self._done += 1
-            elif record.done:
+                if record.status == "scored":  # stopped before its told event: record it now
+                    told = {"score": score, "timings_ms": {}, "from_ledger": True}
+                    self._unrecorded.append((L.TOLD, told, frame_no))
+            elif record.done or record.status == "scored":
                 self._mark_failed(params)
                 self._done += 1
+                if record.status == "scored":
+                    reason = _failure_reason(record.objective_errors)
+                    self._unrecorded.append((L.FAILED, {"reason": reason}, frame_no))
             else:  # the frame in flight: finished first (re-scored from its TIFF, or redone)
-                tiff = self.folder / record.tiff if record.status == "acquired" else None
-                self._pending = (frame_no, params, tiff if tiff and tiff.is_file() else None)
+                tiff = self._recorded_tiff(record.tiff) if record.status == "acquired" else None
+                self._pending = (frame_no, params, tiff)
             self._next_frame = frame_no + 1
+
+    def _recorded_tiff(self, relative: str | None) -> Path | None:
+        """The frame file the ledger names, if it exists inside the session's folder."""
+        if not relative:  # the write failed: nothing to score from
+            return None
+        path = (self.folder / relative).resolve()
+        if not path.is_relative_to(self.folder.resolve()) or not path.is_file():
+            return None
+        return path
+
+    def _record_replayed_outcomes(self) -> None:
+        for kind, payload, frame_no in self._unrecorded:
+            self.record.ledger.append(kind, payload, frame=frame_no)
+            self._log(
+                "info",
+                f"frame {frame_no} was scored before the session stopped: its recorded score "
+                "is used, it is not acquired again",
+            )
+        self._unrecorded.clear()
 
     def _ask(self, frame_no: int) -> ImagingParams | None:
         try:
@@ -326,6 +369,9 @@ class Session:
         except KeyboardInterrupt:
             outcome = _Outcome("stopped", "interrupted (keyboard interrupt)")
             raise
+        except StorageError as exc:  # the disk refused a ledger write: resumable once freed
+            outcome = _Outcome("failed", f"{exc}; free disk space, then resume the session")
+            self._log("error", outcome.reason)
         except Exception as exc:  # a fault the loop cannot record: stop, safely, with the cause
             outcome = _Outcome("failed", f"internal error: {type(exc).__name__}: {exc}")
             self._log("error", outcome.reason, traceback=traceback.format_exc())
@@ -338,6 +384,7 @@ class Session:
 
     def _loop(self, control: SessionControl) -> _Outcome:
         session = self.config.session
+        self._record_replayed_outcomes()
         while True:
             if control.stop_requested:
                 reason = "aborted on request" if control.abort_requested else "stopped on request"
@@ -371,7 +418,7 @@ class Session:
             self.optimizer.prepare()  # slow surrogate work overlaps the acquisition
             try:
                 if recorded is not None:
-                    outcome = self._score(frame_no, params, read_frame(recorded), recorded, {})
+                    outcome = self._score_recorded(frame_no, params, recorded, control)
                 else:
                     outcome = self._frame(frame_no, params, control)
             except SampleExhausted as exc:
@@ -391,10 +438,20 @@ class Session:
         if frame is None:
             return outcome
         t1 = time.perf_counter()
-        tiff: Path | None = self.record.frame_path(frame_no)
+        path = self.record.frame_path(frame_no)
+        tiff: Path | None = path
         try:
-            write_frame(tiff, frame, {"session": self.id, "frame": frame_no})
-        except Exception as exc:  # e.g. counts beyond uint16: keep going, say so
+            self._keep_unrecorded_file(frame_no, path)
+            write_frame(path, frame, {"session": self.id, "frame": frame_no})
+        except OSError as exc:  # the disk (full, read-only, failing): stop exposing the sample
+            message = f"frame {frame_no} could not be written: {exc}"
+            with contextlib.suppress(StorageError):
+                self.record.ledger.append(
+                    L.ERROR, {"stage": "write", "error": message}, frame=frame_no
+                )
+            self._log("error", message)
+            return _Outcome("failed", f"{message}; free disk space, then resume the session")
+        except Exception as exc:  # e.g. counts beyond uint16, a refused overwrite: say so
             message = f"frame {frame_no} could not be written: {type(exc).__name__}: {exc}"
             self.record.ledger.append(L.ERROR, {"stage": "write", "error": message}, frame=frame_no)
             self._log("error", message)
@@ -414,6 +471,35 @@ class Session:
         )
         timings["write_ms"] = (time.perf_counter() - t1) * 1e3
         return self._score(frame_no, params, frame, tiff, timings)
+
+    def _score_recorded(
+        self, frame_no: int, params: ImagingParams, tiff: Path, control: SessionControl
+    ) -> _Outcome | None:
+        """Score the frame in flight from the TIFF it recorded; redo it if that is unusable."""
+        try:
+            frame = read_frame(tiff)
+        except DataError as exc:
+            self._log("warning", f"frame {frame_no}: {exc}; redoing it on a fresh region")
+            return self._frame(frame_no, params, control)
+        return self._score(frame_no, params, frame, tiff, {})
+
+    def _keep_unrecorded_file(self, frame_no: int, path: Path) -> None:
+        """Frame files are written once: a file already at ``path`` is no usable record of
+        this frame (written just before a crash cut off its ledger event, or damaged), so it
+        is kept under another name, and the ledger says so."""
+        if not os.path.lexists(path):
+            return
+        kept = set_aside(path)
+        message = (
+            f"frame {frame_no}: {path.name} already existed without a usable ledger record; "
+            f"kept as {kept.name}"
+        )
+        self.record.ledger.append(
+            L.ERROR,
+            {"stage": "write", "error": message, "kept_as": str(kept.relative_to(self.folder))},
+            frame=frame_no,
+        )
+        self._log("warning", message)
 
     def _score(
         self,
@@ -441,7 +527,7 @@ class Session:
         else:
             self._mark_failed(params)
             status = "failed"
-            reason = "; ".join(f"{k}: {v}" for k, v in errors.items()) or "objective not finite"
+            reason = _failure_reason(errors)
             self.record.ledger.append(
                 L.FAILED, {"reason": reason, "timings_ms": timings}, frame=frame_no
             )
@@ -662,6 +748,10 @@ class Session:
         self._emit("log", {"level": level, "message": message, **extra})
 
 
+def _failure_reason(errors: dict[str, str]) -> str:
+    return "; ".join(f"{k}: {v}" for k, v in errors.items()) or "objective not finite"
+
+
 def _scalariser(loaded: LoadedConfig, objectives: list[Objective]) -> Scalariser:
     section = loaded.config.objectives
     return Scalariser(objectives, section.weights, section.scalarisation, section.bounds)
@@ -728,8 +818,11 @@ def json_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
 def interrupted_sessions(store: SessionStore) -> list[SessionInfo]:
     """Sessions whose ledger ends without a stopped/finished event and that no live process
     is running: crashed or killed, resumable with ``Session.resume``."""
-    return [
-        info
-        for info in store.list()
-        if info.interrupted and not FolderLock(info.folder).is_held_elsewhere()
-    ]
+    return [info for info in store.list() if info.interrupted and not _held_elsewhere(info)]
+
+
+def _held_elsewhere(info: SessionInfo) -> bool:
+    try:
+        return FolderLock(info.folder).is_held_elsewhere()
+    except OSError:  # the lock cannot be checked (e.g. a read-only folder): not resumable here
+        return True

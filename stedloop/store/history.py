@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from stedloop.errors import DataError
 from stedloop.store import ledger as L
 from stedloop.store.ledger import Event
 
@@ -51,26 +52,35 @@ class SessionHistory:
 
     @classmethod
     def from_events(cls, events: Iterable[Event]) -> SessionHistory:
-        created: dict[str, Any] = {}
+        """Replay ``events``; ``DataError`` naming the first event whose payload is malformed
+        (a ledger edited or damaged by hand), never a ``KeyError`` or ``TypeError``."""
+        created: dict[str, Any] | None = None
         frames: dict[int, FrameRecord] = {}
         state, reason, last_seq, t0, t1 = "open", None, 0, 0.0, 0.0
         for event in events:
             last_seq, t1 = event.seq, event.time_s
             p = event.payload
-            if event.kind == L.CREATED:
-                created, t0 = p, event.time_s
-            elif event.kind == L.PROPOSED and event.frame is not None:
-                frames[event.frame] = FrameRecord(
-                    event.frame, dict(p["params"]), p.get("source", "")
-                )
-            elif event.frame is not None and event.frame in frames:
-                _apply_frame_event(frames[event.frame], event)
+            try:
+                _check_payload(event)
+                if event.kind == L.CREATED:
+                    created, t0 = p, event.time_s
+                elif event.kind == L.PROPOSED and event.frame is not None:
+                    frames[event.frame] = FrameRecord(
+                        event.frame, dict(p["params"]), str(p.get("source", ""))
+                    )
+                elif event.frame is not None and event.frame in frames:
+                    _apply_frame_event(frames[event.frame], event)
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                why = str(exc) if isinstance(exc, _Malformed) else f"{type(exc).__name__}: {exc}"
+                raise DataError(f"event {event.seq} ({event.kind}) is malformed: {why}") from None
             if event.kind in (L.OPENED, L.RESUMED):
                 state, reason = "open", None
             elif event.kind == L.PAUSED:
                 state = "paused"
             elif event.kind in L.TERMINAL:
                 state, reason = event.kind, p.get("reason")
+        if created is None:
+            raise DataError("it has no 'created' event (not a complete session)")
         return cls(created, frames, state, reason, last_seq, t0, t1)
 
     def done_frames(self) -> list[FrameRecord]:
@@ -95,6 +105,57 @@ class SessionHistory:
     def interrupted(self) -> bool:
         """No terminal event: the session crashed, or is running in another process."""
         return self.state not in L.TERMINAL
+
+
+def _check_payload(event: Event) -> None:
+    """Raise ``_Malformed`` when a payload lacks what the code reading it relies on."""
+    p = event.payload
+    if event.kind == L.CREATED:
+        _expect(isinstance(p.get("seed"), int) and not isinstance(p["seed"], bool), "seed")
+        objectives = p.get("objectives", [])
+        _expect(isinstance(objectives, list), "objectives")
+        for o in objectives:
+            _expect(isinstance(o, dict), "objectives")
+            for key in ("name", "unit", "direction"):
+                _expect(isinstance(o.get(key), str), f"objectives[].{key}")
+        _expect(p.get("name") is None or isinstance(p["name"], str), "name")
+        _expect(isinstance(p.get("driver") or {}, dict), "driver")
+        _expect(isinstance(p.get("config") or {}, dict), "config")
+    elif event.kind == L.PROPOSED:
+        _expect(isinstance(p.get("params"), dict), "params")
+        _expect(all(_is_number(v) for v in p["params"].values()), "params")
+    elif event.kind == L.ACQUIRING:
+        region = p.get("region")
+        _expect(isinstance(region, dict), "region")
+        _expect(all(_is_number(region.get(k)) for k in REGION_KEYS), "region")
+    elif event.kind == L.ACQUIRED:
+        _expect(p.get("tiff") is None or isinstance(p["tiff"], str), "tiff")
+        _expect(p.get("region") is None or isinstance(p["region"], dict), "region")
+        _expect(isinstance(p.get("params_applied", {}), dict), "params_applied")
+    elif event.kind == L.SCORED:
+        values = p.get("values", {})
+        _expect(isinstance(values, dict), "values")
+        _expect(all(v is None or _is_number(v) for v in values.values()), "values")
+        _expect(isinstance(p.get("errors", {}), dict), "errors")
+        _expect(p.get("combined") is None or _is_number(p["combined"]), "combined")
+    elif event.kind in L.TERMINAL:
+        _expect(p.get("reason") is None or isinstance(p["reason"], str), "reason")
+
+
+REGION_KEYS = ("x_um", "y_um", "width_px", "height_px")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+class _Malformed(ValueError):
+    pass
+
+
+def _expect(ok: bool, key: str) -> None:
+    if not ok:
+        raise _Malformed(f"'{key}' is missing or of the wrong type")
 
 
 def _apply_frame_event(record: FrameRecord, event: Event) -> None:

@@ -15,6 +15,7 @@ them read while the session writes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sqlite3
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stedloop.errors import DataError
+from stedloop.errors import DataError, StorageError
 
 SCHEMA_VERSION = 1
 
@@ -98,29 +99,51 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+#: SQLite result codes that blame the disk (full, I/O, read-only, permissions), not the file.
+_STORAGE_CODES = frozenset({3, 8, 10, 13, 14})  # PERM, READONLY, IOERR, FULL, CANTOPEN
+
+
+def _is_storage_failure(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+    if code is not None:
+        return (code & 0xFF) in _STORAGE_CODES
+    text = str(exc).lower()
+    return any(w in text for w in ("disk is full", "disk i/o", "readonly", "unable to open"))
+
+
 class Ledger:
     """Append-only event log in ``path`` (created when ``create`` is true)."""
 
     def __init__(self, path: Path, *, create: bool = False, readonly: bool = False) -> None:
         self.path = Path(path)
-        if not create and not self.path.exists():
+        exists = self.path.exists()
+        if not create and not exists:
             raise DataError(f"no ledger at {self.path}")
+        if not create and self.path.is_file() and self.path.stat().st_size == 0:
+            raise DataError(f"ledger {self.path} is empty (no event was ever recorded in it)")
         try:
             # readonly only means "this handle never writes": SQLite's own read-only mode
             # cannot read a WAL database whose shared-memory file does not exist yet.
             self._db = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=10.0
             )
-            if not readonly:
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if not readonly and (version == SCHEMA_VERSION or (create and version == 0)):
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=FULL")
                 self._db.executescript(_SCHEMA)
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        except sqlite3.DatabaseError as exc:
+                version = SCHEMA_VERSION
+        except sqlite3.Error as exc:
+            with contextlib.suppress(AttributeError, sqlite3.Error):
+                self._db.close()
+            if not exists or _is_storage_failure(exc):
+                verb = "create" if not exists else "open"
+                raise StorageError(f"cannot {verb} ledger {self.path}: {exc}") from None
             raise DataError(
                 f"ledger {self.path} is not a readable SQLite database: {exc}"
             ) from None
         if version != SCHEMA_VERSION:
+            self._db.close()
             raise DataError(
                 f"ledger {self.path} has schema version {version}; this stedloop reads "
                 f"version {SCHEMA_VERSION}"
@@ -138,24 +161,54 @@ class Ledger:
             raise ValueError(f"unknown ledger event kind {kind!r}")
         text = json.dumps(_json_safe(dict(payload or {})), allow_nan=False, default=str)
         with self._lock:
-            cursor = self._db.execute(
-                "INSERT INTO events(kind, frame, time_s, payload) VALUES (?, ?, ?, ?)",
-                (kind, frame, time.time(), text),
-            )
+            try:
+                cursor = self._db.execute(
+                    "INSERT INTO events(kind, frame, time_s, payload) VALUES (?, ?, ?, ?)",
+                    (kind, frame, time.time(), text),
+                )
+            except sqlite3.Error as exc:  # "database or disk is full", "disk I/O error"...
+                raise StorageError(f"cannot write to ledger {self.path}: {exc}") from None
             return int(cursor.lastrowid)
 
     def events(self, since: int = 0) -> list[Event]:
-        """Every event with ``seq > since``, in order."""
+        """Every event with ``seq > since``, in order; ``DataError`` naming a damaged row."""
         with self._lock:
-            rows = self._db.execute(
-                "SELECT seq, kind, frame, time_s, payload FROM events WHERE seq > ? ORDER BY seq",
-                (since,),
-            ).fetchall()
-        return [Event(r[0], r[1], r[2], r[3], json.loads(r[4])) for r in rows]
+            try:
+                rows = self._db.execute(
+                    "SELECT seq, kind, frame, time_s, payload FROM events WHERE seq > ? "
+                    "ORDER BY seq",
+                    (since,),
+                ).fetchall()
+            except sqlite3.Error as exc:  # e.g. "database disk image is malformed"
+                raise DataError(f"ledger {self.path} is damaged: {exc}") from None
+        return [self._event(row) for row in rows]
+
+    def _event(self, row: tuple[Any, ...]) -> Event:
+        seq, kind, frame, time_s, text = row
+        try:
+            payload = json.loads(text)
+        except (TypeError, ValueError) as exc:
+            raise DataError(
+                f"ledger {self.path} is damaged: event {seq} ({kind}) has a payload that is "
+                f"not JSON ({exc})"
+            ) from None
+        if (
+            not isinstance(payload, dict)
+            or kind not in KINDS
+            or not (frame is None or type(frame) is int)
+            or not isinstance(time_s, (int, float))
+        ):
+            raise DataError(
+                f"ledger {self.path} is damaged: event {seq} is not a valid {kind!r} event"
+            )
+        return Event(seq, kind, frame, float(time_s), payload)
 
     def last_seq(self) -> int:
         with self._lock:
-            row = self._db.execute("SELECT MAX(seq) FROM events").fetchone()
+            try:
+                row = self._db.execute("SELECT MAX(seq) FROM events").fetchone()
+            except sqlite3.Error as exc:
+                raise DataError(f"ledger {self.path} is damaged: {exc}") from None
         return int(row[0] or 0)
 
     def close(self) -> None:

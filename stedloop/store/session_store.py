@@ -2,11 +2,14 @@
 
 A session folder holds ``ledger.sqlite`` (the append-only event log, the truth) and
 ``frames/NNNN.ome.tif`` (frame NNNN's confocal-before, STED and confocal-after images).
+A folder is created whole or not at all, and a damaged one is listed as ``unreadable`` with
+the reason instead of breaking the listing of the others.
 """
 
 from __future__ import annotations
 
 import secrets
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,13 +17,15 @@ from typing import Any
 
 from stedloop import paths
 from stedloop.config.schema import StedloopConfig
-from stedloop.errors import DataError, StedloopError
+from stedloop.errors import DataError, StedloopError, StorageError
 from stedloop.store import ledger as L
 from stedloop.store.history import SessionHistory
 from stedloop.store.ledger import Ledger
 
 LEDGER_NAME = "ledger.sqlite"
 FRAMES_DIR = "frames"
+#: ``SessionInfo.state`` of a session whose ledger cannot be read (``reason`` says why).
+UNREADABLE = "unreadable"
 
 
 class SessionNotFound(StedloopError):
@@ -34,16 +39,25 @@ class SessionInfo:
     id: str
     name: str | None
     folder: Path
-    state: str  # open (running or interrupted), paused, stopped, finished
+    state: str  # open (running or interrupted), paused, stopped, finished, unreadable
     stop_reason: str | None
     frames: int  # frames with a final outcome
     best_score: float | None
     created_at_s: float
     updated_at_s: float
+    reason: str | None = None  # why an unreadable session cannot be read
 
     @property
     def interrupted(self) -> bool:
-        return self.state not in L.TERMINAL
+        return self.state not in L.TERMINAL and self.state != UNREADABLE
+
+    @classmethod
+    def unreadable(cls, folder: Path, reason: str) -> SessionInfo:
+        try:
+            changed = (folder / LEDGER_NAME).stat().st_mtime
+        except OSError:
+            changed = 0.0
+        return cls(folder.name, None, folder, UNREADABLE, None, 0, None, 0.0, changed, reason)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -56,6 +70,7 @@ class SessionInfo:
             "best_score": self.best_score,
             "created_at_s": self.created_at_s,
             "updated_at_s": self.updated_at_s,
+            "reason": self.reason,
         }
 
 
@@ -71,7 +86,12 @@ class SessionRecord:
         return self.folder / FRAMES_DIR / f"{frame:04d}.ome.tif"
 
     def history(self) -> SessionHistory:
-        return SessionHistory.from_events(self.ledger.events())
+        """The ledger replayed; ``DataError`` naming the ledger and event if it is damaged."""
+        events = self.ledger.events()
+        try:
+            return SessionHistory.from_events(events)
+        except DataError as exc:
+            raise DataError(f"ledger {self.ledger.path} is damaged: {exc}") from None
 
     def close(self) -> None:
         self.ledger.close()
@@ -90,8 +110,14 @@ class SessionStore:
 
     def create(self, created: dict[str, Any], name: str | None = None) -> SessionRecord:
         """A new session folder whose ledger starts with a ``created`` event (``created``:
-        the config snapshot, parameter space, objectives, seed and driver)."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        the config snapshot, parameter space, objectives, seed and driver).
+
+        All or nothing: if the disk refuses any part (full, read-only), what was made is
+        removed and ``StorageError`` says why."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create the sessions folder {self.root}: {exc}") from None
         for _ in range(20):
             session_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
             folder = self.root / session_id
@@ -100,11 +126,25 @@ class SessionStore:
                 break
             except FileExistsError:
                 continue
+            except OSError as exc:
+                raise StorageError(
+                    f"cannot create a session folder in {self.root}: {exc}"
+                ) from None
         else:  # pragma: no cover - 20 collisions of 16 random bits within a second
             raise DataError(f"cannot create a new session folder in {self.root}")
-        (folder / FRAMES_DIR).mkdir()
-        ledger = Ledger(folder / LEDGER_NAME, create=True)
-        ledger.append(L.CREATED, {**created, "id": session_id, "name": name})
+        ledger: Ledger | None = None
+        try:
+            (folder / FRAMES_DIR).mkdir()
+            ledger = Ledger(folder / LEDGER_NAME, create=True)
+            ledger.append(L.CREATED, {**created, "id": session_id, "name": name})
+        except (OSError, StedloopError) as exc:
+            if ledger is not None:
+                ledger.close()
+            shutil.rmtree(folder, ignore_errors=True)
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise StorageError(
+                f"cannot create session {session_id} in {self.root}: {reason}"
+            ) from None
         return SessionRecord(session_id, folder, ledger)
 
     def open(self, session_id: str, *, readonly: bool = False) -> SessionRecord:
@@ -119,17 +159,22 @@ class SessionStore:
             record.close()
 
     def list(self) -> list[SessionInfo]:
-        """Every session, oldest first. Unreadable folders are skipped."""
-        if not self.root.is_dir():
-            return []
+        """Every session, oldest first; one whose ledger cannot be read is listed with state
+        ``unreadable`` and the reason, so one damaged session never hides the others."""
+        try:
+            folders = sorted(self.root.iterdir()) if self.root.is_dir() else []
+        except OSError as exc:
+            raise StorageError(f"cannot list the sessions in {self.root}: {exc}") from None
         infos = []
-        for folder in sorted(self.root.iterdir()):
+        for folder in folders:
             if not (folder / LEDGER_NAME).is_file():
                 continue
             try:
                 infos.append(self.info(folder.name))
-            except DataError:
-                continue
+            except (DataError, StorageError) as exc:
+                infos.append(SessionInfo.unreadable(folder, str(exc)))
+            except OSError as exc:  # e.g. no permission to read the folder
+                infos.append(SessionInfo.unreadable(folder, f"cannot read {folder}: {exc}"))
         return infos
 
     def _folder(self, session_id: str) -> Path:

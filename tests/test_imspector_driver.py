@@ -429,3 +429,20 @@ def test_shipped_site_config_refuses_until_the_lasers_are_calibrated() -> None:
     options = validate_driver_options(calibrated.config)
     assert options.sted_configuration == "STED"
     assert calibrated.config.driver.name == "imspector"
+
+
+def test_a_retried_frame_never_overwrites_its_raw_files(tmp_path: Path) -> None:
+    fake = make_fake()
+    frames = tmp_path / "session" / "frames"
+    with make_driver(fake) as driver:
+        driver.set_raw_output(frames, "0003")
+        first = driver.acquire(PARAMS, REGION)
+        before = {p: Path(p).read_bytes() for p in first.metadata["raw_files"]}
+        driver.set_raw_output(frames, "0003")  # the same frame number, e.g. a retry
+        again = driver.acquire(PARAMS, REGION)
+    assert [Path(p).name for p in again.metadata["raw_files"]] == [
+        "0003-2.confocal_before.obf",
+        "0003-2.sted.obf",
+        "0003-2.confocal_after.obf",
+    ]
+    assert {p: Path(p).read_bytes() for p in before} == before

@@ -14,6 +14,7 @@ used: the acquisition PC is usually Windows.
 
 from __future__ import annotations
 
+import glob
 import importlib
 import math
 import threading
@@ -460,7 +461,12 @@ class ImspectorDriver(BaseDriver):
         self.raw_output_name = None  # one name per frame
         if name is None:
             name = time.strftime("%Y%m%dT%H%M%S") + f"_{self._counter:04d}"
-        return name
+        # Raw files are write-once like frames: a retry or a redone frame gets its own stem.
+        stem, attempt = name, 1
+        while any(self.raw_output_dir.glob(f"{glob.escape(stem)}.*.obf")):
+            attempt += 1
+            stem = f"{name}-{attempt}"
+        return stem
 
     def _save_raw(self, stem: str, role: str) -> str:
         assert self.raw_output_dir is not None

@@ -13,6 +13,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -246,3 +247,45 @@ def test_non_finite_settings_in_a_site_file_are_refused(
     assert checked.returncode == 2
     assert key in checked.stderr and "finite" in checked.stderr
     assert "Traceback" not in checked.stderr
+
+
+def wait_until_ended(client: Any, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while client.call("status")["session"]["state"] not in ("finished", "stopped", "failed"):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def test_the_daemon_resumes_under_its_site_caps_in_force(
+    tmp_path: Path, isolated_home: Path
+) -> None:
+    from stedloop.client import Client, DaemonError
+    from stedloop.client.demo import start_daemon, stop_daemon
+
+    site_then = write_site(tmp_path, "site-then.toml", depletion_max=185, depletion_cap=350)
+    daemon, ready = start_daemon(isolated_home, {"STEDLOOP_CONFIG": str(site_then)})
+    try:
+        with Client(ready["request_address"]) as client:
+            session_id = client.call("session.start", budget_frames=2)["session_id"]
+            wait_until_ended(client)
+    finally:
+        assert stop_daemon(daemon) == 0
+
+    site_now = write_site(tmp_path, "site-now.toml", depletion_max=100, depletion_cap=100)
+    daemon, ready = start_daemon(isolated_home, {"STEDLOOP_CONFIG": str(site_now)})
+    try:
+        with Client(ready["request_address"]) as client:
+            with pytest.raises(DaemonError) as refused:
+                client.call("session.start", resume=session_id, budget_frames=4)
+            assert refused.value.code == "invalid_params"
+            assert "depletion_mw.max=185" in str(refused.value)
+            assert "max_depletion_mw=100" in str(refused.value)
+            client.call("session.start", resume=session_id, budget_frames=4, force=True)
+            wait_until_ended(client)
+            assert client.call("status")["session"]["state"] == "finished"
+    finally:
+        assert stop_daemon(daemon) == 0
+    new_frames = [
+        mw for frame, mw in applied_depletions_mw(isolated_home, session_id).items() if frame >= 2
+    ]
+    assert len(new_frames) == 2 and max(new_frames) <= 100.0

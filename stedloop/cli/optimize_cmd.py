@@ -17,6 +17,7 @@ from stedloop.cli.common import (
     fail,
     load_cli_config,
     print_json,
+    say_prefix_expanded,
 )
 
 
@@ -173,6 +174,8 @@ def register(app: typer.Typer) -> None:
                 session = Session.resume(resume, loaded, hardware, store=store, force=force)
             else:
                 session = Session.start(loaded, hardware, store=store, name=name)
+            if resume:
+                say_prefix_expanded(resume, str(session.id))
             try:
                 if not as_json:
                     progress.console.print(f"session {session.id} in {session.folder}")
@@ -238,6 +241,7 @@ def register(app: typer.Typer) -> None:
 
         store = SessionStore.from_config(load_cli_config(config).config)
         record = store.open(session_id, readonly=True)
+        say_prefix_expanded(session_id, record.id)
         try:
             info = summary(record.history())
         finally:
@@ -288,6 +292,7 @@ def register(app: typer.Typer) -> None:
 
         store = SessionStore.from_config(load_cli_config(config).config)
         record = store.open(session_id, readonly=True)
+        say_prefix_expanded(session_id, record.id)
         try:
             history = record.history()
         finally:

@@ -26,6 +26,11 @@ def _open(store: Any, session_id: str, *, readonly: bool = True) -> Any:
         raise ProtocolError("not_found", f"session {session_id!r} is unreadable: {exc}") from None
 
 
+def expanded_from(asked: str, session_id: str) -> str | None:
+    """The prefix a client gave when it stood for ``session_id``; None for an exact id."""
+    return asked if asked != session_id else None
+
+
 def sessions_list(store: Any, host: SessionHost, params: SessionsListParams) -> dict[str, Any]:
     current = host.snapshot()
     running_id = current["id"] if current and host.running else None
@@ -64,6 +69,7 @@ def session_get(store: Any, host: SessionHost, params: SessionGetParams) -> dict
     ]
     return {
         "id": session_id,
+        "expanded_from": expanded_from(params.session_id, session_id),
         "name": history.created.get("name"),
         "folder": str(folder),
         "state": "running" if running else history.state,
@@ -101,7 +107,8 @@ def frame_get(store: Any, params: FrameGetParams) -> dict[str, Any]:
         record.close()
     image = _read_channel(path, params.image)
     result: dict[str, Any] = {
-        "session_id": params.session_id,
+        "session_id": record.id,
+        "expanded_from": expanded_from(params.session_id, record.id),
         "frame": params.frame,
         "image": params.image,
         "params": frame.params,

@@ -20,6 +20,7 @@ from typing import Any
 import zmq
 
 from stedloop.errors import ParameterRejected, StedloopError
+from stedloop.server.addresses import check_address
 from stedloop.server.protocol import PROTOCOL_VERSION
 from stedloop.server.security import CurveKeys, load_client_keys
 
@@ -63,7 +64,7 @@ class Client:
         curve: CurveKeys | Path | None = None,
         retries: int = 1,
     ) -> None:
-        self.address = address
+        self.address = check_address(address, bind=False)
         self.timeout_s = timeout_s
         self.retries = retries
         self.curve = load_client_keys(Path(curve)) if isinstance(curve, (str, Path)) else curve

@@ -29,6 +29,7 @@ from stedloop.errors import ConfigError
 from stedloop.logs import get_logger
 from stedloop.paths import data_dir
 from stedloop.server import queries
+from stedloop.server.addresses import check_address
 from stedloop.server.events import EventBus
 from stedloop.server.methods import MUTATING, validate_params
 from stedloop.server.protocol import (
@@ -131,6 +132,8 @@ class Daemon:
         section = self.config.daemon
         keys_dir = keys_dir_of(self.loaded)
         self.curve = keys_dir is not None
+        for address in (section.request_address, section.event_address):
+            check_address(address, bind=True)
         check_binding([section.request_address, section.event_address], self.curve)
         return load_server_keys(keys_dir) if keys_dir is not None else None
 

@@ -119,6 +119,23 @@ def test_reply_cache_same_id_same_reply_and_conflicts() -> None:
     assert cache.lookup("r1", fp) is None  # bounded: the oldest went
 
 
+def test_deeply_nested_or_huge_params_are_invalid_params_not_internal() -> None:
+    nested: dict = {}
+    for _ in range(5000):
+        nested = {"x": nested}
+    with pytest.raises(ProtocolError) as info:
+        validate_params("session.start", {"overrides": {"optimizer": nested}}, "r1")
+    assert info.value.code == "invalid_params"
+    assert "'overrides'" in info.value.message and "nested" in info.value.message
+    assert info.value.request_id == "r1"
+    with pytest.raises(ProtocolError) as info:
+        validate_params("session.start", {"overrides": {"params": [[0]] * 20_000}}, 1)
+    assert info.value.code == "invalid_params" and "values" in info.value.message
+    # What a real override looks like still passes.
+    ok = {"overrides": {"params": {"depletion_mw": {"max": 100.0}}, "session": {"seed": 1}}}
+    assert validate_params("session.start", ok, 1).overrides == ok["overrides"]
+
+
 def test_event_bus_numbers_buffers_and_reports_missed() -> None:
     bus = EventBus("boot", buffer_size=100)
     for i in range(250):

@@ -2,8 +2,10 @@
 
 ``Client.call`` sends one request on a DEALER socket (framed like a REQ socket, so the daemon
 sees the same thing from both) and waits for the reply with the same id. On a timeout it
-sends the *same* request again (same id): the daemon answers a repeated state-changing
-request from its reply cache, so a retry never starts a second session.
+sends the *same* request again (same id, same ``client_id``): the daemon answers a repeated
+state-changing request from its reply cache, so a retry never starts a second session.
+Request ids are scoped by the client's ``client_id``, a random secret made for each
+``Client``: another client reusing an id never gets this client's replies.
 
 A ``Client`` is not thread-safe; use one per thread.
 """
@@ -11,6 +13,7 @@ A ``Client`` is not thread-safe; use one per thread.
 from __future__ import annotations
 
 import json
+import secrets
 import time
 import uuid
 from collections.abc import Iterator
@@ -68,6 +71,9 @@ class Client:
         self.timeout_s = timeout_s
         self.retries = retries
         self.curve = load_client_keys(Path(curve)) if isinstance(curve, (str, Path)) else curve
+        # This client's secret: the daemon scopes request ids and idempotency keys by it, so
+        # a retry after a reconnect still finds its reply and nobody else can.
+        self.client_id = secrets.token_urlsafe(24)
         self._context = zmq.Context.instance()
         self._socket: zmq.Socket | None = None
 
@@ -83,12 +89,21 @@ class Client:
         return self._socket
 
     def request(
-        self, method: str, params: dict[str, Any] | None = None, request_id: str | None = None
+        self,
+        method: str,
+        params: dict[str, Any] | None = None,
+        request_id: str | int | None = None,
     ) -> dict[str, Any]:
         """Send one request (retried with the same id on timeout); return the raw reply."""
-        request_id = request_id or uuid.uuid4().hex
+        request_id = uuid.uuid4().hex if request_id is None else request_id
         message = json.dumps(
-            {"v": PROTOCOL_VERSION, "id": request_id, "method": method, "params": params or {}}
+            {
+                "v": PROTOCOL_VERSION,
+                "id": request_id,
+                "client_id": self.client_id,
+                "method": method,
+                "params": params or {},
+            }
         ).encode()
         socket = self._connect()
         for _attempt in range(self.retries + 1):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -41,15 +42,20 @@ def test_curve_on_loopback_admits_only_authorised_keys(tmp_path: Path) -> None:
                 if event["topic"] == "session" and event["data"]["state"] == "finished":
                     assert event["session_id"] == sid  # events flow over CURVE too
                     break
-        plain = Client(ready["request_address"], timeout_s=0.5, retries=0)
-        with plain, pytest.raises(DaemonUnreachable):
+        # Refused handshakes are said at once and plainly, not after the timeout.
+        plain = Client(ready["request_address"], timeout_s=30, retries=0)
+        started = time.monotonic()
+        with plain, pytest.raises(DaemonUnreachable) as info:
             plain.call("ping")
+        assert "handshake" in info.value.message and "pass --keys DIR" in info.value.message
         other = tmp_path / "other-keys"
         create_keys(other, "client")  # a different server and client: not authorised
         (other / "server.key").write_bytes((keys / "server.key").read_bytes())
-        stranger = Client(ready["request_address"], timeout_s=0.5, retries=0, curve=other)
-        with stranger, pytest.raises(DaemonUnreachable):
+        stranger = Client(ready["request_address"], timeout_s=30, retries=0, curve=other)
+        with stranger, pytest.raises(DaemonUnreachable) as info:
             stranger.call("ping")
+        assert "refused this client's CURVE key" in info.value.message
+        assert time.monotonic() - started < 10
     finally:
         assert stop_daemon(process) == 0
 

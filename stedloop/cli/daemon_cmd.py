@@ -30,7 +30,14 @@ KeysOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-TimeoutOption = Annotated[float, typer.Option("--timeout", help="Reply timeout, seconds.")]
+TimeoutOption = Annotated[
+    float,
+    typer.Option(
+        "--timeout",
+        help="How long to wait for the daemon's reply, seconds, its one resend included "
+        "(no daemon listening is said within about a second).",
+    ),
+]
 TokenOption = Annotated[
     str | None,
     typer.Option("--token", help="Session token (default: the one saved by `stedloop start`)."),

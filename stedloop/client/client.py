@@ -1,11 +1,12 @@
 """Talk to a stedloop daemon: requests with retries, and events without gaps or repeats.
 
 ``Client.call`` sends one request on a DEALER socket (framed like a REQ socket, so the daemon
-sees the same thing from both) and waits for the reply with the same id. On a timeout it
-sends the *same* request again (same id, same ``client_id``): the daemon answers a repeated
-state-changing request from its reply cache, so a retry never starts a second session.
-Request ids are scoped by the client's ``client_id``, a random secret made for each
-``Client``: another client reusing an id never gets this client's replies.
+sees the same thing from both) and waits for the reply with the same id, ``timeout_s`` in
+all. Part way it sends the *same* request again (same id, same ``client_id``): the daemon
+answers a repeated state-changing request from its reply cache, so a retry never starts a
+second session. Request ids are scoped by the client's ``client_id``, a random secret made
+for each ``Client``: another client reusing an id never gets this client's replies.
+When nothing listens at the address, or the handshake fails, it says so at once.
 
 A ``Client`` is not thread-safe; use one per thread.
 """
@@ -22,6 +23,7 @@ from typing import Any
 
 import zmq
 
+from stedloop.client.connection import ConnectionWatch
 from stedloop.errors import ParameterRejected, StedloopError
 from stedloop.server.addresses import check_address
 from stedloop.server.protocol import PROTOCOL_VERSION
@@ -67,6 +69,8 @@ class Client:
         curve: CurveKeys | Path | None = None,
         retries: int = 1,
     ) -> None:
+        """``timeout_s``: how long one call waits for its reply, retries included;
+        ``retries``: how often the request is resent within that time."""
         self.address = check_address(address, bind=False)
         self.timeout_s = timeout_s
         self.retries = retries
@@ -76,6 +80,7 @@ class Client:
         self.client_id = secrets.token_urlsafe(24)
         self._context = zmq.Context.instance()
         self._socket: zmq.Socket | None = None
+        self._watch: ConnectionWatch | None = None
 
     # -- requests -------------------------------------------------------------------------
     def _connect(self) -> zmq.Socket:
@@ -84,6 +89,7 @@ class Client:
             socket.setsockopt(zmq.LINGER, 0)
             if self.curve is not None:
                 self.curve.apply(socket)
+            self._watch = ConnectionWatch(socket, self.address, curve=self.curve is not None)
             socket.connect(self.address)
             self._socket = socket
         return self._socket
@@ -94,7 +100,8 @@ class Client:
         params: dict[str, Any] | None = None,
         request_id: str | int | None = None,
     ) -> dict[str, Any]:
-        """Send one request (retried with the same id on timeout); return the raw reply."""
+        """Send one request (resent with the same id part way through ``timeout_s``);
+        return the raw reply."""
         request_id = uuid.uuid4().hex if request_id is None else request_id
         message = json.dumps(
             {
@@ -106,20 +113,35 @@ class Client:
             }
         ).encode()
         socket = self._connect()
-        for _attempt in range(self.retries + 1):
+        watch = self._watch
+        assert watch is not None
+        poller = zmq.Poller()
+        poller.register(socket, zmq.POLLIN)
+        poller.register(watch.monitor, zmq.POLLIN)
+        started = time.monotonic()
+        attempts = self.retries + 1
+        problem = None
+        for attempt in range(attempts):
             socket.send_multipart([b"", message])
-            deadline = time.monotonic() + self.timeout_s
-            while (remaining_s := deadline - time.monotonic()) > 0:
-                if not socket.poll(int(remaining_s * 1000) + 1, zmq.POLLIN):
-                    break
+            deadline = started + self.timeout_s * (attempt + 1) / attempts
+            while (remaining_s := deadline - time.monotonic()) > 0 and problem is None:
+                # Short polls: a refusal is judged by how long it lasted, not by new events.
+                ready = dict(poller.poll(int(min(remaining_s, 0.25) * 1000) + 1))
+                problem = watch.problem()
+                if socket not in ready:
+                    continue
                 reply = json.loads(socket.recv_multipart()[-1])
                 if reply.get("id") == request_id:
                     return reply
                 # A late reply to an earlier, timed-out request: not ours, drop it.
+            if problem is not None:
+                break
+        problem = problem or watch.problem(final=True)
         self.close()  # forget queued messages; the next call reconnects
         raise DaemonUnreachable(
             "unreachable",
-            f"no reply from the daemon at {self.address} within {self.timeout_s:g} s; is "
+            problem
+            or f"no reply from the daemon at {self.address} within {self.timeout_s:g} s; is "
             "`stedloop serve` running there (and, with CURVE, are the keys right)?",
         )
 
@@ -219,6 +241,9 @@ class Client:
                 return
 
     def close(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
         if self._socket is not None:
             self._socket.close(0)
             self._socket = None

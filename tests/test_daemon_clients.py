@@ -279,3 +279,33 @@ def test_a_bracketed_ipv4_address_is_one_clear_line(tmp_path: Path, command: str
         f"error: address '{address}': an IPv4 address is written without brackets: "
         "tcp://127.0.0.1:5999"
     ]
+
+
+def test_resume_by_prefix_after_a_crash_reuses_the_sessions_own_overrides(tmp_path: Path) -> None:
+    """The daemon keeps a session's overrides in a file named by its id: a resume by prefix
+    must find them (it looked for '<prefix>.json' and silently resumed with the defaults)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "site.toml").write_text(SITE)
+    env = {"STEDLOOP_CONFIG": str(home / "site.toml")}
+    process, ready = start_daemon(home, env)
+    with Client(ready["request_address"]) as client:
+        sid = client.call("session.start", budget_frames=7)["session_id"]
+        deadline = time.monotonic() + 30
+        while client.call("status")["session"]["frames"] < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    process.kill()
+    process.wait(10)
+    process, ready = start_daemon(home, env)
+    try:
+        with Client(ready["request_address"]) as client:
+            with pytest.raises(DaemonError) as info:
+                client.call("session.start", resume="../" + sid)
+            assert info.value.code == "not_found"
+            resumed = client.call("session.start", resume=sid[:-2])
+            assert resumed["session_id"] == sid and resumed["expanded_from"] == sid[:-2]
+            assert resumed["budget_frames"] == 7  # its own override, not the site's 2
+            end_session(client, ready, sid, resumed["token"])
+    finally:
+        assert stop_daemon(process) == 0

@@ -339,12 +339,15 @@ class Daemon:
         if method == "status":
             return self.status()
         if method == "session.start":
+            asked = params.resume
+            if asked is not None:
+                # The full id from here on: the daemon's own per-session files are named by
+                # it, so a prefix (or '../x') must never reach a path.
+                full_id = queries.resolve_session_id(self.store, asked)
+                params = params.model_copy(update={"resume": full_id})
             result = host.start(params, client=scope)
-            if params.resume is not None:
-                result = {
-                    **result,
-                    "expanded_from": queries.expanded_from(params.resume, result["session_id"]),
-                }
+            if asked is not None:
+                result = {**result, "expanded_from": queries.expanded_from(asked, full_id)}
             return result
         if method == "session.stop":
             return host.stop(params.session_id, params.token, params.abort)

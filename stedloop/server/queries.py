@@ -26,6 +26,16 @@ def _open(store: Any, session_id: str, *, readonly: bool = True) -> Any:
         raise ProtocolError("not_found", f"session {session_id!r} is unreadable: {exc}") from None
 
 
+def resolve_session_id(store: Any, asked: str) -> str:
+    """The full id of the session ``asked`` names (exactly or by a unique prefix); not_found
+    otherwise. Anything keyed by session id (files, tokens) must use this, never ``asked``."""
+    record = _open(store, asked)
+    try:
+        return str(record.id)
+    finally:
+        record.close()
+
+
 def expanded_from(asked: str, session_id: str) -> str | None:
     """The prefix a client gave when it stood for ``session_id``; None for an exact id."""
     return asked if asked != session_id else None

@@ -55,4 +55,4 @@ def test_cli_start_status_stop_ls_with_saved_token(tmp_path: Path) -> None:
     unreachable = run_stedloop(
         "status", "--connect", ready["request_address"], "--timeout", "0.3", env=env
     )
-    assert unreachable.returncode == 2 and "no reply" in unreachable.stderr
+    assert unreachable.returncode == 2 and "nothing is listening" in unreachable.stderr

@@ -15,7 +15,7 @@ from stedloop.server.protocol import (
     encode,
     split_envelope,
 )
-from stedloop.server.replies import ReplyCache, fingerprint
+from stedloop.server.replies import ReplyCache, client_scope, fingerprint
 
 CAP = 4096
 
@@ -108,15 +108,67 @@ def test_encode_turns_non_finite_numbers_into_null() -> None:
 def test_reply_cache_same_id_same_reply_and_conflicts() -> None:
     cache = ReplyCache(size=16)
     fp = fingerprint("session.start", {"budget_frames": 3})
-    assert cache.lookup("r1", fp) is None
-    cache.store("r1", fp, b"reply")
-    assert cache.lookup("r1", fp) == b"reply"
-    assert cache.lookup("r1", fingerprint("session.start", {"budget_frames": 4})) is False
-    assert cache.lookup(1, fp) is None  # the int 1 and the string "1" are different ids
+    me = client_scope(None, "a-secret-of-this-client", b"\x00conn1")
+    assert cache.lookup(me, "r1", fp) is None
+    cache.store(me, "r1", fp, b"reply")
+    assert cache.lookup(me, "r1", fp) == b"reply"
+    assert cache.lookup(me, "r1", fingerprint("session.start", {"budget_frames": 4})) is False
+    assert cache.lookup(me, 1, fp) is None  # the int 1 and the string "1" are different ids
     for i in range(40):
-        cache.store(f"x{i}", fp, b"r")
+        cache.store(me, f"x{i}", fp, b"r")
     assert len(cache) == 16
-    assert cache.lookup("r1", fp) is None  # bounded: the oldest went
+    assert cache.lookup(me, "r1", fp) is None  # bounded: the oldest went
+
+
+def test_reply_cache_is_scoped_by_client() -> None:
+    cache = ReplyCache(size=16)
+    fp = fingerprint("session.start", {"budget_frames": 3})
+    me = client_scope(None, "a-secret-of-this-client", b"\x00conn1")
+    cache.store(me, "r1", fp, b"my reply with my token")
+    # The same client after a reconnect (new routing id, same secret) finds its reply.
+    assert cache.lookup(client_scope(None, "a-secret-of-this-client", b"\x00conn2"), "r1", fp)
+    # Anyone else, with the same id and the same request, finds nothing.
+    others = [
+        client_scope(None, "another-clients-secret", b"\x00conn1"),
+        client_scope(None, None, b"\x00conn1"),  # same connection, no secret
+        client_scope("curve-key-of-someone", "a-secret-of-this-client", b"\x00conn1"),
+    ]
+    for scope in others:
+        assert cache.lookup(scope, "r1", fp) is None, scope
+    # Without a secret, a client is its connection.
+    bare = client_scope(None, None, b"\x00conn3")
+    cache.store(bare, 1, fp, b"r")
+    assert cache.lookup(bare, 1, fp) == b"r"
+    assert cache.lookup(client_scope(None, None, b"\x00conn4"), 1, fp) is None
+    assert "a-secret-of-this-client" not in me  # kept hashed
+
+
+def test_client_id_is_an_optional_secret_in_the_envelope() -> None:
+    good = b'{"v":1,"id":"r1","client_id":"Zx_9-abcdefghijklmnop","method":"ping"}'
+    assert decode_request(good, CAP).client_id == "Zx_9-abcdefghijklmnop"
+    assert decode_request(b'{"v":1,"id":"r1","method":"ping"}', CAP).client_id is None
+    for bad in (b'"short"', b'"has a space in it, long enough"', b"17", b'"' + b"x" * 129 + b'"'):
+        payload = b'{"v":1,"id":"r1","method":"ping","client_id":' + bad + b"}"
+        with pytest.raises(ProtocolError) as info:
+            decode_request(payload, CAP)
+        assert info.value.code == "bad_request" and "client_id" in info.value.message
+
+
+def test_deeply_nested_or_huge_params_are_invalid_params_not_internal() -> None:
+    nested: dict = {}
+    for _ in range(5000):
+        nested = {"x": nested}
+    with pytest.raises(ProtocolError) as info:
+        validate_params("session.start", {"overrides": {"optimizer": nested}}, "r1")
+    assert info.value.code == "invalid_params"
+    assert "'overrides'" in info.value.message and "nested" in info.value.message
+    assert info.value.request_id == "r1"
+    with pytest.raises(ProtocolError) as info:
+        validate_params("session.start", {"overrides": {"params": [[0]] * 20_000}}, 1)
+    assert info.value.code == "invalid_params" and "values" in info.value.message
+    # What a real override looks like still passes.
+    ok = {"overrides": {"params": {"depletion_mw": {"max": 100.0}}, "session": {"seed": 1}}}
+    assert validate_params("session.start", ok, 1).overrides == ok["overrides"]
 
 
 def test_event_bus_numbers_buffers_and_reports_missed() -> None:

@@ -39,6 +39,12 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
     raise typer.Exit(code)
 
 
+def say_prefix_expanded(asked: str, session_id: str) -> None:
+    """Tell (on stderr, so --json output stays clean) that a prefix stood for a session."""
+    if asked != session_id:
+        typer.echo(f"note: {asked!r} is a prefix of session {session_id}; using it", err=True)
+
+
 def print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, default=str) + "\n")
     sys.stdout.flush()

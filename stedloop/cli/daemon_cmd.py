@@ -10,7 +10,13 @@ from typing import Annotated, Any
 
 import typer
 
-from stedloop.cli.common import ConfigOption, fail, load_cli_config, print_json
+from stedloop.cli.common import (
+    ConfigOption,
+    fail,
+    load_cli_config,
+    print_json,
+    say_prefix_expanded,
+)
 
 ConnectOption = Annotated[
     str | None,
@@ -30,7 +36,14 @@ KeysOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-TimeoutOption = Annotated[float, typer.Option("--timeout", help="Reply timeout, seconds.")]
+TimeoutOption = Annotated[
+    float,
+    typer.Option(
+        "--timeout",
+        help="How long to wait for the daemon's reply, seconds, its one resend included "
+        "(no daemon listening is said within about a second).",
+    ),
+]
 TokenOption = Annotated[
     str | None,
     typer.Option("--token", help="Session token (default: the one saved by `stedloop start`)."),
@@ -182,6 +195,20 @@ def describe_event(event: dict[str, Any]) -> str:
 
 
 _TERMINAL_STATES = ("stopped", "finished", "failed")
+#: A ``first_frame`` past any session's last frame: session.get without its frame list.
+NO_FRAMES = 2**31
+
+
+def _print_event(event: dict[str, Any], as_json: bool) -> str | None:
+    """Print one event; the session's final state when it is its last event."""
+    if as_json:
+        print_json(event)
+    else:
+        typer.echo(describe_event(event))
+    state = (event.get("data") or {}).get("state")
+    if event.get("topic") == "session" and state in _TERMINAL_STATES:
+        return str(state)
+    return None
 
 
 def watch_session(
@@ -191,14 +218,51 @@ def watch_session(
     for event in client.follow(event_address, since_seq=since_seq):
         if event.get("session_id") not in (session_id, None) and event.get("topic") != "gap":
             continue
-        if as_json:
-            print_json(event)
-        else:
-            typer.echo(describe_event(event))
-        state = (event.get("data") or {}).get("state")
-        if event.get("topic") == "session" and state in _TERMINAL_STATES:
-            return str(state)
+        final = _print_event(event, as_json)
+        if final is not None:
+            return final
     return None
+
+
+def replay_ended_session(client: Any, detail: dict[str, Any], as_json: bool) -> str:
+    """A session that does not run in this daemon: print its buffered events and how it
+    ended, at once (following it would wait forever). Returns its final state."""
+    session_id = detail["id"]
+    seq = 0
+    while True:
+        page = client.call("events.since", seq=seq, limit=1000)
+        for event in page["events"]:
+            if event.get("session_id") == session_id:
+                final = _print_event(event, as_json)
+                if final is not None:
+                    return final
+        if not page["events"] or not page["more"]:
+            break
+        seq = page["events"][-1]["seq"]
+    state = str(detail["ledger_state"])
+    if as_json:
+        print_json(
+            {
+                "session_id": session_id,
+                "running": False,
+                "state": state,
+                "stop_reason": detail.get("stop_reason"),
+                "frames_done": detail.get("frames_done"),
+            }
+        )
+    elif detail.get("interrupted"):
+        typer.echo(
+            f"session {session_id} is not running in this daemon: its ledger has no end "
+            f"(interrupted, or run by another process); resume it with `stedloop start "
+            f"--resume {session_id}`"
+        )
+    else:
+        typer.echo(
+            f"session {session_id} {state}"
+            + (f" ({detail['stop_reason']})" if detail.get("stop_reason") else "")
+            + f", {detail.get('frames_done')} frames; it does not run in this daemon"
+        )
+    return "interrupted" if detail.get("interrupted") else state
 
 
 def register(app: typer.Typer) -> None:
@@ -309,6 +373,8 @@ def register(app: typer.Typer) -> None:
             if as_json and not watch:
                 print_json(result)
                 return
+            if result.get("expanded_from"):
+                say_prefix_expanded(result["expanded_from"], result["session_id"])
             if not as_json:
                 verb = "resumed" if result["resumed"] else "started"
                 typer.echo(
@@ -386,13 +452,23 @@ def register(app: typer.Typer) -> None:
         as_json: JsonOption = False,
         timeout_s: TimeoutOption = 5.0,
     ) -> None:
-        """Follow a session live until it ends (its earlier events first)."""
+        """Follow a session live until it ends (its earlier events first). A session that
+        does not run in this daemon is answered at once with how it ended; an unknown id is
+        an error."""
         with _client(config, connect, keys, timeout_s) as client:
             status_now = client.call("status")
-            sid = _current_session(client, session_id)
-            events = event_address_for(client.address, status_now["daemon"]["event_address"])
-            final = watch_session(client, events, sid, as_json)
-        if final == "failed":
+            asked = _current_session(client, session_id)
+            # The ledger knows every session (and expands a unique prefix); frames are not
+            # needed here, so ask for none.
+            detail = client.call("session.get", session_id=asked, first_frame=NO_FRAMES)
+            sid = detail["id"]
+            say_prefix_expanded(asked, sid)
+            if detail["state"] == "running":
+                events = event_address_for(client.address, status_now["daemon"]["event_address"])
+                final = watch_session(client, events, sid, as_json)
+            else:
+                final = replay_ended_session(client, detail, as_json)
+        if final in ("failed", "interrupted"):
             raise typer.Exit(1)
 
     @app.command("ls")

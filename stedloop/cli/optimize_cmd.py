@@ -17,6 +17,7 @@ from stedloop.cli.common import (
     fail,
     load_cli_config,
     print_json,
+    say_prefix_expanded,
 )
 
 
@@ -225,6 +226,7 @@ def register(app: typer.Typer) -> None:
 
         store = SessionStore.from_config(load_cli_config(config).config)
         record = store.open(session_id, readonly=True)
+        say_prefix_expanded(session_id, record.id)
         try:
             info = summary(record.history())
         finally:
@@ -275,6 +277,7 @@ def register(app: typer.Typer) -> None:
 
         store = SessionStore.from_config(load_cli_config(config).config)
         record = store.open(session_id, readonly=True)
+        say_prefix_expanded(session_id, record.id)
         try:
             history = record.history()
         finally:
@@ -307,6 +310,7 @@ def _run_session(
         hardware.connect()
         if resume:
             session = Session.resume(resume, loaded, hardware, store=store, force=force)
+            say_prefix_expanded(resume, str(session.id))
         else:
             session = Session.start(loaded, hardware, store=store, name=name)
         try:

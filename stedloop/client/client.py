@@ -1,9 +1,12 @@
 """Talk to a stedloop daemon: requests with retries, and events without gaps or repeats.
 
 ``Client.call`` sends one request on a DEALER socket (framed like a REQ socket, so the daemon
-sees the same thing from both) and waits for the reply with the same id. On a timeout it
-sends the *same* request again (same id): the daemon answers a repeated state-changing
-request from its reply cache, so a retry never starts a second session.
+sees the same thing from both) and waits for the reply with the same id, ``timeout_s`` in
+all. Part way it sends the *same* request again (same id, same ``client_id``): the daemon
+answers a repeated state-changing request from its reply cache, so a retry never starts a
+second session. Request ids are scoped by the client's ``client_id``, a random secret made
+for each ``Client``: another client reusing an id never gets this client's replies.
+When nothing listens at the address, or the handshake fails, it says so at once.
 
 A ``Client`` is not thread-safe; use one per thread.
 """
@@ -11,6 +14,7 @@ A ``Client`` is not thread-safe; use one per thread.
 from __future__ import annotations
 
 import json
+import secrets
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,7 +23,9 @@ from typing import Any
 
 import zmq
 
+from stedloop.client.connection import ConnectionWatch
 from stedloop.errors import ParameterRejected, StedloopError
+from stedloop.server.addresses import check_address
 from stedloop.server.protocol import PROTOCOL_VERSION
 from stedloop.server.security import CurveKeys, load_client_keys
 
@@ -63,12 +69,18 @@ class Client:
         curve: CurveKeys | Path | None = None,
         retries: int = 1,
     ) -> None:
-        self.address = address
+        """``timeout_s``: how long one call waits for its reply, retries included;
+        ``retries``: how often the request is resent within that time."""
+        self.address = check_address(address, bind=False)
         self.timeout_s = timeout_s
         self.retries = retries
         self.curve = load_client_keys(Path(curve)) if isinstance(curve, (str, Path)) else curve
+        # This client's secret: the daemon scopes request ids and idempotency keys by it, so
+        # a retry after a reconnect still finds its reply and nobody else can.
+        self.client_id = secrets.token_urlsafe(24)
         self._context = zmq.Context.instance()
         self._socket: zmq.Socket | None = None
+        self._watch: ConnectionWatch | None = None
 
     # -- requests -------------------------------------------------------------------------
     def _connect(self) -> zmq.Socket:
@@ -77,33 +89,59 @@ class Client:
             socket.setsockopt(zmq.LINGER, 0)
             if self.curve is not None:
                 self.curve.apply(socket)
+            self._watch = ConnectionWatch(socket, self.address, curve=self.curve is not None)
             socket.connect(self.address)
             self._socket = socket
         return self._socket
 
     def request(
-        self, method: str, params: dict[str, Any] | None = None, request_id: str | None = None
+        self,
+        method: str,
+        params: dict[str, Any] | None = None,
+        request_id: str | int | None = None,
     ) -> dict[str, Any]:
-        """Send one request (retried with the same id on timeout); return the raw reply."""
-        request_id = request_id or uuid.uuid4().hex
+        """Send one request (resent with the same id part way through ``timeout_s``);
+        return the raw reply."""
+        request_id = uuid.uuid4().hex if request_id is None else request_id
         message = json.dumps(
-            {"v": PROTOCOL_VERSION, "id": request_id, "method": method, "params": params or {}}
+            {
+                "v": PROTOCOL_VERSION,
+                "id": request_id,
+                "client_id": self.client_id,
+                "method": method,
+                "params": params or {},
+            }
         ).encode()
         socket = self._connect()
-        for _attempt in range(self.retries + 1):
+        watch = self._watch
+        assert watch is not None
+        poller = zmq.Poller()
+        poller.register(socket, zmq.POLLIN)
+        poller.register(watch.monitor, zmq.POLLIN)
+        started = time.monotonic()
+        attempts = self.retries + 1
+        problem = None
+        for attempt in range(attempts):
             socket.send_multipart([b"", message])
-            deadline = time.monotonic() + self.timeout_s
-            while (remaining_s := deadline - time.monotonic()) > 0:
-                if not socket.poll(int(remaining_s * 1000) + 1, zmq.POLLIN):
-                    break
+            deadline = started + self.timeout_s * (attempt + 1) / attempts
+            while (remaining_s := deadline - time.monotonic()) > 0 and problem is None:
+                # Short polls: a refusal is judged by how long it lasted, not by new events.
+                ready = dict(poller.poll(int(min(remaining_s, 0.25) * 1000) + 1))
+                problem = watch.problem()
+                if socket not in ready:
+                    continue
                 reply = json.loads(socket.recv_multipart()[-1])
                 if reply.get("id") == request_id:
                     return reply
                 # A late reply to an earlier, timed-out request: not ours, drop it.
+            if problem is not None:
+                break
+        problem = problem or watch.problem(final=True)
         self.close()  # forget queued messages; the next call reconnects
         raise DaemonUnreachable(
             "unreachable",
-            f"no reply from the daemon at {self.address} within {self.timeout_s:g} s; is "
+            problem
+            or f"no reply from the daemon at {self.address} within {self.timeout_s:g} s; is "
             "`stedloop serve` running there (and, with CURVE, are the keys right)?",
         )
 
@@ -203,6 +241,9 @@ class Client:
                 return
 
     def close(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
         if self._socket is not None:
             self._socket.close(0)
             self._socket = None

@@ -34,6 +34,7 @@ from stedloop.instrument import (
 from stedloop.logs import get_logger
 from stedloop.paths import data_dir
 from stedloop.server import queries
+from stedloop.server.addresses import check_address
 from stedloop.server.events import EventBus
 from stedloop.server.methods import MUTATING, validate_params
 from stedloop.server.protocol import (
@@ -45,7 +46,7 @@ from stedloop.server.protocol import (
     ok_reply,
     split_envelope,
 )
-from stedloop.server.replies import ReplyCache, fingerprint
+from stedloop.server.replies import ReplyCache, client_scope, fingerprint
 from stedloop.server.scorer_loader import QUALITY_OBJECTIVE, ScorerLoader
 from stedloop.server.sdnotify import Notifier
 from stedloop.server.security import (
@@ -142,6 +143,8 @@ class Daemon:
         section = self.config.daemon
         keys_dir = keys_dir_of(self.loaded)
         self.curve = keys_dir is not None
+        for address in (section.request_address, section.event_address):
+            check_address(address, bind=True)
         check_binding([section.request_address, section.event_address], self.curve)
         return load_server_keys(keys_dir) if keys_dir is not None else None
 
@@ -272,13 +275,16 @@ class Daemon:
                 # Drain what is queued so a burst is answered without extra polls.
                 for _ in range(1000):
                     try:
-                        frames = router.recv_multipart(zmq.NOBLOCK)
+                        message = router.recv_multipart(zmq.NOBLOCK, copy=False)
                     except zmq.Again:
                         break
-                    self._answer(router, frames)
+                    # With CURVE, the handshake proved the sender's public key: ZAP hands it
+                    # over as the message's User-Id.
+                    curve_key = message[-1].get("User-Id") if self.curve else None
+                    self._answer(router, [frame.bytes for frame in message], curve_key or None)
             self.notifier.watchdog_due()
 
-    def _answer(self, router: zmq.Socket, frames: list[bytes]) -> None:
+    def _answer(self, router: zmq.Socket, frames: list[bytes], curve_key: str | None) -> None:
         identity, rest = frames[0], frames[1:]
         envelope, payload = split_envelope(rest)
         if len(payload) != 1:
@@ -288,23 +294,30 @@ class Daemon:
                 )
             )
         else:
-            reply = self.handle(payload[0])
+            reply = self.handle(payload[0], identity, curve_key)
         try:
             router.send_multipart([identity, *envelope, reply], zmq.NOBLOCK)
         except zmq.ZMQError as exc:  # the peer is gone or too slow; it can ask again
             log.debug("reply_dropped", error=str(exc))
 
-    def handle(self, payload: bytes) -> bytes:
-        """One request message in, one encoded reply out. Never raises."""
+    def handle(
+        self, payload: bytes, routing_id: bytes = b"", curve_key: str | None = None
+    ) -> bytes:
+        """One request message in, one encoded reply out. Never raises.
+
+        ``routing_id`` is the sender's ZeroMQ connection and ``curve_key`` its CURVE public
+        key: with the request's ``client_id`` they make the scope in which its request id and
+        idempotency key mean something (``client_scope``)."""
         request_id: Any = None
         cache_key: tuple[Any, str] | None = None
         try:
             request = decode_request(payload, self.config.daemon.max_message_bytes)
             request_id = request.id
             params = validate_params(request.method, request.params, request_id)
+            scope = client_scope(curve_key, request.client_id, routing_id)
             if request.method in MUTATING:
                 print_ = fingerprint(request.method, request.params)
-                cached = self.cache.lookup(request_id, print_)
+                cached = self.cache.lookup(scope, request_id, print_)
                 if cached is False:
                     raise ProtocolError(
                         "conflict",
@@ -315,10 +328,10 @@ class Daemon:
                 if isinstance(cached, bytes):
                     return cached
                 cache_key = (request_id, print_)
-            result = self._dispatch(request.method, params)
+            result = self._dispatch(request.method, params, scope)
             reply = encode(ok_reply(request_id, result))
             if cache_key is not None:
-                self.cache.store(cache_key[0], cache_key[1], reply)
+                self.cache.store(scope, cache_key[0], cache_key[1], reply)
             return reply
         except ProtocolError as exc:
             echo = exc.request_id if exc.request_id is not None else request_id
@@ -329,7 +342,7 @@ class Daemon:
                 error_reply(request_id, "internal", f"{type(exc).__name__}: {exc} (see log)")
             )
 
-    def _dispatch(self, method: str, params: Any) -> Any:
+    def _dispatch(self, method: str, params: Any, scope: str) -> Any:
         host = self.host
         assert host is not None
         if method == "ping":
@@ -337,7 +350,16 @@ class Daemon:
         if method == "status":
             return self.status()
         if method == "session.start":
-            return host.start(params)
+            asked = params.resume
+            if asked is not None:
+                # The full id from here on: the daemon's own per-session files are named by
+                # it, so a prefix (or '../x') must never reach a path.
+                full_id = queries.resolve_session_id(self.store, asked)
+                params = params.model_copy(update={"resume": full_id})
+            result = host.start(params, client=scope)
+            if asked is not None:
+                result = {**result, "expanded_from": queries.expanded_from(asked, full_id)}
+            return result
         if method == "session.stop":
             return host.stop(params.session_id, params.token, params.abort)
         if method == "session.pause":

@@ -85,6 +85,12 @@ METHODS: dict[str, type[Params]] = {
     "events.since": EventsSinceParams,
 }
 
+#: Params deeper or bigger than this are refused before validation: the config is a few
+#: levels deep, and validating (or fingerprinting) deeper data would recurse past Python's
+#: limit. Depth counts containers: ``{"overrides": {"params": {"x": {"max": 1}}}}`` is 4.
+MAX_PARAMS_DEPTH = 16
+MAX_PARAMS_VALUES = 10_000
+
 #: Methods that change state: their replies are cached by request id, so a retried request
 #: (same id) gets the first reply again and never acts twice.
 MUTATING = frozenset({"session.start", "session.stop", "session.pause", "session.resume"})
@@ -98,6 +104,7 @@ def validate_params(method: str, params: dict[str, Any], request_id: Any) -> Par
             f"unknown method {method!r}; methods are {', '.join(sorted(METHODS))}",
             request_id,
         )
+    _check_shape(method, params, request_id)
     try:
         return model.model_validate(params)
     except ValidationError as exc:
@@ -114,3 +121,32 @@ def validate_params(method: str, params: dict[str, Any], request_id: Any) -> Par
         raise ProtocolError(
             "invalid_params", f"{method}: " + "; ".join(problems), request_id
         ) from None
+
+
+def _check_shape(method: str, params: dict[str, Any], request_id: Any) -> None:
+    """Refuse params nested deeper than ``MAX_PARAMS_DEPTH`` or holding more than
+    ``MAX_PARAMS_VALUES`` values, naming the top-level param. Iterative: it must not
+    recurse itself."""
+    values = 0
+    for name, value in params.items():
+        stack: list[tuple[Any, int]] = [(value, 2)]
+        while stack:
+            item, depth = stack.pop()
+            values += 1
+            if values > MAX_PARAMS_VALUES:
+                raise ProtocolError(
+                    "invalid_params",
+                    f"{method}: params hold more than {MAX_PARAMS_VALUES} values",
+                    request_id,
+                )
+            if not isinstance(item, (dict, list)):
+                continue
+            if depth > MAX_PARAMS_DEPTH:
+                raise ProtocolError(
+                    "invalid_params",
+                    f"{method}: param '{name}' is nested more than {MAX_PARAMS_DEPTH} levels "
+                    "deep; config overrides are a few levels, like the TOML",
+                    request_id,
+                )
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)

@@ -1,7 +1,8 @@
 """The daemon's wire protocol: versioned JSON requests and replies (see docs/protocol.md).
 
-A request is one JSON object ``{"v": 1, "id": ..., "method": ..., "params": {...}}``; the
-reply is ``{"id": ..., "ok": true, "result": ...}`` or
+A request is one JSON object ``{"v": 1, "id": ..., "method": ..., "params": {...}}``, plus an
+optional ``client_id`` (the client's secret, which scopes its request ids); the reply is
+``{"id": ..., "ok": true, "result": ...}`` or
 ``{"id": ..., "ok": false, "error": {"code": ..., "message": ...}}``. Everything that can go
 wrong with a message becomes a ``ProtocolError`` carrying one of ``ERROR_CODES``; the server
 turns it into an error reply and keeps serving.
@@ -37,6 +38,8 @@ ERROR_CODES: dict[str, str] = {
 
 #: Request ids: strings up to this length, or integers (JSON numbers without fraction).
 MAX_ID_CHARS = 128
+#: A client_id is a secret: at least this long (``secrets.token_urlsafe(16)`` is 22 chars).
+MIN_CLIENT_ID_CHARS = 16
 
 
 class ProtocolError(Exception):
@@ -58,6 +61,14 @@ class Request(BaseModel):
 
     v: StrictInt = Field(description="Protocol version; this daemon serves 1.")
     id: StrictStr | StrictInt = Field(description="Chosen by the client; unique per request.")
+    client_id: StrictStr | None = Field(
+        None,
+        min_length=MIN_CLIENT_ID_CHARS,
+        max_length=MAX_ID_CHARS,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="A random secret the client keeps for its lifetime: request ids and "
+        "idempotency keys are scoped to it (see docs/protocol.md).",
+    )
     method: StrictStr = Field(min_length=1, max_length=64)
     params: dict[str, Any] = Field(default_factory=dict)
 

@@ -37,6 +37,21 @@ def _unreadable(session_id: str, exc: Exception) -> ProtocolError:
     return ProtocolError("storage", f"session {session_id} is unreadable: {exc}")
 
 
+def resolve_session_id(store: Any, asked: str) -> str:
+    """The full id of the session ``asked`` names (exactly or by a unique prefix); not_found
+    otherwise. Anything keyed by session id (files, tokens) must use this, never ``asked``."""
+    record = _open(store, asked)
+    try:
+        return str(record.id)
+    finally:
+        record.close()
+
+
+def expanded_from(asked: str, session_id: str) -> str | None:
+    """The prefix a client gave when it stood for ``session_id``; None for an exact id."""
+    return asked if asked != session_id else None
+
+
 def sessions_list(store: Any, host: SessionHost, params: SessionsListParams) -> dict[str, Any]:
     current = host.snapshot()
     running_id = current["id"] if current and host.running else None
@@ -79,6 +94,7 @@ def session_get(store: Any, host: SessionHost, params: SessionGetParams) -> dict
     ]
     return {
         "id": session_id,
+        "expanded_from": expanded_from(params.session_id, session_id),
         "name": history.created.get("name"),
         "folder": str(folder),
         "state": "running" if running else history.state,
@@ -119,7 +135,8 @@ def frame_get(store: Any, params: FrameGetParams) -> dict[str, Any]:
         record.close()
     image = _read_channel(path, params.image)
     result: dict[str, Any] = {
-        "session_id": params.session_id,
+        "session_id": record.id,
+        "expanded_from": expanded_from(params.session_id, record.id),
         "frame": params.frame,
         "image": params.image,
         "params": frame.params,

@@ -35,7 +35,10 @@ def is_loopback(address: str) -> bool:
         return True
     if transport != "tcp" or not rest:
         return False
-    host = urlsplit(f"//{rest}").hostname or ""
+    try:
+        host = urlsplit(f"//{rest}").hostname or ""
+    except ValueError:  # e.g. a bracketed IPv4 address; check_address names the problem
+        return False
     if host == "localhost":
         return True
     try:

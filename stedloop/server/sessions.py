@@ -97,7 +97,8 @@ class SessionHost:
         self._lock = threading.Lock()
         self._current: LiveSession | None = None
         self._tokens: dict[str, str] = {}
-        self._idempotency: dict[str, tuple[str, dict[str, Any]]] = {}
+        #: (client scope, idempotency key) -> (request fingerprint, the start's result)
+        self._idempotency: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}
         self.interrupted: list[str] = []
 
     # -- start-up -------------------------------------------------------------------------
@@ -108,14 +109,17 @@ class SessionHost:
         return self.interrupted
 
     # -- session.start --------------------------------------------------------------------
-    def start(self, params: StartParams) -> dict[str, Any]:
-        key = params.idempotency_key
+    def start(self, params: StartParams, *, client: str) -> dict[str, Any]:
+        """``client``: the requester's scope (``replies.client_scope``); an idempotency key is
+        looked up within it only, so no client is ever handed another's result and token."""
+        key = None if params.idempotency_key is None else (client, params.idempotency_key)
         request_print = params.model_dump_json(exclude={"idempotency_key"})
         if key is not None and key in self._idempotency:
             seen_print, result = self._idempotency[key]
             if seen_print != request_print:
                 raise ProtocolError(
-                    "conflict", f"idempotency_key {key!r} was used for a different request"
+                    "conflict",
+                    f"idempotency_key {key[1]!r} was used for a different request",
                 )
             return result
         with self._lock:

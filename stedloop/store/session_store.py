@@ -8,6 +8,7 @@ the reason instead of breaking the listing of the others.
 
 from __future__ import annotations
 
+import re
 import secrets
 import shutil
 import time
@@ -26,6 +27,8 @@ LEDGER_NAME = "ledger.sqlite"
 FRAMES_DIR = "frames"
 #: ``SessionInfo.state`` of a session whose ledger cannot be read (``reason`` says why).
 UNREADABLE = "unreadable"
+#: What a session id (or a prefix of one) may hold: ``create`` makes ``20261126-120102-3f2a``.
+SESSION_ID_CHARS = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 
 class SessionNotFound(StedloopError):
@@ -178,24 +181,38 @@ class SessionStore:
         return infos
 
     def _folder(self, session_id: str) -> Path:
-        if not session_id or "/" in session_id or "\\" in session_id or session_id.startswith("."):
-            raise SessionNotFound(f"{session_id!r} is not a session id")
-        folder = self.root / session_id
-        if not (folder / LEDGER_NAME).is_file():
-            matches = (
-                [p.name for p in self.root.glob(f"{session_id}*") if (p / LEDGER_NAME).is_file()]
-                if self.root.is_dir()
-                else []
+        """The folder of ``session_id``: an exact id, or a unique prefix of one (like git).
+
+        Ids are compared as literal strings with the folder names, never as glob patterns or
+        paths; ``SessionRecord.id`` is the full id, so callers can say when a prefix was
+        expanded."""
+        if not SESSION_ID_CHARS.fullmatch(session_id):
+            # Not a path component stedloop makes; only a folder of exactly that name (put
+            # there by hand) is accepted. iterdir never yields '.', '..' or separators.
+            if session_id in self._session_names():
+                return self.root / session_id
+            raise SessionNotFound(
+                f"{session_id!r} is not a session id: ids are letters, digits, '-' and '_' "
+                "(see `stedloop session ls`)"
             )
-            if len(matches) == 1:  # a unique prefix is enough, like git
-                return self.root / matches[0]
-            known = (
-                "; use `stedloop session ls`"
-                if not matches
-                else f"; it matches {', '.join(sorted(matches))}"
-            )
-            raise SessionNotFound(f"no session {session_id!r} in {self.root}{known}")
-        return folder
+        if (self.root / session_id / LEDGER_NAME).is_file():
+            return self.root / session_id
+        matches = sorted(name for name in self._session_names() if name.startswith(session_id))
+        if len(matches) == 1:
+            return self.root / matches[0]
+        known = (
+            "; use `stedloop session ls`"
+            if not matches
+            else f"; it is a prefix of {len(matches)} sessions: {', '.join(matches[:5])}"
+            + (", …" if len(matches) > 5 else "")
+        )
+        raise SessionNotFound(f"no session {session_id!r} in {self.root}{known}")
+
+    def _session_names(self) -> set[str]:
+        """Names of the session folders (those holding a ledger)."""
+        if not self.root.is_dir():
+            return set()
+        return {p.name for p in self.root.iterdir() if (p / LEDGER_NAME).is_file()}
 
 
 def _info(session_id: str, folder: Path, history: SessionHistory) -> SessionInfo:

@@ -53,6 +53,8 @@ def test_optimize_exits_0_every_time_a_session_finishes(tmp_path: Path) -> None:
         assert done.returncode == 0, (seed, done.returncode, done.stderr[-500:])
         assert "terminate called" not in done.stderr
         assert "finished: frame budget of 4 spent" in done.stdout
+        assert "resume with" not in done.stdout  # nothing to resume: the budget was spent
+        assert "--budget N (N > 4)" in done.stdout
 
 
 def test_a_session_leaves_no_optimizer_thread_running(tmp_path: Path) -> None:
@@ -72,3 +74,36 @@ def test_a_session_leaves_no_optimizer_thread_running(tmp_path: Path) -> None:
     assert summary.state == "finished" and summary.frames == 4
     # The last frame started a hyper-parameter fit in the background; run() waits for it.
     assert [t.name for t in threading.enumerate() if t.name == "stedloop-gp"] == []
+
+
+def test_a_session_whose_frames_are_all_refused_exits_1_without_a_resume_hint(
+    tmp_path: Path,
+) -> None:
+    config = write(tmp_path / "site.toml", SMALL, DWELL_BEYOND_THE_SIMULATOR)
+    done = run_stedloop("optimize", "-c", str(config), "--budget", "3", "--seed", "1")
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "failed: driver failed 3 times on frame 0" in errors[0]
+    assert "outside the simulator's range" in errors[0]
+    assert "resume with" not in done.stdout
+
+
+def test_a_session_whose_frames_are_all_refused_fails_in_json_mode_too(tmp_path: Path) -> None:
+    config = write(tmp_path / "site.toml", SMALL, DWELL_BEYOND_THE_SIMULATOR)
+    done = run_stedloop("optimize", "-c", str(config), "--budget", "3", "--json")
+    assert done.returncode == 1
+    assert '"kind": "summary"' in done.stdout and '"state": "failed"' in done.stdout
+
+
+def test_a_session_that_skips_every_refused_frame_exits_1(tmp_path: Path) -> None:
+    # on_driver_failure = "continue": the session "finishes" its budget, but with no frame.
+    policy = '[session]\non_driver_failure = "continue"\ndriver_retries = 0\n'
+    config = write(
+        tmp_path / "site.toml", SMALL.replace("[session]\n", policy), DWELL_BEYOND_THE_SIMULATOR
+    )
+    done = run_stedloop("optimize", "-c", str(config), "--budget", "2", "--seed", "1")
+    assert done.returncode == 1, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "none of its 2 frames could be scored" in errors[0]
+    assert "resume with" not in done.stdout and "more frames" not in done.stdout

@@ -119,7 +119,7 @@ def test_spent_retries_stop_the_session_cleanly(tmp_path: Path) -> None:
     loaded = config(budget=5, sim={"fail_on_frame": 2}, session={"driver_retries": 0})
     driver = SpyDriver(loaded)
     session, summary, _, store = run(loaded, driver, tmp_path)
-    assert summary.state == "stopped" and summary.frames == 2
+    assert summary.state == "failed" and summary.frames == 2
     assert "driver failed 1 times on frame 2" in summary.stop_reason
     assert driver.safe_calls >= 1
     history = store.open(session.id).history()

@@ -128,6 +128,37 @@ def _run_in_foreground(session: Any, progress: _Progress) -> Any:
     return result["summary"]
 
 
+def _report_end(summary: Any, progress: _Progress, as_json: bool) -> None:
+    """The summary, how to go on where going on makes sense, and exit code 1 (EXIT_FAILURES)
+    when the session failed or not one of its frames could be scored."""
+    none_scored = summary.best_score is None and summary.frames > 0
+    failed = summary.state == "failed" or none_scored
+    if as_json:
+        print_json({"kind": "summary", **summary.as_dict()})
+    else:
+        best = summary.best_params
+        progress.console.print(
+            ("" if failed else f"{summary.state}: {summary.stop_reason}; ")  # failed: on stderr
+            + f"{summary.frames} frames; best score {_format_score(summary.best_score)}"
+            + (f" at {_format_params(best)}" if best else "")
+        )
+        if summary.state == "stopped":
+            progress.console.print(f"resume with: stedloop optimize --resume {summary.id}")
+        elif summary.state == "finished" and not none_scored:
+            progress.console.print(
+                f"more frames: stedloop optimize --resume {summary.id} --budget N "
+                f"(N > {summary.frames})"
+            )
+    if failed:
+        reason = (
+            summary.stop_reason
+            if summary.state == "failed"
+            else f"none of its {summary.frames} frames could be scored"
+        )
+        typer.echo(f"error: session {summary.id} failed: {reason}", err=True)
+        raise typer.Exit(EXIT_FAILURES)
+
+
 def register(app: typer.Typer) -> None:
     @app.command("optimize")
     def optimize(
@@ -184,18 +215,7 @@ def register(app: typer.Typer) -> None:
                 hardware.safe_state()
             finally:
                 hardware.close()
-        if as_json:
-            print_json({"kind": "summary", **summary.as_dict()})
-        else:
-            best = summary.best_params
-            progress.console.print(
-                f"{summary.state}: {summary.stop_reason}; {summary.frames} frames; best score "
-                f"{_format_score(summary.best_score)}"
-                + (f" at {_format_params(best)}" if best else "")
-            )
-            progress.console.print(f"resume with: stedloop optimize --resume {summary.id}")
-        if summary.state == "failed":
-            raise typer.Exit(EXIT_FAILURES)
+        _report_end(summary, progress, as_json)
 
     session_app = typer.Typer(
         help="List, show and export optimisation sessions.", no_args_is_help=True

@@ -523,8 +523,10 @@ class Session:
                 },
             )
             return None, None
+        # A failure, not a stop: the session could not go on (the frame stays in flight, so a
+        # resume after the cause is fixed redoes it).
         return None, _Outcome(
-            "stopped", f"driver failed {attempts} times on frame {frame_no}: {last_error}"
+            "failed", f"driver failed {attempts} times on frame {frame_no}: {last_error}"
         )
 
     def _evaluate(self, frame: Frame) -> tuple[dict[str, float | None], dict[str, str]]:

@@ -6,10 +6,13 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import pytest
 from cli_helpers import run_stedloop
 
+from stedloop.cli.doctor_cmd import _Failed, check_driver
 from stedloop.config import load_config
 from stedloop.drivers import create_driver
+from stedloop.drivers.simulator.driver import HARDWARE_RANGES
 from stedloop.objectives.signal import SignalRatioObjective
 from stedloop.session import Session
 from stedloop.store import SessionStore
@@ -107,3 +110,39 @@ def test_a_session_that_skips_every_refused_frame_exits_1(tmp_path: Path) -> Non
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "none of its 2 frames could be scored" in errors[0]
     assert "resume with" not in done.stdout and "more frames" not in done.stdout
+
+
+def test_params_space_names_each_range_beyond_a_drivers() -> None:
+    config = load_config(overrides={"params": {"dwell_time_us": {"min": 1500.0, "max": 3000.0}}})
+    problems = config.config.params.outside_ranges(HARDWARE_RANGES)
+    assert problems == [
+        "params.dwell_time_us 1500..3000 µs lies outside the driver's range 0.1..1000 µs"
+    ]
+    assert load_config().config.params.outside_ranges(HARDWARE_RANGES) == []
+
+
+def test_config_validate_refuses_a_dwell_range_beyond_the_driver(tmp_path: Path) -> None:
+    config = write(tmp_path / "site.toml", SMALL, DWELL_BEYOND_THE_SIMULATOR)
+    done = run_stedloop("config", "validate", "-c", str(config))
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "params.dwell_time_us 1500..3000 µs" in lines[0]
+    assert "driver's range 0.1..1000 µs" in lines[0] and "'simulator'" in lines[0]
+
+    fits = write(tmp_path / "fits.toml", SMALL)
+    ok = run_stedloop("config", "validate", "-c", str(fits))
+    assert ok.returncode == 0 and "configuration is valid" in ok.stdout
+
+
+def test_doctor_fails_the_driver_check_for_a_range_beyond_the_driver() -> None:
+    config = load_config(
+        overrides={
+            "params": {"dwell_time_us": {"min": 1500.0, "max": 3000.0}},
+            "drivers": {"simulator": {"field_px": 48, "sample_fields": 2}},
+        }
+    ).config
+    with pytest.raises(_Failed) as failed:
+        check_driver(config, timeout_s=30)
+    assert "params.dwell_time_us 1500..3000 µs" in str(failed.value)
+    assert "0.1..1000 µs" in str(failed.value)

@@ -16,6 +16,7 @@ from stedloop.cli.common import (
     ConfigOption,
     fail,
     load_cli_config,
+    output_folder,
     print_json,
 )
 
@@ -312,7 +313,7 @@ def register(app: typer.Typer) -> None:
             history = record.history()
         finally:
             record.close()
-        folder = out if out is not None else record.folder / "export"
+        folder = output_folder(out if out is not None else record.folder / "export")
         written = [write_frames_csv(history, folder / "frames.csv")]
         (folder / "summary.json").write_text(json.dumps(summary(history), indent=2, default=str))
         written.append(folder / "summary.json")

@@ -13,6 +13,7 @@ from stedloop.cli.common import (
     ConfigOption,
     fail,
     load_cli_config,
+    output_folder,
     print_json,
 )
 
@@ -139,6 +140,11 @@ def register(app: typer.Typer) -> None:
         """Score a labelled set and report RMSE/MAE/SROCC/KROCC/PLCC, per-bin errors and the user-study metrics."""
         from stedloop.quality.evaluate import evaluate, write_report
 
+        # Output folders are checked before the (long) evaluation, not after it.
+        if out is not None:
+            output_folder(out)
+        if study_set is not None:
+            output_folder(study_set, "--study-set")
         _set_threads(threads)
         report = evaluate(
             model,
@@ -231,6 +237,7 @@ def register(app: typer.Typer) -> None:
         from stedloop.quality.synth import synthesize
 
         loaded = load_cli_config(config)
+        output_folder(out)
         summary = synthesize(
             out,
             n=n,

@@ -88,6 +88,68 @@ def test_other_output_folders_say_the_same(tmp_path: Path, command: list[str]) -
     assert "exists and is not a folder" in line
 
 
+# -- the data folder -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["optimize", "--budget", "1", "--objective", "signal_ratio"],
+        ["session", "ls"],
+        ["session", "show", "abc"],
+        ["serve", "--request-address", "tcp://127.0.0.1:0", "--event-address", "tcp://127.0.0.1:0"],
+        ["start", "--timeout", "1"],
+    ],
+)
+def test_a_file_as_stedloop_home_is_one_line_naming_it(tmp_path: Path, command: list[str]) -> None:
+    home = tmp_path / "home"
+    home.write_text("not a folder")
+    line = one_error_line(run_stedloop(*command, env={"STEDLOOP_HOME": str(home)}))
+    assert f"data folder {home} ($STEDLOOP_HOME) is a file, not a folder" in line
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["optimize", "--budget", "1", "--objective", "signal_ratio"],
+        ["serve", "--request-address", "tcp://127.0.0.1:0", "--event-address", "tcp://127.0.0.1:0"],
+    ],
+)
+def test_a_stedloop_home_that_cannot_be_created_is_one_line(
+    tmp_path: Path, command: list[str]
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    home = blocker / "home"  # below a file: mkdir fails with ENOTDIR for any user
+    line = one_error_line(run_stedloop(*command, env={"STEDLOOP_HOME": str(home)}))
+    assert f"cannot create the data folder {home} ($STEDLOOP_HOME)" in line
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root may write anywhere"
+)
+def test_an_unwritable_stedloop_home_is_one_line(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir(mode=0o500)
+    try:
+        done = run_stedloop(
+            "optimize", "--budget", "1", "--objective", "signal_ratio",
+            env={"STEDLOOP_HOME": str(home)},
+        )  # fmt: skip
+    finally:
+        home.chmod(0o700)
+    assert f"data folder {home} ($STEDLOOP_HOME) is not writable" in one_error_line(done)
+
+
+def test_serve_refuses_a_ready_file_in_a_missing_folder_before_starting(tmp_path: Path) -> None:
+    ready = tmp_path / "no-such-folder" / "ready.json"
+    done = run_stedloop(
+        "serve", "--ready-file", str(ready),
+        "--request-address", "tcp://127.0.0.1:0", "--event-address", "tcp://127.0.0.1:0",
+    )  # fmt: skip
+    assert "--ready-file" in one_error_line(done)
+
+
 # -- the top of the command ------------------------------------------------------------------
 
 

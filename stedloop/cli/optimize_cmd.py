@@ -186,12 +186,14 @@ def register(app: typer.Typer) -> None:
         Each frame: propose parameters, image a fresh region, score, record, learn. Ctrl-C
         stops after the frame in flight (twice: aborts it); the lasers end in the safe state
         and the ledger keeps every recorded frame, so `--resume` can continue."""
+        from stedloop.paths import ensure_data_dir
         from stedloop.session import Session
         from stedloop.store import SessionStore
 
         if resume and seed is not None:
             fail("--seed cannot be combined with --resume: a session keeps its own seed")
         loaded = load_cli_config(config, _overrides(driver, budget, objective, seed) or None)
+        ensure_data_dir(loaded.config.store.data_dir)  # before the driver: one line if unusable
         store = SessionStore.from_config(loaded.config)
         if resume and config is None and not objective and driver is None:
             # Without a new config, a resume continues with the session's own settings

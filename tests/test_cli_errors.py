@@ -11,13 +11,19 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import run_stedloop
+from study_helpers import DEFAULT_ROWS, make_study_set
 
 from stedloop.cli import main as cli_main
 from stedloop.config import load_config
+from stedloop.csvtable import read_csv_table
 from stedloop.drivers import create_driver
+from stedloop.errors import DataError
 from stedloop.objectives.signal import SignalRatioObjective
+from stedloop.quality.checkpoint import CheckpointError, load_checkpoint
+from stedloop.quality.dataset import load_dataset
 from stedloop.session import Session
 from stedloop.store import SessionStore
+from stedloop.study.studyset import load_study_set, read_label_scores
 
 LONG_NAME = "n" * 300  # beyond NAME_MAX (255): ENAMETOOLONG
 
@@ -148,6 +154,71 @@ def test_serve_refuses_a_ready_file_in_a_missing_folder_before_starting(tmp_path
         "--request-address", "tcp://127.0.0.1:0", "--event-address", "tcp://127.0.0.1:0",
     )  # fmt: skip
     assert "--ready-file" in one_error_line(done)
+
+
+# -- CSV files -----------------------------------------------------------------------------
+
+
+def test_a_nul_byte_in_a_study_csv_names_file_and_line(tmp_path: Path) -> None:
+    root = make_study_set(tmp_path / "set", DEFAULT_ROWS[:2])
+    lines = (root / "study.csv").read_text().splitlines()
+    lines[2] = lines[2].replace(".tif", "\x00.tif")  # in the image path: Path.resolve raised
+    (root / "study.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"study\.csv:3: a NUL byte"):
+        load_study_set(root)
+    line = one_error_line(run_stedloop("study", "serve", "--set", str(root), "--port", "0"))
+    assert "study.csv:3: a NUL byte" in line
+
+
+def test_label_scores_and_manifests_refuse_nul_and_non_utf8(tmp_path: Path) -> None:
+    labels = tmp_path / "labels.csv"
+    labels.write_bytes(b"score\n0.5\n\xff\xfe\n")
+    with pytest.raises(DataError, match=r"labels\.csv:3: not UTF-8 text"):
+        read_label_scores(labels)
+    root = make_study_set(tmp_path / "set", DEFAULT_ROWS[:1])
+    line = one_error_line(
+        run_stedloop("study", "add-baseline", "--set", str(root), "--labels", str(labels))
+    )
+    assert "labels.csv:3: not UTF-8 text" in line
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "manifest.csv").write_bytes(b"path,score\na\x00.tif,0.5\n")
+    with pytest.raises(DataError, match=r"manifest\.csv:2: a NUL byte"):
+        load_dataset(data)
+
+
+def test_a_malformed_csv_row_is_a_data_error(tmp_path: Path) -> None:
+    path = tmp_path / "big.csv"
+    path.write_text("score\n" + '"' + "x" * 200_000 + '"\n')  # beyond csv's field limit
+    with pytest.raises(DataError, match=r"big\.csv:\d+: malformed CSV"):
+        read_csv_table(path)
+
+
+# -- model files that are not checkpoints --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "content", [b"a", b".", b"hello\n", b"\x80\x02]q\x00.", b"", b"PK\x03\x04broken"]
+)
+def test_a_non_checkpoint_is_refused_in_one_clear_sentence(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "model.pt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: ")
+    assert "pop from empty list" not in message and "weights_only" not in message
+    assert "\n" not in message
+
+
+def test_score_with_a_non_checkpoint_model_is_one_line(tmp_path: Path) -> None:
+    model = tmp_path / "notes.pt"
+    model.write_bytes(b"a")  # torch's unpickler answered "pop from empty list"
+    image = tmp_path / "image.tif"
+    image.write_bytes(b"")
+    line = one_error_line(run_stedloop("score", "--model", str(model), str(image)))
+    assert "not a quality checkpoint" in line and "pop from empty list" not in line
 
 
 # -- the top of the command ------------------------------------------------------------------

@@ -94,6 +94,16 @@ def test_other_output_folders_say_the_same(tmp_path: Path, command: list[str]) -
     assert "exists and is not a folder" in line
 
 
+def test_train_checks_its_model_file_before_training(tmp_path: Path) -> None:
+    # It trained first and failed when saving: "/tmp.tmp -> /tmp: Is a directory".
+    line = one_error_line(run_stedloop("train", str(tmp_path), "--out", str(tmp_path)))
+    assert line == f"error: --out {tmp_path} is a folder; name the file to write"
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    line = one_error_line(run_stedloop("train", str(tmp_path), "--out", str(blocker / "m.pt")))
+    assert "the folder of --out" in line and "is not a folder" in line
+
+
 # -- the data folder -----------------------------------------------------------------------
 
 

@@ -79,3 +79,16 @@ def output_folder(path: Path, option: str = "--out") -> Path:
     if not os.access(path, os.W_OK | os.X_OK):
         fail(f"{option} {shown} is not writable")
     return path
+
+
+def output_file(path: Path, option: str = "--out") -> Path:
+    """Check a file an output option names before any work: not a folder, and in a folder
+    that exists or can be created (which ``output_folder`` does)."""
+    try:
+        is_folder = path.is_dir()
+    except OSError as exc:  # e.g. a name too long
+        fail(f"{option} {short_path(path)}: {exc.strerror or exc}")
+    if is_folder:
+        fail(f"{option} {short_path(path)} is a folder; name the file to write")
+    output_folder(path.parent, f"the folder of {option}")
+    return path

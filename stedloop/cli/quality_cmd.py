@@ -13,6 +13,7 @@ from stedloop.cli.common import (
     ConfigOption,
     fail,
     load_cli_config,
+    output_file,
     output_folder,
     print_json,
 )
@@ -85,6 +86,7 @@ def register(app: typer.Typer) -> None:
         """Train a quality network with the paper's recipe; write MODEL plus curves beside it."""
         from stedloop.quality.train import TrainConfig, paths_beside, train
 
+        output_file(out)  # before the training, not when the model is saved at its end
         _set_threads(threads)
         cfg = TrainConfig(
             seed=seed,

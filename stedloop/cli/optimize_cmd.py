@@ -315,7 +315,10 @@ def register(app: typer.Typer) -> None:
             history = record.history()
         finally:
             record.close()
-        folder = output_folder(out if out is not None else record.folder / "export")
+        if out is not None:
+            folder = output_folder(out)
+        else:
+            folder = output_folder(record.folder / "export", "the session's export folder")
         written = [write_frames_csv(history, folder / "frames.csv")]
         (folder / "summary.json").write_text(json.dumps(summary(history), indent=2, default=str))
         written.append(folder / "summary.json")

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from stedloop import registry
 from stedloop.config.schema import StedloopConfig
-from stedloop.driver import Driver
+from stedloop.driver import Driver, DriverDescription
 from stedloop.errors import ConfigError, PluginError
 
 
@@ -58,6 +58,16 @@ def validate_driver_options(config: StedloopConfig) -> BaseModel:
     """Check the configured driver's ``[drivers.<name>]`` table; returns the parsed options."""
     cls = driver_class(config.driver.name)
     return parse_driver_options(cls, config.driver.name, config.driver_options())
+
+
+def check_params_fit_driver(config: StedloopConfig, description: DriverDescription) -> None:
+    """Refuse a parameter space the driver cannot set (each range named with the driver's),
+    before a session is started rather than at its first frame."""
+    problems = config.params.outside_ranges(description.parameter_ranges)
+    if problems:
+        raise ConfigError(
+            f"the parameter space does not fit driver {description.name!r}: " + "; ".join(problems)
+        )
 
 
 def create_driver(config: StedloopConfig, **option_overrides: Any) -> Driver:

@@ -195,6 +195,22 @@ class ParamSpace(BaseModel):
                 + "; ".join(caps.violations(lowest))
             )
 
+    def outside_ranges(self, settable: Mapping[str, tuple[float, float]]) -> list[str]:
+        """Each configured range reaching past ``settable`` (a driver's ``parameter_ranges``),
+        as a sentence naming both ranges; empty when every range fits."""
+        problems = []
+        for name, rng in self.ranges():
+            if name not in settable:
+                continue
+            low, high = settable[name]
+            if rng.min < low or rng.max > high:
+                unit = PARAM_UNITS[name]
+                problems.append(
+                    f"params.{name} {rng.min:g}..{rng.max:g} {unit} lies outside the "
+                    f"driver's range {low:g}..{high:g} {unit}"
+                )
+        return problems
+
     def validate_point(self, params: ImagingParams) -> None:
         """Raise ``ParameterRejected`` if the point lies outside the space (or off its grid)."""
         for name, rng in self.ranges():

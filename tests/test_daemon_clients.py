@@ -36,6 +36,10 @@ acquire_delay_s = 0.1
 """
 
 
+#: How a ledger describes the resolution objective (name, unit, direction).
+RESOLUTION = {"name": "resolution", "unit": "nm", "direction": "minimize"}
+
+
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str, Any], Path]]:
     """One daemon for the module; each test leaves it without a running session."""
@@ -196,10 +200,10 @@ def test_watch_answers_at_once_for_unknown_ended_and_interrupted_sessions(daemon
     connect = ["--connect", ready["request_address"]]
     # Sessions this daemon never ran: their events are in no buffer.
     store = SessionStore(home / "sessions")
-    finished = store.create({"objectives": ["resolution"], "seed": 1}, name="old")
+    finished = store.create({"objectives": [RESOLUTION], "seed": 1}, name="old")
     finished.ledger.append(L.FINISHED, {"reason": "budget"})
     finished.close()
-    interrupted = store.create({"objectives": ["resolution"], "seed": 2}, name="crashed")
+    interrupted = store.create({"objectives": [RESOLUTION], "seed": 2}, name="crashed")
     interrupted.close()
     unknown = run_stedloop("watch", "20990101-000000-beef", *connect, env=env, timeout_s=30)
     assert unknown.returncode == 2 and "no session '20990101-000000-beef'" in unknown.stderr

@@ -346,7 +346,7 @@ def test_the_daemon_answers_a_start_on_a_full_disk_with_a_storage_error(
     )
     full_disk_for_sqlite(monkeypatch)
     with pytest.raises(ProtocolError) as info:
-        host.start(StartParams.model_validate({}))
+        host.start(StartParams.model_validate({}), client="test-client")
     assert info.value.code == "storage" and "disk is full" in info.value.message
     assert list((tmp_path / "sessions").iterdir()) == []
 

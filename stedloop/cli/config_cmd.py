@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -42,9 +43,35 @@ def register(app: typer.Typer) -> None:
 
     @config_app.command("validate")
     def validate(config: ConfigOption = None) -> None:
-        """Check a config (and the configured driver's options); exit 2 with the reason if bad."""
+        """Check a config, the configured driver's options and that the parameter ranges fit
+        the driver's; exit 2 with the reason if bad."""
         loaded = load_cli_config(config)
         from stedloop.drivers import validate_driver_options
 
         validate_driver_options(loaded.config)
+        unchecked = _check_driver_ranges(loaded.config)
+        if unchecked:
+            typer.echo(
+                f"configuration is valid; the driver's parameter ranges were not checked "
+                f"({unchecked}): `stedloop doctor` checks them with the instrument connected"
+            )
+            return
         typer.echo("configuration is valid")
+
+
+def _check_driver_ranges(config: Any) -> str | None:
+    """Compare the parameter ranges with the driver's (``describe()`` without connecting,
+    which the shipped drivers support); ConfigError when one does not fit, else None, or
+    why the driver could not say without a connection."""
+    from stedloop.drivers import check_params_fit_driver, create_driver
+    from stedloop.errors import StedloopError
+
+    driver = create_driver(config)
+    try:
+        description = driver.describe()
+    except StedloopError as exc:  # e.g. a plugin that learns its ranges from the instrument
+        return str(exc)
+    finally:
+        driver.close()
+    check_params_fit_driver(config, description)
+    return None

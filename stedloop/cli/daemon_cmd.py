@@ -296,7 +296,13 @@ def register(app: typer.Typer) -> None:
             overrides.setdefault("daemon", {})["event_address"] = event_address
         loaded = load_cli_config(config, overrides=overrides or None)
         from stedloop.logs import configure_logging
+        from stedloop.paths import ensure_data_dir
         from stedloop.server.daemon import Daemon
+
+        # Checked before the daemon touches the driver: one line, not a traceback.
+        ensure_data_dir(loaded.config.store.data_dir)
+        if ready_file is not None:
+            _check_ready_file(ready_file)
 
         section = loaded.config.logging
         configure_logging(section.level, section.json_file)
@@ -355,6 +361,9 @@ def register(app: typer.Typer) -> None:
         import uuid
 
         from stedloop.client.tokens import save_token
+        from stedloop.paths import ensure_data_dir
+
+        ensure_data_dir()  # the session's token is saved there: refuse before starting one
 
         params: dict[str, Any] = {"idempotency_key": uuid.uuid4().hex, "force": force}
         if set_:
@@ -539,6 +548,18 @@ def register(app: typer.Typer) -> None:
         from stedloop.client.demo import run_demo
 
         raise typer.Exit(run_demo(budget_frames=budget, keep=keep))
+
+
+def _check_ready_file(path: Path) -> None:
+    """The folder of ``--ready-file`` must exist (the file is written once the daemon is up)."""
+    from stedloop.cli.common import short_path
+
+    try:
+        usable = path.parent.is_dir() and not path.is_dir()
+    except OSError as exc:  # e.g. a name too long
+        fail(f"--ready-file {short_path(path)}: {exc.strerror}")
+    if not usable:
+        fail(f"--ready-file {short_path(path)}: its folder does not exist, or it is a folder")
 
 
 def start_with_retry(client: Any, params: dict[str, Any], timeout_s: float) -> dict[str, Any]:

@@ -1,9 +1,10 @@
 """`stedloop doctor`: is this machine ready to run stedloop? Each check says OK or FAIL + fix.
 
 Checks, in order: the config; the plugins it names; the configured driver (for Imspector:
-specpy importable, Imspector reachable; then connect, describe, safe state, close); the
-device scoring will use; the quality model file (loaded for real); whether the daemon's
-ports are free. Exit code 0 when everything is OK, 1 otherwise.
+specpy importable, Imspector reachable; then connect, describe, safe state, close; the
+configured parameter ranges must lie within the driver's); the device scoring will use; the
+quality model file (loaded for real); whether the daemon's ports are free. Exit code 0 when
+everything is OK, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -139,6 +140,12 @@ def _exercise_driver(config: Any, name: str, timeout_s: float) -> str:
     if error is not None:
         raise _Failed(f"{type(error).__name__}: {error}", "this is a driver bug; report it")
     description = outcome["description"]
+    problems = config.params.outside_ranges(description.parameter_ranges)
+    if problems:
+        raise _Failed(
+            f"{description.name} connected, but " + "; ".join(problems),
+            "narrow those [params] ranges to the driver's (or fix the driver's settings)",
+        )
     width, height = description.field_of_view_px
     return (
         f"{description.name}: connected, {width}x{height} px at "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -17,7 +18,12 @@ from stedloop.cli import (
     study_cmd,
     worker_cmd,
 )
-from stedloop.cli.common import EXIT_BAD_INPUT
+from stedloop.cli.common import (
+    DEBUG_ENV,
+    EXIT_BAD_INPUT,
+    EXIT_INTERNAL,
+    describe_os_error,
+)
 from stedloop.errors import StedloopError
 
 app = typer.Typer(
@@ -58,12 +64,40 @@ for module in (
 
 
 def run() -> None:
-    """Entry point: user errors become one line on stderr and exit code 2."""
+    """Entry point: every error ends as one line on stderr and a non-zero exit code.
+
+    User errors (``StedloopError``) and files or folders the system refuses (``OSError``:
+    a file where a folder belongs, a name too long, no permission, a full disk) exit 2; any
+    other exception is a bug, reported in one line with exit code 3, and with its traceback
+    when ``STEDLOOP_DEBUG=1``."""
     try:
         app()  # standalone: usage errors print and exit 2, --help exits 0
     except StedloopError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_BAD_INPUT)
+    except OSError as exc:
+        if _debug():
+            raise
+        typer.echo(f"error: {describe_os_error(exc)}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    except Exception as exc:
+        if _debug():
+            raise
+        typer.echo(
+            f"error: unexpected {type(exc).__name__}: {_first_line(exc)} (a bug; rerun with "
+            f"{DEBUG_ENV}=1 for the traceback and report it)",
+            err=True,
+        )
+        sys.exit(EXIT_INTERNAL)
+
+
+def _debug() -> bool:
+    return os.environ.get(DEBUG_ENV, "").strip() not in ("", "0")
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:300] if lines else "(no message)"
 
 
 if __name__ == "__main__":

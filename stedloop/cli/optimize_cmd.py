@@ -16,6 +16,7 @@ from stedloop.cli.common import (
     ConfigOption,
     fail,
     load_cli_config,
+    output_folder,
     print_json,
     say_prefix_expanded,
 )
@@ -129,6 +130,37 @@ def _run_in_foreground(session: Any, progress: _Progress) -> Any:
     return result["summary"]
 
 
+def _report_end(summary: Any, progress: _Progress, as_json: bool) -> None:
+    """The summary, how to go on where going on makes sense, and exit code 1 (EXIT_FAILURES)
+    when the session failed or not one of its frames could be scored."""
+    none_scored = summary.best_score is None and summary.frames > 0
+    failed = summary.state == "failed" or none_scored
+    if as_json:
+        print_json({"kind": "summary", **summary.as_dict()})
+    else:
+        best = summary.best_params
+        progress.console.print(
+            ("" if failed else f"{summary.state}: {summary.stop_reason}; ")  # failed: on stderr
+            + f"{summary.frames} frames; best score {_format_score(summary.best_score)}"
+            + (f" at {_format_params(best)}" if best else "")
+        )
+        if summary.state == "stopped":
+            progress.console.print(f"resume with: stedloop optimize --resume {summary.id}")
+        elif summary.state == "finished" and not none_scored:
+            progress.console.print(
+                f"more frames: stedloop optimize --resume {summary.id} --budget N "
+                f"(N > {summary.frames})"
+            )
+    if failed:
+        reason = (
+            summary.stop_reason
+            if summary.state == "failed"
+            else f"none of its {summary.frames} frames could be scored"
+        )
+        typer.echo(f"error: session {summary.id} failed: {reason}", err=True)
+        raise typer.Exit(EXIT_FAILURES)
+
+
 def register(app: typer.Typer) -> None:
     @app.command("optimize")
     def optimize(
@@ -162,12 +194,14 @@ def register(app: typer.Typer) -> None:
         stops after the frame in flight (twice: aborts it); the lasers end in the safe state
         and the ledger keeps every recorded frame, so `--resume` can continue."""
         from stedloop.instrument import claim_instrument
+        from stedloop.paths import ensure_data_dir
         from stedloop.store import SessionStore
 
         if resume and seed is not None:
             fail("--seed cannot be combined with --resume: a session keeps its own seed")
         cli_overrides = _overrides(driver, budget, objective, seed) or None
         loaded = load_cli_config(config, cli_overrides)
+        ensure_data_dir(loaded.config.store.data_dir)  # before the driver: one line if unusable
         store = SessionStore.from_config(loaded.config)
         progress = _Progress(as_json)
         if resume and config is None:
@@ -180,7 +214,7 @@ def register(app: typer.Typer) -> None:
             summary = _run_session(loaded, store, resume, force, name, as_json, progress)
         finally:
             claim.release()
-        _report(summary, as_json, progress)
+        _report_end(summary, progress, as_json)
 
     session_app = typer.Typer(
         help="List, show and export optimisation sessions.", no_args_is_help=True
@@ -282,7 +316,10 @@ def register(app: typer.Typer) -> None:
             history = record.history()
         finally:
             record.close()
-        folder = out if out is not None else record.folder / "export"
+        if out is not None:
+            folder = output_folder(out)
+        else:
+            folder = output_folder(record.folder / "export", "the session's export folder")
         written = [write_frames_csv(history, folder / "frames.csv")]
         (folder / "summary.json").write_text(json.dumps(summary(history), indent=2, default=str))
         written.append(folder / "summary.json")
@@ -325,20 +362,6 @@ def _run_session(
         finally:
             hardware.close()
     return summary
-
-
-def _report(summary: Any, as_json: bool, progress: _Progress) -> None:
-    if as_json:
-        print_json({"kind": "summary", **summary.as_dict()})
-    else:
-        best = summary.best_params
-        progress.console.print(
-            f"{summary.state}: {summary.stop_reason}; {summary.frames} frames; best score "
-            f"{_format_score(summary.best_score)}" + (f" at {_format_params(best)}" if best else "")
-        )
-        progress.console.print(f"resume with: stedloop optimize --resume {summary.id}")
-    if summary.state == "failed":
-        raise typer.Exit(EXIT_FAILURES)
 
 
 def _resume_config(

@@ -13,6 +13,8 @@ from stedloop.cli.common import (
     ConfigOption,
     fail,
     load_cli_config,
+    output_file,
+    output_folder,
     print_json,
 )
 
@@ -84,6 +86,7 @@ def register(app: typer.Typer) -> None:
         """Train a quality network with the paper's recipe; write MODEL plus curves beside it."""
         from stedloop.quality.train import TrainConfig, paths_beside, train
 
+        output_file(out)  # before the training, not when the model is saved at its end
         _set_threads(threads)
         cfg = TrainConfig(
             seed=seed,
@@ -139,6 +142,11 @@ def register(app: typer.Typer) -> None:
         """Score a labelled set and report RMSE/MAE/SROCC/KROCC/PLCC, per-bin errors and the user-study metrics."""
         from stedloop.quality.evaluate import evaluate, write_report
 
+        # Output folders are checked before the (long) evaluation, not after it.
+        if out is not None:
+            output_folder(out)
+        if study_set is not None:
+            output_folder(study_set, "--study-set")
         _set_threads(threads)
         report = evaluate(
             model,
@@ -231,6 +239,7 @@ def register(app: typer.Typer) -> None:
         from stedloop.quality.synth import synthesize
 
         loaded = load_cli_config(config)
+        output_folder(out)
         summary = synthesize(
             out,
             n=n,

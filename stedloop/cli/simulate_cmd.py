@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from stedloop.cli.common import ConfigOption, fail, load_cli_config
+from stedloop.cli.common import ConfigOption, fail, load_cli_config, output_folder
 
 DEFAULT_DWELL_TIME_US = 10.0
 DEFAULT_EXCITATION_UW = 5.0
@@ -75,18 +75,13 @@ def register(app: typer.Typer) -> None:
         parsed = parse_driver_options(SimulatorDriver, "simulator", options)
         assert isinstance(parsed, SimulatorOptions)
 
-        if out.exists() and not out.is_dir():
-            fail(f"--out {out} exists and is not a folder")
+        output_folder(out)
         paths = [out / f"{structure}_{i:04d}.ome.tif" for i in range(n)]
         existing = [p for p in paths if p.exists()]
         if existing and not overwrite:
             fail(
                 f"{existing[0]} already exists ({len(existing)} of the files); use --overwrite or another --out"
             )
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            fail(f"cannot create --out {out}: {exc.strerror}")
 
         driver = SimulatorDriver(parsed, loaded.config.safety)
         with driver:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from stedloop.cli.common import fail, print_json
+from stedloop.cli.common import fail, output_folder, print_json
 
 DEFAULT_PORT = 8765
 
@@ -114,6 +114,7 @@ def register(app: typer.Typer) -> None:
         elif mode == "label":
             if out is None:
                 fail("label mode needs --out DIR (the dataset to write)")
+            output_folder(out)
             store = StudyStore(db or out / "labels.sqlite")
             web = create_app(
                 mode="label", store=store, label_source=set_dir, label_out=out,
@@ -145,6 +146,7 @@ def register(app: typer.Typer) -> None:
 
         if not db.is_file():
             raise DataError(f"{db}: no such answer database")
+        output_folder(out)
         store = StudyStore(db)
         try:
             result = build_report(store.answers())

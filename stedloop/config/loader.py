@@ -37,6 +37,7 @@ ENV_PREFIX = "STEDLOOP_"
 #: test suite's switches, inherited by the daemons the tests start).
 RESERVED_ENV = {
     "STEDLOOP_CONFIG",
+    "STEDLOOP_DEBUG",
     "STEDLOOP_HOME",
     "STEDLOOP_LOG_FORMAT",
     "STEDLOOP_REQUIRE_BROWSER",

@@ -252,11 +252,22 @@ class BayesianOptimizer:
             if count in self._hyper_cache or count in self._hyper_threads:
                 return
             X, y = self._inputs(np.array(self._unit_told)), self._gp_targets(count)
+            # Not a daemon thread: the interpreter waits for it at exit. A daemon thread
+            # still inside scipy's C++ distance code then is killed by a forced unwind,
+            # which aborts the process ("terminate called without an active exception").
             thread = threading.Thread(
-                target=self._optimise_hyper, args=(X, y, count), name="stedloop-gp", daemon=True
+                target=self._optimise_hyper, args=(X, y, count), name="stedloop-gp"
             )
             self._hyper_threads[count] = thread
         thread.start()
+
+    def join_background(self) -> None:
+        """Wait for the background hyper-parameter fits to end (a session calls this when it
+        stops, so no thread of it outlives the run)."""
+        with self._hyper_lock:
+            threads = list(self._hyper_threads.values())
+        for thread in threads:
+            thread.join()
 
     def _optimise_hyper(self, X: np.ndarray, y: np.ndarray, count: int) -> None:
         kernel = ConstantKernel(1.0, (0.01, 1000.0)) * Matern(

@@ -17,6 +17,7 @@ Loading refuses anything missing or mismatched with a :class:`CheckpointError` n
 from __future__ import annotations
 
 import math
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,35 @@ def save_checkpoint(ckpt: Checkpoint, path: Path) -> Path:
     return path
 
 
+def read_torch_file(path: Path, what: str) -> Any:
+    """``torch.load`` of a file ``torch.save`` wrote (weights only), or a CheckpointError
+    saying in one line why not. ``torch.save`` writes a zip archive: anything else (a TIFF, a
+    text file) is named as such, instead of the unpickler's "pop from empty list"."""
+    try:
+        is_archive = zipfile.is_zipfile(path)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
+    if not is_archive:
+        raise CheckpointError(
+            f"{path}: not a {what} (not a file written by torch.save, as `stedloop train` does)"
+        )
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for damaged or foreign archives
+        raise CheckpointError(f"{path}: cannot read {what} ({_load_failure(exc)})") from None
+
+
+def _load_failure(exc: Exception) -> str:
+    """The useful line of a torch.load error (its first lines are advice about weights_only)."""
+    text = str(exc)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        detail = text.split(marker, 1)[1].strip().splitlines()
+        return "it holds objects other than weights: " + (detail[0] if detail else "?")[:160]
+    lines = text.strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:160]
+
+
 def _require(payload: dict[str, Any], key: str, path: Path) -> Any:
     if key not in payload:
         raise CheckpointError(f"{path}: not a valid quality checkpoint (missing '{key}')")
@@ -110,11 +140,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: quality model file not found")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for corrupt files
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        raise CheckpointError(f"{path}: cannot read quality checkpoint ({reason})") from exc
+    payload = read_torch_file(path, "quality checkpoint")
     if not isinstance(payload, dict):
         raise CheckpointError(f"{path}: not a quality checkpoint (not a dict)")
     if payload.get("format") != CHECKPOINT_FORMAT:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stedloop.csvtable import read_csv_table
 from stedloop.errors import DataError
 from stedloop.quality.preprocess import check_image, fit_to_size
 from stedloop.tiffio import read_image_tiff
@@ -55,34 +56,32 @@ def _parse_score(text: str, where: str) -> float:
 def read_manifest(folder: Path) -> list[LabelledImage]:
     manifest = folder / MANIFEST_NAME
     items: list[LabelledImage] = []
-    with manifest.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        columns = set(reader.fieldnames or [])
-        missing = {"path", "score"} - columns
-        if missing:
-            raise DataError(f"{manifest}: missing column(s) {', '.join(sorted(missing))}")
-        for line, row in enumerate(reader, start=2):
-            where = f"{manifest}:{line}"
-            rel = (row.get("path") or "").strip()
-            if not rel:
-                raise DataError(f"{where}: empty path")
-            params: dict[str, float] = {}
-            for name in PARAM_COLUMNS:
-                text = (row.get(name) or "").strip()
-                if text:
-                    try:
-                        params[name] = float(text)
-                    except ValueError:
-                        raise DataError(f"{where}: {name} {text!r} is not a number") from None
-            items.append(
-                LabelledImage(
-                    path=(folder / rel).resolve(),
-                    relpath=rel,
-                    score=_parse_score((row.get("score") or "").strip(), where),
-                    structure=(row.get("structure") or "unknown").strip() or "unknown",
-                    params=params,
-                )
+    table = read_csv_table(manifest)
+    missing = {"path", "score"} - set(table.columns)
+    if missing:
+        raise DataError(f"{manifest}: missing column(s) {', '.join(sorted(missing))}")
+    for line, row in table.rows:
+        where = f"{manifest}:{line}"
+        rel = (row.get("path") or "").strip()
+        if not rel:
+            raise DataError(f"{where}: empty path")
+        params: dict[str, float] = {}
+        for name in PARAM_COLUMNS:
+            text = (row.get(name) or "").strip()
+            if text:
+                try:
+                    params[name] = float(text)
+                except ValueError:
+                    raise DataError(f"{where}: {name} {text!r} is not a number") from None
+        items.append(
+            LabelledImage(
+                path=(folder / rel).resolve(),
+                relpath=rel,
+                score=_parse_score((row.get("score") or "").strip(), where),
+                structure=(row.get("structure") or "unknown").strip() or "unknown",
+                params=params,
             )
+        )
     return items
 
 

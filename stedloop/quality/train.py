@@ -33,7 +33,13 @@ from torch import nn
 
 from stedloop.errors import DataError
 from stedloop.quality.augment import random_dihedral
-from stedloop.quality.checkpoint import Checkpoint, CheckpointError, Normalization, save_checkpoint
+from stedloop.quality.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    Normalization,
+    read_torch_file,
+    save_checkpoint,
+)
 from stedloop.quality.dataset import load_dataset, load_images, stratified_split
 from stedloop.quality.device import resolve_device
 from stedloop.quality.model import DEFAULT_INPUT_SIZE_PX, QualityNet
@@ -447,10 +453,7 @@ def _save_resume(path: Path, state: dict[str, Any]) -> None:
 def _load_resume(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{path}: resume file not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"{path}: cannot read resume state ({exc})") from exc
+    state = read_torch_file(path, "training resume file")
     if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
         raise CheckpointError(
             f"{path}: not a training resume file (pass the .resume.pt written beside the model)"

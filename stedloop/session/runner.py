@@ -378,6 +378,7 @@ class Session:
         finally:
             self._make_safe()
             self._finish(outcome)
+            self.optimizer.join_background()  # no thread of the run outlives it
             control.mark_finished()
             lock.release()
         return self._summary(outcome)

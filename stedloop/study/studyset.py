@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
+from stedloop.csvtable import read_csv_table
 from stedloop.errors import DataError
 
 STUDY_CSV = "study.csv"
@@ -82,18 +83,12 @@ def load_study_set(root: Path) -> StudySet:
     csv_path = root / STUDY_CSV
     if not csv_path.is_file():
         raise DataError(f"{csv_path}: study set has no {STUDY_CSV}")
-    raw = csv_path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise DataError(f"{csv_path}: not UTF-8 text") from None
-    reader = csv.DictReader(text.splitlines())
-    columns = reader.fieldnames or []
-    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    table = read_csv_table(csv_path)
+    missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
     if missing:
         raise DataError(f"{csv_path}: missing column(s) {', '.join(missing)}")
     rows: list[StudyRow] = []
-    for line_no, record in enumerate(reader, start=2):
+    for line_no, record in table.rows:
         where = f"{csv_path}:{line_no}"
         image = (record.get("image") or "").strip()
         _inside(root, image, where)
@@ -113,7 +108,7 @@ def load_study_set(root: Path) -> StudySet:
         )
     if not rows:
         raise DataError(f"{csv_path}: no trials")
-    return StudySet(root=root, rows=tuple(rows), fingerprint=hashlib.sha256(raw).hexdigest())
+    return StudySet(root=root, rows=tuple(rows), fingerprint=hashlib.sha256(table.raw).hexdigest())
 
 
 def read_image_2d(path: Path) -> np.ndarray:
@@ -143,12 +138,11 @@ def read_label_scores(path: Path) -> list[float]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
-    reader = csv.DictReader(path.read_text(encoding="utf-8-sig").splitlines())
-    if "score" not in (reader.fieldnames or []):
+    table = read_csv_table(path)
+    if "score" not in table.columns:
         raise DataError(f"{path}: no 'score' column")
     scores = [
-        _score((rec.get("score") or "").strip(), "score", f"{path}:{n}")
-        for n, rec in enumerate(reader, start=2)
+        _score((rec.get("score") or "").strip(), "score", f"{path}:{n}") for n, rec in table.rows
     ]
     if not scores:
         raise DataError(f"{path}: no scores")

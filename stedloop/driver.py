@@ -89,14 +89,20 @@ _SelfDriver = TypeVar("_SelfDriver", bound="SafeStateContext")
 
 class SafeStateContext:
     """``with driver:`` connects and goes safe on entry, goes safe and closes on exit, also
-    when the block raises. Mixed into every stedloop driver class."""
+    when the block raises. Mixed into every stedloop driver class.
 
+    The three placeholders are marked abstract (this is no ABC, so nothing changes at
+    instantiation) so that the plugin check at load refuses a class that relies on them."""
+
+    @abstractmethod
     def connect(self) -> None:
         raise NotImplementedError
 
+    @abstractmethod
     def safe_state(self) -> None:
         raise NotImplementedError
 
+    @abstractmethod
     def close(self) -> None:
         raise NotImplementedError
 

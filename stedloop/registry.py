@@ -6,6 +6,7 @@ asked for is imported, so a broken or heavy plugin that is not configured costs 
 
 from __future__ import annotations
 
+import inspect
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
@@ -95,6 +96,19 @@ def check_api_version(obj: Any, label: str) -> None:
         )
 
 
+def unimplemented_methods(obj: Any, required: tuple[str, ...]) -> list[str]:
+    """Methods a plugin class inherits as abstract and does not implement.
+
+    An ABC subclass (``BaseDriver``, ``BaseObjective``) that misses one cannot even be built;
+    a required method that is still a placeholder marked ``@abstractmethod`` in a plain base
+    class (``SafeStateContext``) would fail at its first call. Both are caught at load."""
+    missing = set(getattr(obj, "__abstractmethods__", ())) if inspect.isabstract(obj) else set()
+    for name in required:
+        if getattr(getattr(obj, name, None), "__isabstractmethod__", False):
+            missing.add(name)
+    return sorted(missing)
+
+
 def describe(group: str) -> list[dict[str, str]]:
     """Name, target and distribution of each registered plugin, without importing any."""
     rows = []
@@ -127,4 +141,10 @@ def load(group: str, name: str) -> Any:
     missing = [a for a in REQUIRED_ATTRIBUTES[group] if not callable(getattr(obj, a, None))]
     if missing:
         raise PluginError(f"{label} lacks {', '.join(missing)}, which {group} plugins must provide")
+    abstract = unimplemented_methods(obj, REQUIRED_ATTRIBUTES[group])
+    if abstract:
+        raise PluginError(
+            f"{label} does not implement {', '.join(abstract)}, which its base class leaves "
+            "abstract; define them in the plugin class"
+        )
     return obj

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from stedloop.drivers import create_driver
 from stedloop.errors import PluginError
 from stedloop.frame import Region
 from stedloop.params import ImagingParams
+from tests.cli_helpers import run_stedloop
 
 PACKAGE = "stedloop_testplug"
 
@@ -43,6 +45,29 @@ MODULES = {
             def safe_state(self): pass
             def close(self): pass
     """,
+    "incomplete.py": """
+        from stedloop.driver import BaseDriver, DriverDescription, SafeStateContext
+        from stedloop.objectives.base import BaseObjective
+
+        class HalfDriver(BaseDriver):  # no _acquire, no close
+            API_VERSION = "1.0"
+
+            def connect(self): pass
+            def describe(self):
+                return DriverDescription("half", 50.0, (16, 16), None, {})
+            def safe_state(self): pass
+
+        class PlainDriver(SafeStateContext):  # not an ABC: connect is the base's placeholder
+            API_VERSION = "1.0"
+
+            def describe(self): pass
+            def acquire(self, params, region): pass
+            def safe_state(self): pass
+            def close(self): pass
+
+        class NoEvaluate(BaseObjective):
+            name = "noeval"
+    """,
     "broken.py": "raise ImportError('this plugin needs labhardware, which is not installed')",
     "oldapi.py": "class Old:\n    API_VERSION = '0.9'\n    def evaluate(self, frame): return 1.0",
     "newminor.py": "class New:\n    API_VERSION = '1.99'\n    def evaluate(self, frame): return 1.0",
@@ -56,6 +81,8 @@ ENTRY_POINTS = f"""
 [stedloop.drivers]
 labdriver = {PACKAGE}.good:LabDriver
 brokendriver = {PACKAGE}.broken:Nothing
+halfdriver = {PACKAGE}.incomplete:HalfDriver
+plaindriver = {PACKAGE}.incomplete:PlainDriver
 
 [stedloop.objectives]
 old = {PACKAGE}.oldapi:Old
@@ -63,6 +90,7 @@ newer = {PACKAGE}.newminor:New
 bare = {PACKAGE}.noversion:Bare
 odd = {PACKAGE}.badversion:Odd
 clashing = {PACKAGE}.clash:A
+noeval = {PACKAGE}.incomplete:NoEvaluate
 
 [stedloop.scorers]
 half = {PACKAGE}.scorer:Half
@@ -139,6 +167,42 @@ def test_version_and_name_problems(plugins: Path, name: str, text: str) -> None:
 def test_missing_methods_are_named(plugins: Path) -> None:
     with pytest.raises(PluginError, match="lacks score"):
         registry.load(registry.SCORERS, "half")
+
+
+@pytest.mark.parametrize(
+    ("group", "name", "methods"),
+    [
+        (registry.DRIVERS, "halfdriver", "_acquire, close"),
+        (registry.DRIVERS, "plaindriver", "connect"),
+        (registry.OBJECTIVES, "noeval", "evaluate"),
+    ],
+)
+def test_abstract_methods_left_unimplemented_are_refused_at_load(
+    plugins: Path, group: str, name: str, methods: str
+) -> None:
+    with pytest.raises(PluginError) as info:
+        registry.load(group, name)
+    message = str(info.value)
+    assert f"plugin {name!r}" in message and f"does not implement {methods}," in message
+    assert "\n" not in message
+
+
+def test_an_incomplete_driver_is_one_line_and_exit_2_from_the_cli(
+    plugins: Path, tmp_path: Path
+) -> None:
+    site = tmp_path / "site.toml"
+    site.write_text('[driver]\nname = "halfdriver"\n')
+    env = {"PYTHONPATH": os.pathsep.join([str(plugins), os.getcwd()]), "STEDLOOP_CONFIG": str(site)}
+    for command in (["config", "validate"], ["optimize", "--budget", "2"]):
+        result = run_stedloop(*command, env=env)
+        assert result.returncode == 2, (command, result.stdout, result.stderr)
+        assert "Traceback" not in result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert lines == [
+            f"error: stedloop.drivers plugin 'halfdriver' ({PACKAGE}.incomplete:HalfDriver) "
+            "does not implement _acquire, close, which its base class leaves abstract; "
+            "define them in the plugin class"
+        ], (command, result.stderr)
 
 
 def test_unknown_names_and_groups(plugins: Path) -> None:

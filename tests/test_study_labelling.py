@@ -15,6 +15,7 @@ from stedloop.frame import Frame, Region
 from stedloop.params import ImagingParams
 from stedloop.quality.dataset import load_dataset, read_tiff_image
 from stedloop.study.app import create_app
+from stedloop.study.labelling import labeller_folder_name, legacy_folder_name
 from stedloop.study.store import StudyStore
 from stedloop.tiffio import write_frame_tiff
 
@@ -64,7 +65,8 @@ def test_labels_become_a_training_dataset(tmp_path: Path, source: Path) -> None:
     client.post("/api/label/score", json={"who": "Dr Who", "item": 0, "score": 0.3})
     scores[s["name"]] = 0.3
 
-    dataset = tmp_path / "out" / "Dr_Who"
+    dataset = Path(s["dataset"])
+    assert dataset.parent == tmp_path / "out" and dataset.name.startswith("Dr_Who-")
     items = load_dataset(dataset)  # the quality area's own reader
     assert len(items) == 3
     assert sorted(i.score for i in items) == sorted(scores.values())
@@ -103,7 +105,7 @@ def test_label_input_errors(tmp_path: Path, source: Path) -> None:
     last = client2.post("/api/label/start", json={"name": "x"}).json()["total"] - 1
     bad = client2.post("/api/label/score", json={"who": "x", "item": last, "score": 0.5})
     assert bad.status_code == 400 and "16-bit" in bad.json()["error"]
-    assert not (tmp_path / "again" / "out" / "x" / "manifest.csv").exists()
+    assert not (tmp_path / "again" / "out" / labeller_folder_name("x") / "manifest.csv").exists()
     store.close()
     store2.close()
 
@@ -117,3 +119,94 @@ def test_empty_folder_is_refused(tmp_path: Path) -> None:
             mode="label", store=StudyStore(tmp_path / "l.sqlite"),
             label_source=tmp_path / "empty", label_out=tmp_path / "out",
         )  # fmt: skip
+
+
+def _manifest_rows(folder: Path) -> list[dict[str, str]]:
+    with (folder / "manifest.csv").open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_look_alike_labellers_never_share_a_folder(tmp_path: Path, source: Path) -> None:
+    # The first pairs shared a folder before (slug "a_b", "labeller"), and overwrote each
+    # other's manifest; "Anna"/"anna" would share one on a case-insensitive disk.
+    client, store = _client(tmp_path, source)
+    names = ["a b", "a_b", "a@b", "Anna", "anna", "x.", "x"]
+    folders = {}
+    for score_index, name in enumerate(names):
+        started = client.post("/api/label/start", json={"name": name}).json()
+        r = client.post(
+            "/api/label/score", json={"who": name, "item": 0, "score": score_index / 10}
+        )
+        assert r.status_code == 200, r.text
+        folders[name] = Path(started["dataset"])
+    assert len({f.name.lower() for f in folders.values()}) == len(names)
+    for score_index, name in enumerate(names):
+        rows = _manifest_rows(folders[name])
+        assert [(r["labeller"], float(r["score"])) for r in rows] == [(name, score_index / 10)]
+        assert len(load_dataset(folders[name])) == 1
+    store.close()
+
+
+@pytest.mark.parametrize("name", [".", "..", "'", "- -", "@", "_"])
+def test_names_without_a_letter_or_digit_are_refused(
+    tmp_path: Path, source: Path, name: str
+) -> None:
+    client, store = _client(tmp_path, source)
+    started = client.post("/api/label/start", json={"name": name})
+    assert started.status_code == 400 and "letter or digit" in started.json()["error"]
+    scored = client.post("/api/label/score", json={"who": name, "item": 0, "score": 0.5})
+    assert scored.status_code == 400
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    store.close()
+
+
+def test_an_old_style_folder_is_taken_over_by_its_own_labeller_only(
+    tmp_path: Path, source: Path
+) -> None:
+    # Before the hash, "a b" labelled two images into out/a_b/ (same code path, old name).
+    client, store = _client(tmp_path, source)
+    for index, score in [(0, 0.2), (1, 0.4)]:
+        client.post("/api/label/score", json={"who": "a b", "item": index, "score": score})
+    new_folder = tmp_path / "out" / labeller_folder_name("a b")
+    legacy = tmp_path / "out" / legacy_folder_name("a b")
+    new_folder.rename(legacy)
+    assert legacy.name == "a_b"
+
+    # Its look-alike "a_b" must not take it, nor write into it.
+    client.post("/api/label/score", json={"who": "a_b", "item": 2, "score": 0.9})
+    assert {r["labeller"] for r in _manifest_rows(legacy)} == {"a b"}
+    assert len(_manifest_rows(tmp_path / "out" / labeller_folder_name("a_b"))) == 1
+
+    # Its owner's next score moves it to the new name, with every earlier score and image.
+    client.post("/api/label/score", json={"who": "a b", "item": 2, "score": 0.6})
+    assert not legacy.exists()
+    items = load_dataset(new_folder)
+    assert sorted(i.score for i in items) == [0.2, 0.4, 0.6]
+    assert all(i.path.is_file() for i in items)
+    store.close()
+
+
+def test_a_folder_holding_someone_elses_scores_is_never_written(
+    tmp_path: Path, source: Path
+) -> None:
+    client, store = _client(tmp_path, source)
+    client.post("/api/label/score", json={"who": "ann", "item": 0, "score": 0.5})
+    ann = tmp_path / "out" / labeller_folder_name("ann")
+    bob = tmp_path / "out" / labeller_folder_name("bob")
+    ann.rename(bob)  # e.g. copied by hand under the wrong name
+    r = client.post("/api/label/score", json={"who": "bob", "item": 1, "score": 0.7})
+    assert r.status_code == 400 and "holds the scores of 'ann'" in r.json()["error"]
+    assert {row["labeller"] for row in _manifest_rows(bob)} == {"ann"}
+    store.close()
+
+
+def test_stored_labels_without_their_folder_get_their_images_back(
+    tmp_path: Path, source: Path
+) -> None:
+    client, store = _client(tmp_path, source)
+    store.set_label("carol", "a.tif", 0.3)  # scored earlier; the folder went missing since
+    client.post("/api/label/score", json={"who": "carol", "item": 1, "score": 0.8})
+    items = load_dataset(tmp_path / "out" / labeller_folder_name("carol"))
+    assert sorted(i.score for i in items) == [0.3, 0.8]
+    assert all(i.path.is_file() for i in items)
+    store.close()

@@ -11,6 +11,7 @@ frame as failed and never tells the optimizer a number for it.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import ClassVar, Literal, Protocol, runtime_checkable
 
 import numpy as np
@@ -35,8 +36,11 @@ class Objective(Protocol):
         ...
 
 
-class BaseObjective:
-    """Optional helper base class with the shared attributes and a description."""
+class BaseObjective(ABC):
+    """Optional helper base class with the shared attributes and a description.
+
+    ``evaluate`` is abstract: a subclass without one is refused when the plugin is loaded
+    (it used to fail every frame with NotImplementedError)."""
 
     API_VERSION: ClassVar[str] = PLUGIN_API_VERSION
     name: str = ""
@@ -45,8 +49,8 @@ class BaseObjective:
     #: Values mapped to 0 and 1 by the normaliser (worst and best ends are set by direction).
     bounds: tuple[float, float] = (0.0, 1.0)
 
-    def evaluate(self, frame: Frame) -> float:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def evaluate(self, frame: Frame) -> float: ...
 
     def describe(self) -> dict[str, object]:
         return describe(self)

@@ -1,7 +1,8 @@
 """Labelling mode: microscopists score new images on [0, 1]; the result is a data set that
 ``stedloop train`` reads (see :mod:`stedloop.quality.dataset`).
 
-Each labeller gets a data set of their own, ``OUT/<labeller>/``: ``images/*.tif`` (2-D 8- or
+Each labeller gets a data set of their own, ``OUT/<slug>-<hash>/`` (see
+``labeller_folder_name``): ``images/*.tif`` (2-D 8- or
 16-bit TIFFs, the STED channel of the source) and ``manifest.csv`` with columns ``path``
 (relative to that folder), ``score``, ``structure``, ``dwell_time_us``, ``excitation_uw``,
 ``depletion_mw`` (empty when the source does not record them), ``labeller``, ``labelled_at``.
@@ -12,6 +13,7 @@ live in the SQLite database first; the manifest is rewritten atomically after ev
 from __future__ import annotations
 
 import csv
+import hashlib
 import re
 import threading
 from dataclasses import dataclass
@@ -70,8 +72,43 @@ def list_images(folder: Path) -> list[LabelItem]:
     return [LabelItem(i, p, p.relative_to(folder).as_posix()) for i, p in enumerate(paths)]
 
 
-def labeller_slug(name: str) -> str:
+#: Length of the hash of the exact name in a data set's folder name (hex digits).
+FOLDER_HASH_LENGTH = 10
+_SLUG_MAX_LENGTH = 40
+
+
+def check_labeller_name(name: str) -> str:
+    """A labeller name as the study store accepts it, with at least one letter or digit."""
+    cleaned = check_name(name, "labeller name")
+    if not any(ch.isalnum() for ch in cleaned):
+        raise DataError(f"labeller name {cleaned!r} needs at least one letter or digit")
+    return cleaned
+
+
+def labeller_folder_name(name: str) -> str:
+    """The data set folder of one labeller: a readable ASCII slug + a hash of the exact name.
+
+    The slug alone is not unique ("a b", "a_b" and "a@b" share one; "Anna" and "anna" share
+    one on a case-insensitive disk), the hash is; the slug only helps a human find theirs."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._-")[:_SLUG_MAX_LENGTH]
+    digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:FOLDER_HASH_LENGTH]
+    return f"{slug or 'labeller'}-{digest}"
+
+
+def legacy_folder_name(name: str) -> str:
+    """The folder name used before the hash was added (shared by look-alike names)."""
     return re.sub(r"[^\w.-]+", "_", name).strip("._") or "labeller"
+
+
+def manifest_labellers(folder: Path) -> set[str]:
+    """Whose scores a data set folder's manifest holds (empty if it has none)."""
+    try:
+        with (folder / MANIFEST_NAME).open(newline="", encoding="utf-8") as fh:
+            return {row.get("labeller") or "" for row in csv.DictReader(fh)}
+    except FileNotFoundError:
+        return set()
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{folder / MANIFEST_NAME}: cannot be read ({exc})") from None
 
 
 def _params_of(path: Path) -> dict[str, float]:
@@ -114,24 +151,45 @@ class DatasetWriter:
         self._params: dict[int, dict[str, float]] = {}
 
     def folder(self, labeller: str) -> Path:
-        return self.out / labeller_slug(labeller)
+        return self.out / labeller_folder_name(labeller)
 
     def add(self, labeller: str, item: LabelItem, score: float) -> Path:
         """Record a score, copy the image into the data set, rewrite the manifest."""
         image = _checked_image(item.source)  # refuse before storing anything
         folder = self.folder(labeller)
-        target = folder / "images" / item.output_name
         with self._lock:
-            if not target.exists():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                tmp = target.with_suffix(".tmp")
-                tifffile.imwrite(tmp, image)
-                tmp.replace(target)
+            self._claim(labeller, folder)
+            self._copy_image(item, folder, image)
             if item.index not in self._params:
                 self._params[item.index] = _params_of(item.source)
             self.store.set_label(labeller, item.relpath, score)
             self._write_manifest(labeller, folder)
         return folder / MANIFEST_NAME
+
+    def _claim(self, labeller: str, folder: Path) -> None:
+        """Make ``folder`` this labeller's: take over their old-style folder if it is theirs
+        alone, and never write into a folder that holds someone else's scores."""
+        if not folder.exists():
+            legacy = self.out / legacy_folder_name(labeller)
+            if legacy.is_dir() and manifest_labellers(legacy) == {labeller}:
+                legacy.rename(folder)
+            return
+        others = manifest_labellers(folder) - {labeller}
+        if others:
+            raise DataError(
+                f"{folder} holds the scores of {', '.join(sorted(map(repr, others)))}, not "
+                f"{labeller!r}; move that folder away"
+            )
+
+    @staticmethod
+    def _copy_image(item: LabelItem, folder: Path, image: np.ndarray | None = None) -> None:
+        target = folder / "images" / item.output_name
+        if target.exists():
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(".tmp")
+        tifffile.imwrite(tmp, _checked_image(item.source) if image is None else image)
+        tmp.replace(target)
 
     def _write_manifest(self, labeller: str, folder: Path) -> None:
         labels = self.store.labels_with_time(labeller)
@@ -143,6 +201,9 @@ class DatasetWriter:
                 if item.relpath not in labels:
                     continue
                 score, labelled_at = labels[item.relpath]
+                # Scores stored before this folder existed (an old-style folder left to its
+                # look-alike) get their image here too: every manifest row has its file.
+                self._copy_image(item, folder)
                 if item.index not in self._params:
                     self._params[item.index] = _params_of(item.source)
                 params = self._params[item.index]
@@ -215,18 +276,18 @@ def add_label_routes(
 
     @app.post("/api/label/start")
     def start(body: LabelStart) -> JSONResponse:
-        who = check_name(body.name, "labeller name")
+        who = check_labeller_name(body.name)
         labels = store.labels(who)
         first = next((i for i, it in enumerate(items) if it.relpath not in labels), 0)
         return JSONResponse(state(who, first), headers=_NO_STORE)
 
     @app.get("/api/label/item/{index}")
     def get_item(index: int, who: str = Query(min_length=1, max_length=64)) -> JSONResponse:
-        return JSONResponse(state(check_name(who, "labeller name"), index), headers=_NO_STORE)
+        return JSONResponse(state(check_labeller_name(who), index), headers=_NO_STORE)
 
     @app.post("/api/label/score")
     def score(body: LabelScore) -> JSONResponse:
-        who = check_name(body.who, "labeller name")
+        who = check_labeller_name(body.who)
         writer.add(who, item_or_404(body.item), body.score)
         return JSONResponse(state(who, body.item), headers=_NO_STORE)
 

@@ -204,7 +204,9 @@ class WorkerDriver(SafeStateContext):
                     log.warning("worker_driver_close_failed", error=str(exc))
                 finally:
                     self._call_lock.release()
-            link.shutdown(timeout_s=2.0)
+            # A frame that ignored the abort is still running: the worker aborts it again,
+            # waits the grace period, then commands safe_state before it exits.
+            link.shutdown(timeout_s=self.settings.abort_grace_period_s + 2.0)
         if spare is not None:
             spare.shutdown(timeout_s=2.0)
         self._notices.put(None)

@@ -121,6 +121,11 @@ class WorkerLink:
             # The worker gives up on a silent daemon well after the daemon gives up on it.
             "--parent-timeout-s",
             repr(max(3 * s.heartbeat_timeout_s, 10.0)),
+            # Bounds of its exit without us: wait for an aborted frame, then for safe_state.
+            "--abort-grace-period-s",
+            repr(s.abort_grace_period_s),
+            "--call-timeout-s",
+            repr(s.call_timeout_s),
             "--log-level",
             log_level,
         ]

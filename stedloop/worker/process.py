@@ -8,6 +8,10 @@ the worker's ZeroMQ routing id, so the daemon ignores any other peer on the sock
 Two threads: the driver thread runs driver calls one at a time (they may block for a whole
 frame, or forever); the main thread owns the socket and answers heartbeats, pings and aborts
 at once, so the daemon always knows whether the worker is alive and what it is doing.
+
+The main thread also watches for the end: the daemon gone (its process exited, or silent for
+the parent timeout) or a SIGTERM/SIGINT/SIGHUP. Then, before exiting, it aborts the call in
+flight and commands the lasers safe (see safe_exit.py): nobody else can after that.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import contextlib
 import os
 import queue
 import shutil
+import signal
+import socket
 import sys
 import threading
 import time
@@ -32,6 +38,7 @@ from stedloop.frame import Region
 from stedloop.logs import configure_logging, get_logger
 from stedloop.params import ImagingParams, SafetyCaps
 from stedloop.worker import protocol
+from stedloop.worker.safe_exit import abort_and_make_safe
 
 log = get_logger("stedloop.worker.process")
 
@@ -39,6 +46,13 @@ log = get_logger("stedloop.worker.process")
 EXIT_OK = 0
 EXIT_PARENT_LOST = 4
 EXIT_BAD_START = 5
+#: After SIGTERM, SIGINT or SIGHUP the worker exits with 128 + the signal number, as a shell
+#: reports a process killed by that signal -- but only once the lasers were made safe.
+STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP")
+
+#: How often the main thread checks that its parent process is still there. Cheap (one
+#: getppid), and it bounds how long an orphaned worker keeps a frame running.
+PARENT_CHECK_INTERVAL_S = 0.1
 
 #: Name prefix of the daemon's private folders for ipc sockets (see link.py).
 IPC_FOLDER_PREFIX = "stedloop-worker-"
@@ -67,6 +81,9 @@ class _DriverThread:
         self._address = address
         self._routing_id = (token + protocol.REPLY_SUFFIX).encode("ascii")
         self.driver: Driver | None = None
+        #: True after a successful ``close``: the daemon made the lasers safe and let go of
+        #: the instrument, so an exit must not open it again for a last safe_state.
+        self.driver_closed = False
         self._lock = threading.Lock()
         self.busy_method: str | None = None
         self.busy_since = 0.0
@@ -128,12 +145,14 @@ class _DriverThread:
     def _call(self, method: str, args: dict[str, Any]) -> tuple[Any, list[Any]]:
         if method == "init":
             self.driver = _build_driver(args)
+            self.driver_closed = False
             return {"driver": str(args["driver"]), "pid": os.getpid()}, []
         driver = self.driver
         if driver is None:
             raise DriverError("the worker has no driver yet (init was not called)")
         if method == "connect":
             driver.connect()
+            self.driver_closed = False
         elif method == "describe":
             return driver.describe().as_dict(), []
         elif method == "acquire":
@@ -146,6 +165,7 @@ class _DriverThread:
             driver.safe_state()
         elif method == "close":
             driver.close()
+            self.driver_closed = True
         else:
             raise protocol.ProtocolError(f"unknown worker call {method!r}")
         return None, []
@@ -166,6 +186,8 @@ class WorkerLoop:
         parent_pid: int | None,
         heartbeat_interval_s: float,
         parent_timeout_s: float,
+        abort_grace_period_s: float = 2.0,
+        call_timeout_s: float = 30.0,
     ) -> None:
         self.context = zmq.Context()
         self.socket = self.context.socket(zmq.DEALER)
@@ -177,6 +199,14 @@ class WorkerLoop:
         self.parent_pid = parent_pid
         self.heartbeat_interval_s = heartbeat_interval_s
         self.parent_timeout_s = parent_timeout_s
+        #: How long an exit waits for an aborted call to return, then for safe_state.
+        self.abort_grace_period_s = abort_grace_period_s
+        self.call_timeout_s = call_timeout_s
+        #: Set by a stop signal's handler; the signal also wakes the poll (set_wakeup_fd).
+        self.stop_signal: int | None = None
+        self._wake_reader, self._wake_writer = socket.socketpair()
+        self._wake_reader.setblocking(False)
+        self._wake_writer.setblocking(False)
         self.heartbeat_seq = 0
         #: calls_done when an abort arrived; the abort is repeated until that call ends,
         #: because a driver clears its abort flag when acquire starts (the abort may have
@@ -214,6 +244,18 @@ class WorkerLoop:
             return f"no message from the daemon for {self.parent_timeout_s:g} s"
         return None
 
+    def stop_on_signals(self) -> None:
+        """SIGTERM, SIGINT and SIGHUP end the loop through the safe exit (main thread only)."""
+
+        def on_signal(signum: int, _frame: Any) -> None:
+            self.stop_signal = signum
+
+        signal.set_wakeup_fd(self._wake_writer.fileno(), warn_on_full_buffer=False)
+        for name in STOP_SIGNALS:
+            signum = getattr(signal, name, None)
+            if signum is not None:
+                signal.signal(signum, on_signal)
+
     def run(self) -> int:
         self._send(
             {
@@ -224,20 +266,29 @@ class WorkerLoop:
                 "stedloop": __version__,
             }
         )
+        poller = zmq.Poller()
+        poller.register(self.socket, zmq.POLLIN)
+        poller.register(self._wake_reader, zmq.POLLIN)
         last_seen = time.monotonic()
         next_heartbeat = time.monotonic()
+        next_parent_check = time.monotonic()
         while True:
+            if self.stop_signal is not None:
+                name = signal.Signals(self.stop_signal).name
+                return self._exit_safely(f"got {name}", 128 + self.stop_signal)
             now = time.monotonic()
+            if now >= next_parent_check:
+                reason = self._parent_gone(last_seen)
+                if reason:
+                    code = self._exit_safely(reason, EXIT_PARENT_LOST)
+                    self._remove_socket_folder()
+                    return code
+                next_parent_check = now + PARENT_CHECK_INTERVAL_S
             if now >= next_heartbeat:
                 self._heartbeat()
                 next_heartbeat = now + self.heartbeat_interval_s
-                reason = self._parent_gone(last_seen)
-                if reason:
-                    log.error("worker_parent_lost", reason=reason, pid=os.getpid())
-                    self._last_safe_state()
-                    self._remove_socket_folder()
-                    return EXIT_PARENT_LOST
-            timeout_ms = max(0, int((next_heartbeat - time.monotonic()) * 1000)) + 1
+            wake_at = min(next_heartbeat, next_parent_check)
+            timeout_ms = max(0, int((wake_at - time.monotonic()) * 1000)) + 1
             if self.abort_for_call is not None:
                 status = self.driver_thread.status()
                 if status["busy"] and status["calls_done"] == self.abort_for_call:
@@ -245,7 +296,11 @@ class WorkerLoop:
                     timeout_ms = min(timeout_ms, 20)
                 else:
                     self.abort_for_call = None
-            if not self.socket.poll(timeout_ms):
+            events = dict(poller.poll(timeout_ms))
+            if self._wake_reader in events:
+                with contextlib.suppress(OSError):
+                    self._wake_reader.recv(64)
+            if self.socket not in events:
                 continue
             while True:
                 try:
@@ -259,7 +314,26 @@ class WorkerLoop:
                     log.error("worker_bad_message", error=str(exc))
                     continue
                 if self._handle(header) is False:
-                    return EXIT_OK
+                    return self._exit_on_shutdown()
+
+    def _exit_on_shutdown(self) -> int:
+        """The daemon asked us to exit: at once, unless a driver call is still running."""
+        if self.driver_thread.status()["busy"] is None:
+            return EXIT_OK
+        return self._exit_safely("shutdown during a driver call", EXIT_OK)
+
+    def _exit_safely(self, reason: str, code: int) -> int:
+        """Abort the call in flight and command the lasers safe; the exit code to use."""
+        log.warning("worker_exiting", reason=reason, pid=os.getpid())
+        self.driver_thread.stop()  # no further call starts after the one in flight
+        done = abort_and_make_safe(
+            self.driver_thread, self.abort_grace_period_s, self.call_timeout_s
+        )
+        safe = done.safe_state == "done" or done.safe_state.startswith("skipped")
+        (log.warning if safe else log.error)(
+            "worker_exit_safe_state", reason=reason, pid=os.getpid(), **done.as_log()
+        )
+        return code
 
     def _handle(self, header: dict[str, Any]) -> bool:
         kind = header["type"]
@@ -293,16 +367,6 @@ class WorkerLoop:
             }
         )
 
-    def _last_safe_state(self) -> None:
-        """The daemon is gone: make the lasers safe if the driver thread is free to do it."""
-        driver = self.driver_thread.driver
-        if driver is None or self.driver_thread.status()["busy"]:
-            return
-        try:
-            driver.safe_state()
-        except Exception as exc:  # nothing left to report to but the log
-            log.error("worker_safe_state_failed", error=str(exc))
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
@@ -313,6 +377,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parent-pid", type=int, default=None)
     parser.add_argument("--heartbeat-interval-s", type=float, default=0.5)
     parser.add_argument("--parent-timeout-s", type=float, default=15.0)
+    parser.add_argument("--abort-grace-period-s", type=float, default=2.0)
+    parser.add_argument("--call-timeout-s", type=float, default=30.0)
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     # A short GIL switch interval lets the main thread answer pings and aborts within a
@@ -324,8 +390,15 @@ def main(argv: list[str] | None = None) -> int:
         log.error("worker_no_token", hint="the first line on stdin must be the daemon's token")
         return EXIT_BAD_START
     loop = WorkerLoop(
-        args.connect, token, args.parent_pid, args.heartbeat_interval_s, args.parent_timeout_s
+        args.connect,
+        token,
+        args.parent_pid,
+        args.heartbeat_interval_s,
+        args.parent_timeout_s,
+        args.abort_grace_period_s,
+        args.call_timeout_s,
     )
+    loop.stop_on_signals()
     code = loop.run()
     # The driver thread may be stuck in a hung call; exit without waiting for it.
     sys.stderr.flush()

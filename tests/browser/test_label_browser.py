@@ -10,6 +10,7 @@ from study_helpers import write_image
 
 from stedloop.quality.dataset import load_dataset
 from stedloop.study.app import create_app
+from stedloop.study.labelling import labeller_folder_name
 from stedloop.study.store import StudyStore
 
 pytestmark = pytest.mark.browser
@@ -57,6 +58,6 @@ def test_label_with_keys_and_slider(tmp_path: Path, new_page, screenshot_dir: Pa
         )
         assert page.inner_text("#saved") == "saved: 0.71"
     store.close()
-    items = load_dataset(tmp_path / "out" / "Marie")
+    items = load_dataset(tmp_path / "out" / labeller_folder_name("Marie"))
     assert [round(i.score, 4) for i in items] == [0.71, 0.9, 0.05]
     assert {i.structure for i in items} == {"tubulin"}

@@ -195,3 +195,14 @@ def test_daemon_resume_ignores_site_sections_in_its_saved_overrides(tmp_path: Pa
     (tmp_path / "state" / "20260101-000000-abcd.json").write_text(json.dumps(saved))
     overrides = host._overrides_for(StartParams(resume="20260101-000000-abcd"))
     assert overrides == {"session": {"budget_frames": 7}}
+
+
+def test_a_worker_never_builds_its_driver_with_default_caps() -> None:
+    from stedloop.errors import ConfigError
+    from stedloop.worker.process import _build_driver
+
+    spec = {"driver": "simulator", "options": {"field_px": 64, "sample_fields": 4}}
+    with pytest.raises(ConfigError, match="no safety caps"):
+        _build_driver(spec)
+    driver = _build_driver({**spec, "caps": {"max_depletion_mw": 120.0}})
+    assert driver.caps.max_depletion_mw == 120.0

@@ -62,7 +62,8 @@ def check_plugins(config: Any) -> str:
     except StedloopError as exc:
         raise _Failed(
             str(exc),
-            f"fix [drivers.{config.driver.name}] in the config, or install the driver plugin "
+            f"fix [drivers.{config.driver.name}] in the config, install the driver plugin, or "
+            "complete it if it is installed but incomplete "
             f"(installed drivers: {', '.join(registry.available(registry.DRIVERS))})",
         ) from None
     problems = []

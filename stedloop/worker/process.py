@@ -33,7 +33,7 @@ import zmq
 
 from stedloop import __version__
 from stedloop.driver import Driver
-from stedloop.errors import DriverError
+from stedloop.errors import ConfigError, DriverError
 from stedloop.frame import Region
 from stedloop.logs import configure_logging, get_logger
 from stedloop.params import ImagingParams, SafetyCaps
@@ -65,7 +65,9 @@ def _build_driver(spec: dict[str, Any]) -> Driver:
     name = str(spec["driver"])
     cls = driver_class(name)
     options = parse_driver_options(cls, name, dict(spec.get("options", {})))
-    return cls(options, SafetyCaps.model_validate(spec.get("caps", {})))
+    if not isinstance(spec.get("caps"), dict):  # never fall back to default caps
+        raise ConfigError("the worker's init carries no safety caps; the driver is not built")
+    return cls(options, SafetyCaps.model_validate(spec["caps"]))
 
 
 class _DriverThread:

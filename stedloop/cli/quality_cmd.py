@@ -82,6 +82,12 @@ def register(app: typer.Typer) -> None:
             help="Counts to [0, 1] before the z-score: linear (/65535, the paper's) or "
             "anscombe (2*sqrt(c + 3/8), variance-stabilising; stored in the model).",
         ),
+        photon_scale: str = typer.Option(
+            "none",
+            help="none (values are photon counts) or estimated (each image divided by its own "
+            "estimated counts per photon first, so detector gain does not matter and a grainy "
+            "frame reads as the few photons it holds; stored in the model).",
+        ),
     ) -> None:
         """Train a quality network with the paper's recipe; write MODEL plus curves beside it."""
         from stedloop.quality.train import TrainConfig, paths_beside, train
@@ -102,6 +108,7 @@ def register(app: typer.Typer) -> None:
             precision=precision,
             augment=not no_augment,
             count_scaling=count_scaling,
+            photon_scale=photon_scale,
         )
         result = train(
             data,
@@ -233,6 +240,14 @@ def register(app: typer.Typer) -> None:
         n: int = typer.Option(..., "--n", min=1, help="Number of labelled frames."),
         structure: str = typer.Option("actin", help="actin or tubulin (simulator structure)."),
         seed: int = typer.Option(0, help="Seed of samples, parameters and the expert's noise."),
+        variants: int = typer.Option(
+            0,
+            "--variants",
+            min=0,
+            max=20,
+            help="Also write this many labelled variants of each frame (photon-starved at any "
+            "brightness, gain-scaled, structureless), so brightness and quality part ways.",
+        ),
         config: ConfigOption = None,
     ) -> None:
         """Generate labelled frames with the simulator, scored by the documented synthetic expert."""
@@ -248,5 +263,6 @@ def register(app: typer.Typer) -> None:
             space=loaded.config.params,
             caps=loaded.config.safety,
             progress=lambda i: typer.echo(f"{i}/{n} frames", err=True) if i % 50 == 0 else None,
+            variants=variants,
         )
         typer.echo(json.dumps(summary))

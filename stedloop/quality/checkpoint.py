@@ -26,6 +26,7 @@ import torch
 
 from stedloop.errors import DataError
 from stedloop.quality.model import ARCHITECTURE_NAME, ARCHITECTURE_VERSION, QualityNet
+from stedloop.quality.photon_scale import check_photon_scale
 from stedloop.quality.preprocess import check_count_scaling
 
 CHECKPOINT_FORMAT = "stedloop-quality-checkpoint"
@@ -43,11 +44,13 @@ class Normalization:
     mean: float
     std: float
     scaling: str = "linear"
+    photon_scale: str = "none"  # or "estimated": each image to photons first
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.mean) and math.isfinite(self.std) and self.std > 0):
             raise ValueError(f"bad normalisation mean={self.mean!r} std={self.std!r}")
         check_count_scaling(self.scaling)
+        check_photon_scale(self.photon_scale)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -55,6 +58,7 @@ class Normalization:
             "std": float(self.std),
             "scale": 65535.0,
             "scaling": self.scaling,
+            "photon_scale": self.photon_scale,
         }
 
 
@@ -167,7 +171,10 @@ def load_checkpoint(path: Path) -> Checkpoint:
     norm = _require(payload, "normalization", path)
     try:
         normalization = Normalization(
-            float(norm["mean"]), float(norm["std"]), str(norm.get("scaling", "linear"))
+            float(norm["mean"]),
+            float(norm["std"]),
+            str(norm.get("scaling", "linear")),
+            str(norm.get("photon_scale", "none")),  # files before it took counts as photons
         )
         if float(norm.get("scale", 65535.0)) != 65535.0:
             raise ValueError("only scale 65535 is supported")

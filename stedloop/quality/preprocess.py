@@ -14,6 +14,11 @@ synthetic training set); the square root narrows that to under two, and makes th
 every pixel about the same, so the network's batch-norm statistics are not set by the few
 brightest frames. Either way the result is then z-scored with the training set's scalars.
 
+Photon scale (stored in the checkpoint too): ``none`` takes values as photon counts;
+``estimated`` first divides each cropped image by its own estimated counts per photon
+(``photon_scale.py``), so a detector gain does not change the input and a grainy frame
+brightened to a normal mean reads as the few photons it holds.
+
 Accepted values: any real numeric 2-D array whose values are finite counts in
 [0, 65535] (uint16 frames, or float photon counts from a simulator). NaN/infinite values,
 negative or > 65535 values, and constant images (a dead detector) are refused.
@@ -26,6 +31,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from stedloop.errors import DataError
+from stedloop.quality.photon_scale import check_photon_scale, to_photons
 
 MAX_COUNT = 65535.0
 COUNT_SCALINGS = ("linear", "anscombe")
@@ -43,6 +49,16 @@ def scale_counts(counts: np.ndarray, scaling: str = "linear") -> np.ndarray:
     if check_count_scaling(scaling) == "linear":
         return counts / MAX_COUNT
     return np.sqrt(counts + 0.375) / np.sqrt(MAX_COUNT + 0.375)
+
+
+def scale_images(images: np.ndarray, scaling: str, photon_scale: str = "none") -> np.ndarray:
+    """One image (H, W) or a stack (N, H, W) to the network's scale before the z-score: each
+    image to photons (``photon_scale``, see ``photon_scale.py``), then ``scale_counts``."""
+    if check_photon_scale(photon_scale) == "none":
+        return scale_counts(images, scaling)
+    if images.ndim == 2:
+        return scale_counts(to_photons(images, photon_scale), scaling)
+    return np.stack([scale_counts(to_photons(image, photon_scale), scaling) for image in images])
 
 
 def check_image(image: np.ndarray, name: str = "image") -> np.ndarray:
@@ -88,11 +104,12 @@ def prepare_batch(
     std: float,
     names: Sequence[str] | None = None,
     scaling: str = "linear",
+    photon_scale: str = "none",
 ) -> np.ndarray:
     """Stack validated, cropped, scaled and z-scored images as (N, 1, S, S) float32."""
     out = np.empty((len(images), 1, size_px, size_px), dtype=np.float32)
     for i, image in enumerate(images):
         name = names[i] if names is not None else f"image {i}"
         data = fit_to_size(check_image(image, name), size_px, name)
-        out[i, 0] = (scale_counts(data, scaling) - mean) / std
+        out[i, 0] = (scale_images(data, scaling, photon_scale) - mean) / std
     return out

@@ -85,7 +85,9 @@ class CNNScorer:
         if not images:
             return np.empty(0, dtype=np.float64)
         norm = self.checkpoint.normalization
-        batch = prepare_batch(images, self.input_size_px, norm.mean, norm.std, names, norm.scaling)
+        batch = prepare_batch(
+            images, self.input_size_px, norm.mean, norm.std, names, norm.scaling, norm.photon_scale
+        )
         scores = np.empty(len(images), dtype=np.float64)
         for start in range(0, len(images), self.batch_size):
             chunk = batch[start : start + self.batch_size]

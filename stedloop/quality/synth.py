@@ -118,18 +118,24 @@ def synthesize(
     space: ParamSpace | None = None,
     caps: SafetyCaps | None = None,
     progress: Callable[[int], Any] | None = None,
+    variants: int = 0,
 ) -> dict[str, Any]:
-    """Write ``n`` labelled frames (16-bit TIFF STED images + manifest.csv) to ``out``."""
+    """Write ``n`` labelled frames (16-bit TIFF STED images + manifest.csv) to ``out``, each
+    followed by ``variants`` labelled variants of it (``variants.py``: starved, gain,
+    structureless), so brightness and quality part ways in the data."""
     import tifffile
 
     from stedloop.drivers.simulator import SimulatorDriver, SimulatorOptions
     from stedloop.frame import Region
     from stedloop.quality.dataset import MANIFEST_NAME, write_manifest
+    from stedloop.quality.variants import make_variant, variant_row
 
     if structure not in STRUCTURES:
         raise DataError(f"unknown structure {structure!r}; expected one of {', '.join(STRUCTURES)}")
     if n < 1:
         raise DataError(f"--n must be at least 1, got {n}")
+    if not 0 <= variants <= 20:
+        raise DataError(f"--variants must be 0..20 per frame, got {variants}")
     out = Path(out)
     if (out / MANIFEST_NAME).exists():
         raise DataError(f"{out} already holds a data set ({MANIFEST_NAME}); choose a new folder")
@@ -138,8 +144,9 @@ def synthesize(
     caps = caps or SafetyCaps()
     rng = np.random.default_rng([seed, 7])
     rows: list[dict[str, object]] = []
+    originals = 0
     sample_index = 0
-    while len(rows) < n:
+    while originals < n:
         sample_seed = int(rng.integers(0, 2**31 - 1))
         opts = SimulatorOptions(
             structure=structure,
@@ -161,7 +168,7 @@ def synthesize(
                 r for r, d in zip(regions, density, strict=True) if d >= 0.5 * np.median(density)
             ]
             for region in usable:
-                if len(rows) >= n:
+                if originals >= n:
                     break
                 params = draw_params(rng, space, caps)
                 frame = driver.acquire(params, region)
@@ -175,10 +182,12 @@ def synthesize(
                     float(meta["surviving_fraction"]),
                 )
                 label = expert_label(measures["true_score"], rng)
-                name = f"{structure}_{len(rows):05d}.tif"
+                name = f"{structure}_{originals:05d}.tif"
                 tifffile.imwrite(out / name, frame.sted.astype(np.uint16))
+                no_variant = {"variant": "", "parent": "", "photon_fraction": 1.0, "gain": 1.0}
                 rows.append(
                     {
+                        **(no_variant if variants else {}),
                         "path": name,
                         "score": round(label, 5),
                         "structure": structure,
@@ -193,8 +202,35 @@ def synthesize(
                         "region_y_um": region.y_um,
                     }
                 )
+                expert_inputs = {
+                    "pixel_size_nm": frame.pixel_size_nm,
+                    "effective_fwhm_nm": float(meta["effective_fwhm_nm"]),
+                    "confocal_fwhm_nm": float(meta["confocal_fwhm_nm"]),
+                    "surviving_fraction": float(meta["surviving_fraction"]),
+                }
+                for j in range(variants):
+                    variant = make_variant(
+                        rng, frame.sted, meta["ground_truth"], expert_inputs, measures["true_score"]
+                    )
+                    variant_name = f"{structure}_{originals:05d}_v{j}.tif"
+                    tifffile.imwrite(out / variant_name, variant.image)
+                    # The parent's parameters and region; its own measures do not apply.
+                    parent = {
+                        k: v
+                        for k, v in rows[-1].items()
+                        if k not in ("path", "score", "rho", "snr", "true_score")
+                    }
+                    rows.append(
+                        {
+                            **parent,
+                            "path": variant_name,
+                            "score": round(variant.label, 5),
+                            **variant_row(variant, name),
+                        }
+                    )
+                originals += 1
                 if progress is not None:
-                    progress(len(rows))
+                    progress(originals)
         finally:
             driver.close()
         sample_index += 1
@@ -202,7 +238,8 @@ def synthesize(
     labels = np.array([float(r["score"]) for r in rows])  # type: ignore[arg-type]
     return {
         "out": str(out),
-        "n": len(rows),
+        "n": originals,
+        "variants": len(rows) - originals,
         "structure": structure,
         "seed": seed,
         "samples": sample_index,

@@ -43,7 +43,8 @@ from stedloop.quality.checkpoint import (
 from stedloop.quality.dataset import load_dataset, load_images, stratified_split
 from stedloop.quality.device import resolve_device
 from stedloop.quality.model import DEFAULT_INPUT_SIZE_PX, QualityNet
-from stedloop.quality.preprocess import check_count_scaling, scale_counts
+from stedloop.quality.photon_scale import check_photon_scale
+from stedloop.quality.preprocess import check_count_scaling, scale_images
 
 RESUME_FORMAT = "stedloop-quality-resume"
 
@@ -61,6 +62,7 @@ class TrainConfig:
     precision: str = "fp32"  # "bf16": autocast (much faster on CPUs with AMX, and on GPUs)
     augment: bool = True
     count_scaling: str = "linear"  # or "anscombe" (preprocess.scale_counts)
+    photon_scale: str = "none"  # or "estimated" (photon_scale.py)
     lr_drop_patience: int = 0  # 0: constant learning rate (the paper's recipe)
     lr_drop_factor: float = 0.1
     max_lr_drops: int = 2
@@ -96,16 +98,20 @@ def mse_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.mean((pred.float() - target.float()) ** 2)
 
 
-def _normalization(train_images: np.ndarray, scaling: str = "linear") -> Normalization:
-    scaled = scale_counts(train_images.astype(np.float64), scaling)
+def _normalization(
+    train_images: np.ndarray, scaling: str = "linear", photon_scale: str = "none"
+) -> Normalization:
+    scaled = scale_images(train_images.astype(np.float64), scaling, photon_scale)
     std = float(scaled.std())
     if not std > 0:
         raise DataError("training images have zero variance; cannot normalise")
-    return Normalization(mean=float(scaled.mean()), std=std, scaling=scaling)
+    return Normalization(
+        mean=float(scaled.mean()), std=std, scaling=scaling, photon_scale=photon_scale
+    )
 
 
 def _to_input(images: np.ndarray, norm: Normalization) -> torch.Tensor:
-    x = (scale_counts(images, norm.scaling) - norm.mean) / norm.std
+    x = (scale_images(images, norm.scaling, norm.photon_scale) - norm.mean) / norm.std
     return torch.from_numpy(x.astype(np.float32)).unsqueeze(1)
 
 
@@ -246,13 +252,13 @@ def train(
                 writer.writerow([items[i].relpath, items[i].score, items[i].structure, name])
 
     images = load_images(items, cfg.input_size_px)
-    norm = _normalization(images[tr], cfg.count_scaling)
+    norm = _normalization(images[tr], cfg.count_scaling, cfg.photon_scale)
     x_train, x_val = _to_input(images[tr], norm), _to_input(images[va], norm)
     y_all = torch.tensor(scores, dtype=torch.float32)
     y_train, y_val = y_all[tr], y_all[va]
     say(
         f"{len(items)} images: {len(tr)} train / {len(va)} validation / {len(te)} test; "
-        f"{norm.scaling} count scaling, normalisation mean={norm.mean:.4g} std={norm.std:.4g}; "
+        f"{norm.scaling} count scaling, photon scale {norm.photon_scale}, normalisation mean={norm.mean:.4g} std={norm.std:.4g}; "
         f"device {device}"
     )
 
@@ -422,6 +428,7 @@ def _lr_drop_due(cfg: TrainConfig, bad_epochs: int, lr_drops: int) -> bool:
 
 def _check_config(cfg: TrainConfig) -> None:
     check_count_scaling(cfg.count_scaling)
+    check_photon_scale(cfg.photon_scale)
     if cfg.lr_drop_patience < 0:
         raise DataError(f"lr_drop_patience must be >= 0 epochs, got {cfg.lr_drop_patience}")
     if not 0 < cfg.lr_drop_factor < 1:

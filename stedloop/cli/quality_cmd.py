@@ -54,7 +54,9 @@ def register(app: typer.Typer) -> None:
             10, min=1, help="Epochs without validation gain before stopping."
         ),
         batch_size: int = typer.Option(100, min=2, help="Training batch size (paper: 100)."),
-        lr: float = typer.Option(0.01, help="SGD learning rate (paper: 0.01)."),
+        lr: float | None = typer.Option(
+            None, help="SGD learning rate (default 0.01, the paper's; 0.001 with --init)."
+        ),
         lr_drop_patience: int | None = typer.Option(
             None,
             min=0,
@@ -65,7 +67,9 @@ def register(app: typer.Typer) -> None:
         ),
         lr_drop_factor: float = typer.Option(0.1, help="Learning-rate factor at each drop."),
         lr_drops: int = typer.Option(2, min=0, help="Most learning-rate drops."),
-        input_size: int = typer.Option(224, min=8, help="Network input size in px (224 = paper)."),
+        input_size: int | None = typer.Option(
+            None, min=8, help="Network input size in px (default 224, the paper's; --init: its)."
+        ),
         precision: str = typer.Option(
             "fp32", help="fp32, or bf16 autocast (fast on AMX CPUs/GPUs)."
         ),
@@ -77,43 +81,109 @@ def register(app: typer.Typer) -> None:
             None, help="CPU threads for torch (default: torch's choice)."
         ),
         no_augment: bool = typer.Option(False, "--no-augment", help="Disable flips/rotations."),
-        count_scaling: str = typer.Option(
-            "linear",
-            help="Counts to [0, 1] before the z-score: linear (/65535, the paper's) or "
-            "anscombe (2*sqrt(c + 3/8), variance-stabilising; stored in the model).",
+        count_scaling: str | None = typer.Option(
+            None,
+            help="Counts to [0, 1] before the z-score: linear (/65535, the paper's; the "
+            "default) or anscombe (2*sqrt(c + 3/8), variance-stabilising; stored in the "
+            "model). With --init: the init model's.",
         ),
-        photon_scale: str = typer.Option(
-            "none",
-            help="none (values are photon counts) or estimated (each image divided by its own "
-            "estimated counts per photon first, so detector gain does not matter and a grainy "
-            "frame reads as the few photons it holds; stored in the model).",
+        init: Path | None = typer.Option(
+            None,
+            help="Fine-tune: start from this model's weights and normalisation instead of "
+            "from scratch (e.g. the shipped model on a lab's 100-300 labelled frames).",
+        ),
+        freeze_layers: int = typer.Option(
+            0,
+            help="With --init: the first N of the 6 conv blocks keep their weights and "
+            "batch-norm statistics.",
+        ),
+        val_fraction: float | None = typer.Option(
+            None, help="Share of the labels for validation (default 0.1; 0.2 with --init)."
+        ),
+        test_fraction: float | None = typer.Option(
+            None,
+            help="Share of the labels held out for testing (default 0.1; 0 with --init: "
+            "test on a separately labelled set).",
+        ),
+        renormalize: bool = typer.Option(
+            False,
+            "--renormalize",
+            help="With --init: recompute the input mean/std on the new training images "
+            "instead of keeping the init model's.",
+        ),
+        photon_scale: str | None = typer.Option(
+            None,
+            help="none (values are photon counts; the default) or estimated (each image "
+            "divided by its own estimated counts per photon first, so detector gain does not "
+            "matter and a grainy frame reads as the few photons it holds; stored in the "
+            "model). With --init: the init model's, unless given (then mean/std are "
+            "recomputed).",
         ),
     ) -> None:
-        """Train a quality network with the paper's recipe; write MODEL plus curves beside it."""
+        """Train a quality network with the paper's recipe, or fine-tune one (--init); write
+        MODEL plus curves beside it."""
+        from stedloop.quality.finetune import (
+            FINE_TUNE_LR,
+            FINE_TUNE_TEST_FRACTION,
+            FINE_TUNE_VAL_FRACTION,
+            check_freeze_layers,
+            load_init,
+        )
         from stedloop.quality.train import TrainConfig, paths_beside, train
 
         output_file(out)  # before the training, not when the model is saved at its end
         _set_threads(threads)
+        check_freeze_layers(freeze_layers)
+        if init is not None and resume is not None:
+            fail("--resume continues a run with the init model it started from; omit --init")
+        start = load_init(init) if init is not None else None  # a bad file fails here, first
+        if start is not None:
+            init_size = start.checkpoint.input_size_px
+            init_scaling = start.checkpoint.normalization.scaling
+            if input_size is not None and input_size != init_size:
+                fail(f"--input-size {input_size}: --init {init} reads {init_size} px inputs")
+            if count_scaling is not None and count_scaling != init_scaling:
+                fail(f"--count-scaling {count_scaling}: --init {init} uses {init_scaling}")
+        elif freeze_layers or renormalize:
+            fail("--freeze-layers and --renormalize need --init")
+        fine_tune = start is not None
         cfg = TrainConfig(
             seed=seed,
             max_epochs=epochs,
             patience=patience,
-            lr=lr,
+            lr=lr if lr is not None else (FINE_TUNE_LR if fine_tune else 0.01),
             lr_drop_patience=lr_drop_patience or 0,
             lr_drop_factor=lr_drop_factor,
             max_lr_drops=lr_drops,
             batch_size=batch_size,
-            input_size_px=input_size,
+            input_size_px=start.checkpoint.input_size_px if start else (input_size or 224),
             device=device,
             precision=precision,
             augment=not no_augment,
-            count_scaling=count_scaling,
-            photon_scale=photon_scale,
+            count_scaling=(
+                start.checkpoint.normalization.scaling if start else (count_scaling or "linear")
+            ),
+            photon_scale=(
+                photon_scale or (start.checkpoint.normalization.photon_scale if start else "none")
+            ),
+            val_fraction=(
+                val_fraction
+                if val_fraction is not None
+                else (FINE_TUNE_VAL_FRACTION if fine_tune else 0.1)
+            ),
+            test_fraction=(
+                test_fraction
+                if test_fraction is not None
+                else (FINE_TUNE_TEST_FRACTION if fine_tune else 0.1)
+            ),
+            freeze_layers=freeze_layers,
+            renormalize=renormalize,
         )
         result = train(
             data,
             out,
             cfg,
+            init=start,
             resume=resume,
             new_schedule=lr_drop_patience is not None,
             progress=sys.stderr.isatty(),

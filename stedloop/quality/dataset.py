@@ -168,7 +168,7 @@ def stratified_split(
         train += members[n_val + n_test :]
     if not val:
         val.append(train.pop())
-    if not test:
+    if not test and fractions[2] > 0:  # a test fraction of 0 asks for no test split
         test.append(train.pop())
     return sorted(int(i) for i in train), sorted(int(i) for i in val), sorted(int(i) for i in test)
 

@@ -10,6 +10,9 @@ validation gain the run goes back to its best weights, multiplies the learning r
 after the last drop. A smaller step late in training refines the best weights (the shipped
 model: validation RMSE 0.0655 at lr 0.01, 0.0650 after the first drop).
 
+Fine-tuning (``init``, :mod:`stedloop.quality.finetune`): the run starts from a checkpoint's
+weights and keeps its normalisation; ``freeze_layers`` keeps the first conv blocks as they are.
+
 Beside the model ``M.pt`` the run writes ``M.curves.csv`` / ``M.curves.png`` (train and
 validation RMSE per epoch), ``M.split.csv`` (which image went where) and ``M.resume.pt``
 (full state after every epoch: pass it to ``--resume`` to continue an interrupted run).
@@ -18,11 +21,12 @@ validation RMSE per epoch), ``M.split.csv`` (which image went where) and ``M.res
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import math
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +46,13 @@ from stedloop.quality.checkpoint import (
 )
 from stedloop.quality.dataset import load_dataset, load_images, stratified_split
 from stedloop.quality.device import resolve_device
+from stedloop.quality.finetune import (
+    InitModel,
+    check_freeze_layers,
+    freeze_blocks,
+    load_init,
+    train_mode,
+)
 from stedloop.quality.model import DEFAULT_INPUT_SIZE_PX, QualityNet
 from stedloop.quality.photon_scale import check_photon_scale
 from stedloop.quality.preprocess import check_count_scaling, scale_images
@@ -66,6 +77,10 @@ class TrainConfig:
     lr_drop_patience: int = 0  # 0: constant learning rate (the paper's recipe)
     lr_drop_factor: float = 0.1
     max_lr_drops: int = 2
+    val_fraction: float = 0.1  # of the labelled images, stratified (the paper: 0.1)
+    test_fraction: float = 0.1  # 0: no test split (test on a separately labelled set)
+    freeze_layers: int = 0  # with an init model: its first N conv blocks are kept as they are
+    renormalize: bool = False  # with an init model: recompute mean/std on the new images
 
 
 SCHEDULE_FIELDS = ("lr_drop_patience", "lr_drop_factor", "max_lr_drops")
@@ -137,6 +152,7 @@ def recalibrate_batch_norm(
     autocast: bool,
     generator: torch.Generator,
     max_images: int = 500,
+    frozen: Sequence[nn.Module] = (),
 ) -> None:
     """Recompute batch-norm running statistics with the current weights ("precise BN").
 
@@ -146,15 +162,21 @@ def recalibrate_batch_norm(
     (validation RMSE 0.28 vs 0.10 measured on the same weights). A no-gradient pass over
     up to ``max_images`` training images with cumulative averaging fixes that, so the
     validation score (and the best-validation weights kept) reflect the model as used.
+    Modules in ``frozen`` keep their statistics (see :mod:`stedloop.quality.finetune`).
     """
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    kept = {id(m) for m in frozen}
+    norms = [
+        m
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and id(m) not in kept
+    ]
     if not norms:
         return
     saved = [m.momentum for m in norms]
     for m in norms:
         m.reset_running_stats()
         m.momentum = None  # cumulative average over the recalibration batches
-    model.train()
+    train_mode(model, frozen)
     order = torch.randperm(len(x), generator=generator)[:max_images]
     with torch.no_grad():
         for s in range(0, len(order), batch):
@@ -203,11 +225,14 @@ def train(
     progress: bool = False,
     log: Callable[[str], None] | None = None,
     new_schedule: bool = False,
+    init: Path | InitModel | None = None,
 ) -> TrainResult:
     """Train a quality network on the labelled images in ``data_dir``; write ``out``.
 
     With ``resume``, ``new_schedule`` takes the learning-rate schedule from ``config`` instead
-    of the interrupted run: a run that stopped early then continues with its first drop."""
+    of the interrupted run: a run that stopped early then continues with its first drop.
+    With ``init`` (a checkpoint, see :mod:`stedloop.quality.finetune`) training starts from
+    its weights and keeps its normalisation, input size and count scaling."""
     cfg = config or TrainConfig()
     out = Path(out)
     data_dir = Path(data_dir)
@@ -219,6 +244,8 @@ def train(
         raise DataError(f"unknown precision {cfg.precision!r}; expected fp32 or bf16")
 
     state: dict[str, Any] | None = None
+    if resume is not None and init is not None:
+        raise DataError("--resume continues a run with the init model it started from; omit --init")
     if resume is not None:
         state = _load_resume(Path(resume))
         # The data, split and recipe are the interrupted run's; the epoch limit and device
@@ -229,6 +256,16 @@ def train(
         cfg = TrainConfig(**{**state["config"], **override})
         autocast = cfg.precision == "bf16"
     _check_config(cfg)
+    if init is not None and not isinstance(init, InitModel):
+        init = load_init(Path(init))
+    if init is not None:
+        _check_init_matches(cfg, init)
+        if cfg.photon_scale != init.checkpoint.normalization.photon_scale:
+            # Another photon scale changes every input: the mean/std must be computed anew.
+            cfg = dataclasses.replace(cfg, renormalize=True)
+    init_meta = init.provenance() if init is not None else (state or {}).get("init")
+    if init_meta is None and (cfg.freeze_layers or cfg.renormalize):
+        raise DataError("--freeze-layers and --renormalize need an --init model")
 
     items = load_dataset(data_dir)
     scores = [it.score for it in items]
@@ -241,7 +278,8 @@ def train(
                 f"{resume}: image {exc} of the interrupted run is not in {data_dir}"
             ) from None
     else:
-        tr, va, te = stratified_split(scores, cfg.seed)
+        fractions = (1 - cfg.val_fraction - cfg.test_fraction, cfg.val_fraction, cfg.test_fraction)
+        tr, va, te = stratified_split(scores, cfg.seed, fractions)
     if len(tr) < 2:
         raise DataError(f"{data_dir}: too few images to train ({len(items)})")
     with paths["split_csv"].open("w", newline="") as fh:
@@ -252,19 +290,32 @@ def train(
                 writer.writerow([items[i].relpath, items[i].score, items[i].structure, name])
 
     images = load_images(items, cfg.input_size_px)
-    norm = _normalization(images[tr], cfg.count_scaling, cfg.photon_scale)
+    if state is not None and state.get("normalization") is not None:
+        norm = Normalization(**state["normalization"])  # an init's, or a recomputed one
+    elif init is not None and not cfg.renormalize:
+        norm = init.checkpoint.normalization  # read images the way the init model learned
+    else:
+        norm = _normalization(images[tr], cfg.count_scaling, cfg.photon_scale)
     x_train, x_val = _to_input(images[tr], norm), _to_input(images[va], norm)
     y_all = torch.tensor(scores, dtype=torch.float32)
     y_train, y_val = y_all[tr], y_all[va]
     say(
         f"{len(items)} images: {len(tr)} train / {len(va)} validation / {len(te)} test; "
-        f"{norm.scaling} count scaling, photon scale {norm.photon_scale}, normalisation mean={norm.mean:.4g} std={norm.std:.4g}; "
-        f"device {device}"
+        f"{norm.scaling} count scaling, photon scale {norm.photon_scale}, normalisation "
+        f"mean={norm.mean:.4g} std={norm.std:.4g}{_norm_source(init_meta, cfg)}; device {device}"
     )
 
     torch.manual_seed(cfg.seed)
-    model = QualityNet(cfg.input_size_px).to(device).to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+    model = QualityNet(cfg.input_size_px)
+    if init is not None:
+        model.load_state_dict(init.checkpoint.model.state_dict())
+        say(
+            f"starting from {init.path} (sha256 {init.sha256[:12]}…), "
+            f"{cfg.freeze_layers} conv block(s) frozen, lr {cfg.lr:g}"
+        )
+    frozen = freeze_blocks(model, cfg.freeze_layers)
+    model = model.to(device).to(memory_format=torch.channels_last)
+    optimizer = _sgd(model, cfg.lr, cfg.momentum)
     gen = torch.Generator().manual_seed(cfg.seed)
     history: list[dict[str, float]] = []
     best_val, best_epoch, bad_epochs, start_epoch, lr_drops = math.inf, 0, 0, 1, 0
@@ -280,6 +331,24 @@ def train(
         lr_drops = int(state.get("lr_drops", 0))
         best_state = state["best_model"]
         say(f"resuming after epoch {state['epoch']} (best validation RMSE {best_val:.4f})")
+    elif init is not None:
+        # Epoch 0 is the init model as it is: fine-tuning keeps it unless an epoch beats it
+        # on validation, so a run on a few noisy labels never ends worse than its start.
+        t0 = time.perf_counter()
+        best_val = _evaluate_rmse(model, x_val, y_val, device, cfg.batch_size, autocast)
+        train_rmse = _evaluate_rmse(model, x_train, y_train, device, cfg.batch_size, autocast)
+        history.append(
+            {
+                "epoch": 0,
+                "train_rmse": round(train_rmse, 6),
+                "val_rmse": round(best_val, 6),
+                "lr": 0.0,
+                "seconds": round(time.perf_counter() - t0, 2),
+            }
+        )
+        say(
+            f"epoch 0 (the init model): train RMSE {train_rmse:.4f}, validation RMSE {best_val:.4f}"
+        )
 
     bar = _progress(progress)
     task = (
@@ -296,13 +365,13 @@ def train(
                 model.load_state_dict(best_state)
                 # Fresh optimizer: the momentum built up at the old step size would overshoot.
                 lr = optimizer.param_groups[0]["lr"] * cfg.lr_drop_factor
-                optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=cfg.momentum)
+                optimizer = _sgd(model, lr, cfg.momentum)
                 say(f"learning rate {lr:.3g} from the best weights (epoch {best_epoch})")
             if bad_epochs >= cfg.patience and lr_drops >= _drops_allowed(cfg):
                 stopped_early = True
                 break
             t0 = time.perf_counter()
-            model.train()
+            train_mode(model, frozen)
             order = torch.randperm(len(x_train), generator=gen)
             sq_err, seen = 0.0, 0
             for s in range(0, len(order), cfg.batch_size):
@@ -327,7 +396,9 @@ def train(
             train_rmse = math.sqrt(sq_err / max(seen, 1))
             # Own random stream per epoch: the weight trajectory does not depend on it.
             recal_gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-            recalibrate_batch_norm(model, x_train, device, cfg.batch_size, autocast, recal_gen)
+            recalibrate_batch_norm(
+                model, x_train, device, cfg.batch_size, autocast, recal_gen, frozen=frozen
+            )
             val_rmse = _evaluate_rmse(model, x_val, y_val, device, cfg.batch_size, autocast)
             history.append(
                 {
@@ -369,6 +440,8 @@ def train(
                     "lr_drops": lr_drops,
                     "epoch": epoch,
                     "best_model": best_state,
+                    "init": init_meta,
+                    "normalization": _norm_fields(norm),
                 },
             )
             if bar and task is not None:
@@ -383,6 +456,7 @@ def train(
         if bar:
             bar.stop()
 
+    epochs_run = sum(1 for row in history if row["epoch"] > 0)  # epoch 0: an init model as is
     model.load_state_dict(best_state)
     model = model.cpu().to(memory_format=torch.contiguous_format).eval()
     training = {
@@ -397,9 +471,11 @@ def train(
         "config": asdict(cfg),
         "best_epoch": best_epoch,
         "best_val_rmse": best_val,
-        "epochs_run": len(history),
+        "epochs_run": epochs_run,
         "lr_drops": lr_drops,
         "stopped_early": stopped_early,
+        "init": init_meta,  # None: trained from scratch
+        "normalization_source": "init" if init_meta and not cfg.renormalize else "training set",
         "torch": str(torch.__version__),
         "python": platform.python_version(),
     }
@@ -411,7 +487,39 @@ def train(
     )
     save_checkpoint(ckpt, out)
     write_curves(history, best_epoch, paths) if history else None
-    return TrainResult(out, best_epoch, best_val, len(history), history, stopped_early)
+    return TrainResult(out, best_epoch, best_val, epochs_run, history, stopped_early)
+
+
+def _sgd(model: nn.Module, lr: float, momentum: float) -> torch.optim.SGD:
+    """SGD over the parameters that learn (frozen blocks have none to give)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.SGD(params, lr=lr, momentum=momentum)
+
+
+def _norm_fields(norm: Normalization) -> dict[str, Any]:
+    return {"mean": norm.mean, "std": norm.std, "scaling": norm.scaling}
+
+
+def _norm_source(init_meta: dict[str, Any] | None, cfg: TrainConfig) -> str:
+    if init_meta is None:
+        return ""
+    return " (recomputed here)" if cfg.renormalize else f" (from {init_meta['file']})"
+
+
+def _check_init_matches(cfg: TrainConfig, init: InitModel) -> None:
+    """The init model fixes the input size and count scaling; a config that differs is refused
+    rather than silently overridden."""
+    ckpt = init.checkpoint
+    if cfg.input_size_px != ckpt.input_size_px:
+        raise DataError(
+            f"--init {init.path} reads {ckpt.input_size_px} px inputs; "
+            f"input size {cfg.input_size_px} does not match"
+        )
+    if cfg.count_scaling != ckpt.normalization.scaling:
+        raise DataError(
+            f"--init {init.path} uses {ckpt.normalization.scaling} count scaling; "
+            f"{cfg.count_scaling} does not match"
+        )
 
 
 def _drops_allowed(cfg: TrainConfig) -> int:
@@ -429,6 +537,16 @@ def _lr_drop_due(cfg: TrainConfig, bad_epochs: int, lr_drops: int) -> bool:
 def _check_config(cfg: TrainConfig) -> None:
     check_count_scaling(cfg.count_scaling)
     check_photon_scale(cfg.photon_scale)
+    check_freeze_layers(cfg.freeze_layers)
+    if not 0 < cfg.val_fraction < 1:
+        raise DataError(f"--val-fraction must lie in (0, 1), got {cfg.val_fraction}")
+    if not 0 <= cfg.test_fraction < 1:
+        raise DataError(f"--test-fraction must lie in [0, 1), got {cfg.test_fraction}")
+    if cfg.val_fraction + cfg.test_fraction >= 0.9:
+        raise DataError(
+            f"--val-fraction + --test-fraction must leave at least 10 % for training, got "
+            f"{cfg.val_fraction:g} + {cfg.test_fraction:g}"
+        )
     if cfg.lr_drop_patience < 0:
         raise DataError(f"lr_drop_patience must be >= 0 epochs, got {cfg.lr_drop_patience}")
     if not 0 < cfg.lr_drop_factor < 1:

@@ -31,13 +31,22 @@ def _set_threads(threads: int | None) -> None:
 
 
 def expand_paths(paths: list[Path]) -> list[Path]:
-    """Files as given; a folder means every TIFF directly inside it (sorted)."""
+    """Files as given; a folder means every TIFF directly inside it (sorted). A file reached
+    twice (given directly and through its folder, or by two spellings of its path) is listed
+    once, under the first spelling."""
     out: list[Path] = []
+    seen: set[Path] = set()
     for path in paths:
-        if path.is_dir():
-            out += sorted(p for p in path.iterdir() if p.suffix.lower() in TIFF_SUFFIXES)
-        else:
-            out.append(path)
+        found = (
+            sorted(p for p in path.iterdir() if p.suffix.lower() in TIFF_SUFFIXES)
+            if path.is_dir()
+            else [path]
+        )
+        for file in found:
+            key = file.resolve()
+            if key not in seen:
+                seen.add(key)
+                out.append(file)
     return out
 
 
@@ -178,10 +187,11 @@ def register(app: typer.Typer) -> None:
         device: str | None = typer.Option(None, help="auto, cpu or cuda (default: config)."),
         config: ConfigOption = None,
     ) -> None:
-        """Score STED images; prints {"path": ..., "score": ...} per image."""
+        """Score STED images (or the STED channel of stedloop's frames); prints
+        {"path": ..., "score": ...} per image, plus "channel" when one was picked."""
         if fmt not in ("json", "text"):
             fail(f"--format must be json or text, got {fmt!r}")
-        from stedloop.quality.dataset import read_tiff_image
+        from stedloop.quality.dataset import read_scorable_image
         from stedloop.quality.scorer import CNNScorer
 
         quality = load_cli_config(config).config.quality
@@ -200,7 +210,8 @@ def register(app: typer.Typer) -> None:
             try:
                 if not path.is_file():
                     raise FileNotFoundError
-                value = scorer.score_one(read_tiff_image(path), name=str(path))
+                picked = read_scorable_image(path)
+                value = scorer.score_one(picked.image, name=str(path))
             except FileNotFoundError:
                 typer.echo(f"error: {path}: file not found", err=True)
                 failures += 1
@@ -213,9 +224,13 @@ def register(app: typer.Typer) -> None:
                 failures += 1
                 continue
             if fmt == "json":
-                print_json({"path": str(path), "score": value})
+                line = {"path": str(path), "score": value}
+                if picked.channel is not None:
+                    line["channel"] = picked.channel
+                print_json(line)
             else:
-                typer.echo(f"{value:.4f}  {path}")
+                where = "" if picked.channel is None else f" [channel {picked.channel}]"
+                typer.echo(f"{value:.4f}  {path}{where}")
         if failures:
             typer.echo(f"error: {failures} of {len(files)} file(s) could not be scored", err=True)
             raise typer.Exit(EXIT_FAILURES)

@@ -177,6 +177,62 @@ def register(app: typer.Typer) -> None:
                 typer.echo(f"error: {message}", err=True)
             raise typer.Exit(EXIT_FAILURES)
 
+    @app.command("evaluate-degradations")
+    def evaluate_degradations_cmd(
+        folder: Path = typer.Argument(
+            ...,
+            help="Degradation series: FOLDER/<frame>/<family>_<level>.tif, level 0 the original.",
+        ),
+        model: Path | None = typer.Option(
+            None, "--model", "-m", help="Checkpoint; default: configured, else shipped."
+        ),
+        out: Path | None = typer.Option(
+            None,
+            "--out",
+            "-o",
+            help="Folder for scores.csv and scores_by_level.png (default: none).",
+        ),
+        as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+        device: str | None = typer.Option(None, help="auto, cpu or cuda (default: config)."),
+        config: ConfigOption = None,
+    ) -> None:
+        """Check a model on degradation series of your own frames: how often each level scores
+        below the one before, and the most degraded level's score over the original's."""
+        from stedloop.quality.degradations import (
+            discover_series,
+            evaluate_degradations,
+            write_csv,
+            write_plot,
+        )
+        from stedloop.quality.scorer import CNNScorer
+
+        discover_series(folder)  # a wrong folder is refused before the model loads
+        if out is not None:
+            output_folder(out)
+        quality = load_cli_config(config).config.quality
+        scorer = CNNScorer.from_checkpoint(
+            model if model is not None else quality.model_path,
+            device=device or quality.device,
+            batch_size=quality.batch_size,
+        )
+        report = evaluate_degradations(folder, scorer, str(scorer.model_path))
+        if report.ignored:
+            names = ", ".join(str(p.relative_to(folder)) for p in report.ignored[:5])
+            more = f" and {len(report.ignored) - 5} more" if len(report.ignored) > 5 else ""
+            typer.echo(
+                f"note: ignored {len(report.ignored)} TIFF(s) not named <family>_<level>.tif: "
+                f"{names}{more}",
+                err=True,
+            )
+        if as_json:
+            print_json(report.as_dict())
+        else:
+            typer.echo(report.text())
+        if out is not None:
+            csv_path = write_csv(report, out / "scores.csv")
+            png_path = write_plot(report, out / "scores_by_level.png")
+            typer.echo(f"wrote {csv_path} and {png_path}", err=True)
+
     @app.command("score")
     def score_cmd(
         paths: list[Path] = typer.Argument(..., help="TIFF files or folders (every TIFF inside)."),

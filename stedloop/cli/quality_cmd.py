@@ -1,4 +1,4 @@
-"""`stedloop train | evaluate | score` and `stedloop dataset synth`: the quality network."""
+"""`stedloop train | evaluate | evaluate-degradations | score` and `stedloop dataset synth`: the quality network."""
 
 from __future__ import annotations
 

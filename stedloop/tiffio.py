@@ -11,10 +11,16 @@ replaces an existing file unless asked to (``overwrite``): a recorded frame is w
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import math
 import os
+import re
 import tempfile
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +36,10 @@ from stedloop.writeonce import publish_new
 FORMAT_NAME = "stedloop.frame"
 FORMAT_VERSION = 1
 _UINT16_MAX = np.iinfo(np.uint16).max
+#: OME channel names taken as the STED image of a multi-channel file: ``sted`` (what
+#: ``write_frame_tiff`` writes) or a name that starts with it ("STED 775", "sted_actin"), any
+#: case; "confocal_sted" or "stedx" are not.
+STED_CHANNEL_NAME = re.compile(r"^\s*sted(?![a-z])", re.IGNORECASE)
 
 
 def write_frame_tiff(
@@ -137,12 +147,122 @@ def read_image_tiff(path: str | Path) -> np.ndarray:
     return image
 
 
+@dataclass(frozen=True)
+class PickedImage:
+    """The 2-D image a file holds, and the OME channel it was picked from (None: the only one)."""
+
+    image: np.ndarray
+    channel: str | None = None
+
+
+def read_sted_image(path: str | Path) -> PickedImage:
+    """The one 2-D image of a TIFF, or the STED channel of a multi-channel OME-TIFF.
+
+    A file that holds one image (after dropping axes of length 1) gives that image. A stack
+    whose only axis besides the image plane is the OME channel axis gives its one channel
+    named like STED (``STED_CHANNEL_NAME``): the frames ``write_frame_tiff`` writes. Any other
+    stack is ambiguous and refused with ``DataError`` naming the file, what it holds and what
+    to do.
+    """
+    path = Path(path)
+    array, axes, ome_xml = _read_only_series(path)
+    kept = [i for i, n in enumerate(array.shape) if n != 1]
+    image = array.reshape([array.shape[i] for i in kept])
+    # tifffile names every axis; "" (unknown) would be a file it could not describe
+    axes = "".join(axes[i] for i in kept) if len(axes) == array.ndim else ""
+    if not np.issubdtype(image.dtype, np.number):
+        raise DataError(f"{path} has non-numeric pixels ({image.dtype})")
+    if image.ndim == 2:
+        return PickedImage(image)
+    if image.ndim < 2:
+        raise DataError(f"{path} holds an image of shape {image.shape}; expected one 2-D image")
+    if sorted(axes) != ["C", "X", "Y"]:
+        planes = [n for n, a in zip(image.shape, axes, strict=True) if a not in "YX"]
+        why = "more than one image per channel" if "C" in axes else "no channel is named sted"
+        raise DataError(
+            f"{path} holds {math.prod(planes or image.shape[:-2])} images (shape {image.shape}"
+            f"{f', axes {axes}' if axes else ''}); {why}; extract one 2-D image"
+        )
+    names = _ome_channel_names(ome_xml)
+    n_channels = image.shape[axes.index("C")]
+    if len(names) != n_channels or not any(names):
+        names = []
+    sted = [i for i, name in enumerate(names) if STED_CHANNEL_NAME.match(name)]
+    listed = f"channels {', '.join(repr(n) for n in names)}" if names else "unnamed channels"
+    if not sted:
+        raise DataError(
+            f"{path} holds {n_channels} images ({listed}); no channel is named sted; "
+            "extract one 2-D image"
+        )
+    if len(sted) > 1:
+        raise DataError(
+            f"{path} holds {len(sted)} channels named like sted ({listed}); "
+            "extract the one to score as a 2-D image"
+        )
+    return PickedImage(np.take(image, sted[0], axis=axes.index("C")), names[sted[0]])
+
+
 # -- helpers -------------------------------------------------------------------------------
+def _read_only_series(path: Path) -> tuple[np.ndarray, str, str | None]:
+    """The only image series of a TIFF, its tifffile axes and the OME-XML (None if none)."""
+    if not path.is_file():
+        raise DataError(f"{path} does not exist or is not a file")
+    try:
+        with _quiet_tifffile(), tifffile.TiffFile(path) as tif:
+            if len(tif.pages) == 0:
+                raise DataError(f"{path} is not a readable TIFF: it holds no image")
+            if len(tif.series) > 1:  # e.g. pages written one by one, each its own image
+                raise DataError(
+                    f"{path} holds {len(tif.series)} separate images (pages or series); "
+                    "no channel is named sted; extract one 2-D image"
+                )
+            series = tif.series[0]
+            return series.asarray(), series.axes, tif.ome_metadata
+    except DataError:
+        raise
+    except Exception as exc:  # tifffile raises many kinds for damaged files
+        raise DataError(f"{path} is not a readable TIFF: {type(exc).__name__}: {exc}") from None
+
+
+@contextlib.contextmanager
+def _quiet_tifffile() -> Iterator[None]:
+    """Keep tifffile's log warnings about a damaged file off stderr: the DataError we raise
+    names the file and the problem in one line."""
+    logger = logging.getLogger("tifffile")
+    level = logger.level
+    logger.setLevel(logging.ERROR + 1)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _ome_channel_names(ome_xml: str | None) -> list[str]:
+    """The channel names of the first OME Image, in order ("" for an unnamed one)."""
+    if not ome_xml:
+        return []
+    try:
+        root = ET.fromstring(ome_xml)
+    except ET.ParseError:
+        return []
+    image = next((e for e in root if _local(e.tag) == "Image"), None)
+    if image is None:
+        return []
+    pixels = next((e for e in image if _local(e.tag) == "Pixels"), None)
+    if pixels is None:
+        return []
+    return [e.get("Name", "") for e in pixels if _local(e.tag) == "Channel"]
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
 def _read(path: Path, want_description: bool) -> tuple[np.ndarray, str]:
     if not path.is_file():
         raise DataError(f"{path} does not exist or is not a file")
     try:
-        with tifffile.TiffFile(path) as tif:
+        with _quiet_tifffile(), tifffile.TiffFile(path) as tif:
             array = tif.asarray()
             description = _frame_description(tif.ome_metadata) if want_description else ""
     except DataError as exc:

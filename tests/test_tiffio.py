@@ -16,7 +16,12 @@ from stedloop.drivers.simulator import SimulatorDriver, SimulatorOptions
 from stedloop.errors import DataError
 from stedloop.frame import Frame, Region
 from stedloop.params import ImagingParams
-from stedloop.tiffio import read_frame_tiff, read_image_tiff, write_frame_tiff
+from stedloop.tiffio import (
+    read_frame_tiff,
+    read_image_tiff,
+    read_sted_image,
+    write_frame_tiff,
+)
 from stedloop.writeonce import publish_new
 
 OME_NS = "{http://www.openmicroscopy.org/Schemas/OME/2016-06}"
@@ -215,3 +220,87 @@ def test_a_file_system_without_hard_links_still_never_replaces_a_file(
     with pytest.raises(FileExistsError):
         publish_new(tmp, final)
     assert final.read_text() == "first" and tmp.read_text() == "second"
+
+
+# -- read_sted_image: the image to score, also from a frame file ------------------------------
+
+
+def test_sted_image_of_a_frame_is_its_sted_channel(frame: Frame, tmp_path: Path) -> None:
+    path = write_frame_tiff(tmp_path / "f.ome.tif", frame)
+    picked = read_sted_image(path)
+    assert picked.channel == "sted"
+    np.testing.assert_array_equal(picked.image, frame.sted)
+    assert not np.array_equal(picked.image, frame.confocal_before)
+
+
+def test_sted_image_of_a_plain_tiff_is_the_image(tmp_path: Path) -> None:
+    image = np.arange(64 * 48, dtype=np.uint16).reshape(64, 48)
+    tifffile.imwrite(tmp_path / "plain.tif", image)
+    tifffile.imwrite(tmp_path / "one.ome.tif", image[None], ome=True, metadata={"axes": "CYX"})
+    for name in ("plain.tif", "one.ome.tif"):  # length-1 axes are dropped
+        picked = read_sted_image(tmp_path / name)
+        assert picked.channel is None
+        np.testing.assert_array_equal(picked.image, image)
+
+
+def _ome_stack(path: Path, names: list[str] | None, axes: str = "CYX") -> Path:
+    shape = (2, len(names or "abc"), 16, 16) if axes == "ZCYX" else (len(names or "abc"), 16, 16)
+    stack = (np.arange(np.prod(shape)) % 1000).astype(np.uint16).reshape(shape)
+    metadata: dict[str, Any] = {"axes": axes}
+    if names is not None:
+        metadata["Channel"] = {"Name": names}
+    tifffile.imwrite(path, stack, ome=True, photometric="minisblack", metadata=metadata)
+    return path
+
+
+@pytest.mark.parametrize("name", ["STED", "STED 775", "sted_actin", " sted"])
+def test_a_channel_named_like_sted_is_picked(name: str, tmp_path: Path) -> None:
+    path = _ome_stack(tmp_path / "s.ome.tif", ["confocal", name, "other"])
+    picked = read_sted_image(path)
+    assert picked.channel == name
+    np.testing.assert_array_equal(picked.image, tifffile.imread(path)[1])
+
+
+@pytest.mark.parametrize(
+    ("names", "axes", "expected"),
+    [
+        (None, "CYX", r"holds 3 images \(unnamed channels\); no channel is named sted"),
+        (["confocal_sted", "stedx", "c"], "CYX", "no channel is named sted"),
+        (["sted", "STED 2", "c"], "CYX", "holds 2 channels named like sted"),
+        (
+            ["a", "sted", "c"],
+            "ZCYX",
+            r"holds 6 images .*axes ZCYX.*more than one image per channel",
+        ),
+    ],
+)
+def test_ambiguous_stacks_are_refused_with_a_hint(
+    names: list[str] | None, axes: str, expected: str, tmp_path: Path
+) -> None:
+    path = _ome_stack(tmp_path / "amb.ome.tif", names, axes)
+    with pytest.raises(DataError, match=expected) as info:
+        read_sted_image(path)
+    message = str(info.value)
+    assert message.startswith(str(path)) and "extract" in message and "\n" not in message
+
+
+def test_a_plain_multipage_tiff_is_refused_with_a_hint(tmp_path: Path) -> None:
+    path = tmp_path / "pages.tif"
+    with tifffile.TiffWriter(path) as tif:
+        for _ in range(4):  # four separate pages, as other software writes them
+            tif.write(np.ones((16, 16), dtype=np.uint16), photometric="minisblack")
+    with pytest.raises(DataError, match=r"pages.tif holds 4 separate images.*extract one"):
+        read_sted_image(path)
+
+
+def test_a_damaged_file_is_one_error_and_no_tifffile_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "junk.tif"
+    path.write_bytes(b"II*\x00junk")  # a TIFF header pointing nowhere
+    with caplog.at_level("WARNING"):
+        with pytest.raises(DataError, match="junk.tif is not a readable TIFF"):
+            read_sted_image(path)
+        with pytest.raises(DataError, match="junk.tif"):
+            read_image_tiff(path)
+    assert not [r for r in caplog.records if r.name.startswith("tifffile")]

@@ -1,4 +1,4 @@
-"""`stedloop train | evaluate | score` and `stedloop dataset synth`: the quality network."""
+"""`stedloop train | evaluate | evaluate-degradations | score` and `stedloop dataset synth`: the quality network."""
 
 from __future__ import annotations
 
@@ -31,13 +31,22 @@ def _set_threads(threads: int | None) -> None:
 
 
 def expand_paths(paths: list[Path]) -> list[Path]:
-    """Files as given; a folder means every TIFF directly inside it (sorted)."""
+    """Files as given; a folder means every TIFF directly inside it (sorted). A file reached
+    twice (given directly and through its folder, or by two spellings of its path) is listed
+    once, under the first spelling."""
     out: list[Path] = []
+    seen: set[Path] = set()
     for path in paths:
-        if path.is_dir():
-            out += sorted(p for p in path.iterdir() if p.suffix.lower() in TIFF_SUFFIXES)
-        else:
-            out.append(path)
+        found = (
+            sorted(p for p in path.iterdir() if p.suffix.lower() in TIFF_SUFFIXES)
+            if path.is_dir()
+            else [path]
+        )
+        for file in found:
+            key = file.resolve()
+            if key not in seen:
+                seen.add(key)
+                out.append(file)
     return out
 
 
@@ -245,6 +254,62 @@ def register(app: typer.Typer) -> None:
                 typer.echo(f"error: {message}", err=True)
             raise typer.Exit(EXIT_FAILURES)
 
+    @app.command("evaluate-degradations")
+    def evaluate_degradations_cmd(
+        folder: Path = typer.Argument(
+            ...,
+            help="Degradation series: FOLDER/<frame>/<family>_<level>.tif, level 0 the original.",
+        ),
+        model: Path | None = typer.Option(
+            None, "--model", "-m", help="Checkpoint; default: configured, else shipped."
+        ),
+        out: Path | None = typer.Option(
+            None,
+            "--out",
+            "-o",
+            help="Folder for scores.csv and scores_by_level.png (default: none).",
+        ),
+        as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+        device: str | None = typer.Option(None, help="auto, cpu or cuda (default: config)."),
+        config: ConfigOption = None,
+    ) -> None:
+        """Check a model on degradation series of your own frames: how often each level scores
+        below the one before, and the most degraded level's score over the original's."""
+        from stedloop.quality.degradations import (
+            discover_series,
+            evaluate_degradations,
+            write_csv,
+            write_plot,
+        )
+        from stedloop.quality.scorer import CNNScorer
+
+        discover_series(folder)  # a wrong folder is refused before the model loads
+        if out is not None:
+            output_folder(out)
+        quality = load_cli_config(config).config.quality
+        scorer = CNNScorer.from_checkpoint(
+            model if model is not None else quality.model_path,
+            device=device or quality.device,
+            batch_size=quality.batch_size,
+        )
+        report = evaluate_degradations(folder, scorer, str(scorer.model_path))
+        if report.ignored:
+            names = ", ".join(str(p.relative_to(folder)) for p in report.ignored[:5])
+            more = f" and {len(report.ignored) - 5} more" if len(report.ignored) > 5 else ""
+            typer.echo(
+                f"note: ignored {len(report.ignored)} TIFF(s) not named <family>_<level>.tif: "
+                f"{names}{more}",
+                err=True,
+            )
+        if as_json:
+            print_json(report.as_dict())
+        else:
+            typer.echo(report.text())
+        if out is not None:
+            csv_path = write_csv(report, out / "scores.csv")
+            png_path = write_plot(report, out / "scores_by_level.png")
+            typer.echo(f"wrote {csv_path} and {png_path}", err=True)
+
     @app.command("score")
     def score_cmd(
         paths: list[Path] = typer.Argument(..., help="TIFF files or folders (every TIFF inside)."),
@@ -255,10 +320,11 @@ def register(app: typer.Typer) -> None:
         device: str | None = typer.Option(None, help="auto, cpu or cuda (default: config)."),
         config: ConfigOption = None,
     ) -> None:
-        """Score STED images; prints {"path": ..., "score": ...} per image."""
+        """Score STED images (or the STED channel of stedloop's frames); prints
+        {"path": ..., "score": ...} per image, plus "channel" when one was picked."""
         if fmt not in ("json", "text"):
             fail(f"--format must be json or text, got {fmt!r}")
-        from stedloop.quality.dataset import read_tiff_image
+        from stedloop.quality.dataset import read_scorable_image
         from stedloop.quality.scorer import CNNScorer
 
         quality = load_cli_config(config).config.quality
@@ -277,7 +343,8 @@ def register(app: typer.Typer) -> None:
             try:
                 if not path.is_file():
                     raise FileNotFoundError
-                value = scorer.score_one(read_tiff_image(path), name=str(path))
+                picked = read_scorable_image(path)
+                value = scorer.score_one(picked.image, name=str(path))
             except FileNotFoundError:
                 typer.echo(f"error: {path}: file not found", err=True)
                 failures += 1
@@ -290,9 +357,13 @@ def register(app: typer.Typer) -> None:
                 failures += 1
                 continue
             if fmt == "json":
-                print_json({"path": str(path), "score": value})
+                line = {"path": str(path), "score": value}
+                if picked.channel is not None:
+                    line["channel"] = picked.channel
+                print_json(line)
             else:
-                typer.echo(f"{value:.4f}  {path}")
+                where = "" if picked.channel is None else f" [channel {picked.channel}]"
+                typer.echo(f"{value:.4f}  {path}{where}")
         if failures:
             typer.echo(f"error: {failures} of {len(files)} file(s) could not be scored", err=True)
             raise typer.Exit(EXIT_FAILURES)

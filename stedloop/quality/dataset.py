@@ -7,7 +7,9 @@ Layout (either form):
 - no manifest: every ``DIR/*.tif[f]`` named ``<name>-<score>.tif`` (e.g. ``img12-0.73.tif``),
   structure ``unknown``.
 
-Images must be single 2-D 8/16-bit integer TIFFs. Size policy: see
+Images must be 8/16-bit integer TIFFs holding one 2-D image, or multi-channel OME-TIFFs with
+one channel named STED (the frames stedloop writes; see ``stedloop.tiffio.read_sted_image``).
+Size policy: see
 :mod:`stedloop.quality.preprocess` (centre crop if larger, refused if smaller).
 """
 
@@ -25,7 +27,7 @@ import numpy as np
 from stedloop.csvtable import read_csv_table
 from stedloop.errors import DataError
 from stedloop.quality.preprocess import check_image, fit_to_size
-from stedloop.tiffio import read_image_tiff
+from stedloop.tiffio import PickedImage, read_sted_image
 
 MANIFEST_NAME = "manifest.csv"
 PARAM_COLUMNS: tuple[str, ...] = ("dwell_time_us", "excitation_uw", "depletion_mw")
@@ -117,13 +119,20 @@ def load_dataset(folder: Path) -> list[LabelledImage]:
 
 
 def read_tiff_image(path: Path) -> np.ndarray:
-    """A single 2-D integer image from a TIFF; DataError naming the file otherwise."""
+    """The 2-D integer image to score from a TIFF (see ``read_scorable_image``)."""
+    return read_scorable_image(path).image
+
+
+def read_scorable_image(path: Path) -> PickedImage:
+    """The 2-D integer image of a TIFF, or the STED channel of a stedloop frame, and which
+    channel it was; DataError naming the file otherwise."""
     path = Path(path)
-    # stedloop.tiffio raises DataError naming the file when it is missing, corrupt or not 2-D
-    image = np.asarray(read_image_tiff(path))
-    if not np.issubdtype(image.dtype, np.integer) or image.dtype.itemsize > 2:
-        raise DataError(f"{path}: expected 8- or 16-bit integer pixels, got {image.dtype}")
-    return image
+    # stedloop.tiffio raises DataError naming the file when it is missing, corrupt or ambiguous
+    picked = read_sted_image(path)
+    dtype = picked.image.dtype
+    if not np.issubdtype(dtype, np.integer) or dtype.itemsize > 2:
+        raise DataError(f"{path}: expected 8- or 16-bit integer pixels, got {dtype}")
+    return picked
 
 
 def load_images(items: Sequence[LabelledImage], size_px: int) -> np.ndarray:

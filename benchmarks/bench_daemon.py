@@ -32,6 +32,7 @@ import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import zmq
@@ -334,6 +335,17 @@ def bench_fuzz(root: Path, count: int, seed: int) -> None:
 
 
 # -- soak -------------------------------------------------------------------------------------
+def _start_when_ready(client: Client, **params: Any) -> dict[str, Any]:
+    """session.start, retried while the daemon's quality model is still loading."""
+    while True:
+        try:
+            return dict(client.call("session.start", **params))
+        except DaemonError as exc:
+            if exc.code != "busy":
+                raise
+            time.sleep(0.2)
+
+
 def bench_soak(root: Path, cycles: int, seed: int) -> None:
     home = root / "soak"
     env = site(home, "[drivers.simulator]\nfield_px = 96\nsample_fields = 32\n")
@@ -350,19 +362,12 @@ def bench_soak(root: Path, cycles: int, seed: int) -> None:
         with Client(ready["request_address"], timeout_s=30) as client:
             status = client.call("status")
             if sid is None:
-                result = client.call("session.start", budget_frames=100_000)
+                result = _start_when_ready(client, budget_frames=100_000)
                 sid = result["session_id"]
             else:
                 if status["interrupted"] != [sid]:
                     problems.append(f"cycle {cycle}: interrupted = {status['interrupted']}")
-                while True:
-                    try:
-                        result = client.call("session.start", resume=sid)
-                        break
-                    except DaemonError as exc:
-                        if exc.code != "busy":
-                            raise
-                        time.sleep(0.2)
+                result = _start_when_ready(client, resume=sid)
             before = client.call("status")["session"]["frames"]
             if cycle == cycles:  # the last run: stop cleanly and check the ledger
                 time.sleep(1.0)

@@ -25,7 +25,7 @@ from stedloop import paths
 from stedloop.config.schema import StedloopConfig
 from stedloop.driver import Driver
 from stedloop.errors import StedloopError
-from stedloop.store.lock import lock_fd, unlock_fd
+from stedloop.store.lock import open_locked, unlock_fd
 
 LOCKS_DIR = "locks"
 WorkerFaultCallback = Callable[[str, dict[str, Any]], None]
@@ -46,16 +46,13 @@ class InstrumentClaim:
 
     def acquire(self, owner: str) -> None:
         self.lock_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            lock_fd(fd)
-        except OSError:
-            os.close(fd)
+        fd = open_locked(self.lock_path)
+        if fd is None:
             raise InstrumentBusy(
                 f"the {self.driver_name} driver is in use by {self._holder()} with data folder "
                 f"{self.lock_path.parent.parent}; two programs must not set the same lasers. "
                 "Stop it first, or pass --share-driver if this driver may be shared"
-            ) from None
+            )
         self._fd = fd
         # The holder's description lives beside the lock: a locked byte cannot be read on Windows.
         holder = {"pid": os.getpid(), "owner": owner, "since_s": time.time()}

@@ -69,6 +69,27 @@ def new_session(home: Path, site: Path, budget: int = 2) -> str:
     return info.id
 
 
+def resume(
+    session_id: str, budget: int, *flags: str, home: Path, site: Path, **env: str
+) -> subprocess.CompletedProcess:
+    return stedloop(
+        "optimize",
+        "--resume",
+        session_id,
+        "--budget",
+        str(budget),
+        *flags,
+        home=home,
+        site=site,
+        **env,
+    )
+
+
+def new_frames_mw(home: Path, session_id: str, first: int = 2) -> list[float]:
+    """Depletion applied on the frames taken after the resume."""
+    return [mw for frame, mw in applied_depletions_mw(home, session_id).items() if frame >= first]
+
+
 def applied_depletions_mw(home: Path, session_id: str) -> dict[int, float]:
     history = SessionStore(home / "sessions").open(session_id, readonly=True).history()
     return {
@@ -100,9 +121,7 @@ def test_resume_under_lowered_site_caps_is_refused_then_forced_inside_them(
     assert max(applied_depletions_mw(isolated_home, session_id).values()) > 0
 
     lowered = write_site(tmp_path, "site-now.toml", depletion_max=100, depletion_cap=100)
-    refused = stedloop(
-        "optimize", "--resume", session_id, "--budget", "5", home=isolated_home, site=lowered
-    )
+    refused = resume(session_id, 5, home=isolated_home, site=lowered)
     assert refused.returncode == 2
     assert "Traceback" not in refused.stderr
     message = refused.stderr.strip()
@@ -110,21 +129,10 @@ def test_resume_under_lowered_site_caps_is_refused_then_forced_inside_them(
     assert "depletion_mw.max=185" in message and "max_depletion_mw=100" in message
     assert "site-now.toml" in message  # where today's cap comes from
 
-    forced = stedloop(
-        "optimize",
-        "--resume",
-        session_id,
-        "--budget",
-        "5",
-        "--force",
-        home=isolated_home,
-        site=lowered,
-    )
+    forced = resume(session_id, 5, "--force", home=isolated_home, site=lowered)
     assert forced.returncode == 0, forced.stderr
-    applied = applied_depletions_mw(isolated_home, session_id)
-    new_frames = {frame: mw for frame, mw in applied.items() if frame >= 2}
-    assert len(new_frames) == 3
-    assert max(new_frames.values()) <= 100.0
+    new_frames = new_frames_mw(isolated_home, session_id)
+    assert len(new_frames) == 3 and max(new_frames) <= 100.0
 
 
 def test_resume_obeys_a_cap_lowered_by_an_environment_variable(
@@ -136,33 +144,12 @@ def test_resume_obeys_a_cap_lowered_by_an_environment_variable(
         "STEDLOOP_SAFETY__MAX_DEPLETION_MW": "50",
         "STEDLOOP_PARAMS__DEPLETION_MW__MAX": "50",
     }
-    refused = stedloop(
-        "optimize",
-        "--resume",
-        session_id,
-        "--budget",
-        "4",
-        home=isolated_home,
-        site=site,
-        **env_cap,
-    )
+    refused = resume(session_id, 4, home=isolated_home, site=site, **env_cap)
     assert refused.returncode == 2 and "max_depletion_mw=50" in refused.stderr
     assert "environment" in refused.stderr
-    forced = stedloop(
-        "optimize",
-        "--resume",
-        session_id,
-        "--budget",
-        "4",
-        "--force",
-        home=isolated_home,
-        site=site,
-        **env_cap,
-    )
+    forced = resume(session_id, 4, "--force", home=isolated_home, site=site, **env_cap)
     assert forced.returncode == 0, forced.stderr
-    new_frames = [
-        mw for frame, mw in applied_depletions_mw(isolated_home, session_id).items() if frame >= 2
-    ]
+    new_frames = new_frames_mw(isolated_home, session_id)
     assert len(new_frames) == 2 and max(new_frames) <= 50.0
 
 
@@ -179,25 +166,12 @@ def test_caps_and_ranges_written_into_a_ledger_are_never_applied(
             "params": {"depletion_mw": {"min": 400.0, "max": 488.0}},
         },
     )
-    refused = stedloop(
-        "optimize", "--resume", session_id, "--budget", "4", home=isolated_home, site=site
-    )
+    refused = resume(session_id, 4, home=isolated_home, site=site)
     assert refused.returncode == 2
     assert "depletion_mw.max=488" in refused.stderr and "max_depletion_mw=350" in refused.stderr
-    forced = stedloop(
-        "optimize",
-        "--resume",
-        session_id,
-        "--budget",
-        "4",
-        "--force",
-        home=isolated_home,
-        site=site,
-    )
+    forced = resume(session_id, 4, "--force", home=isolated_home, site=site)
     assert forced.returncode == 0, forced.stderr
-    new_frames = [
-        mw for frame, mw in applied_depletions_mw(isolated_home, session_id).items() if frame >= 2
-    ]
+    new_frames = new_frames_mw(isolated_home, session_id)
     assert len(new_frames) == 2 and max(new_frames) <= 185.0  # the site's own range
 
 
@@ -285,7 +259,5 @@ def test_the_daemon_resumes_under_its_site_caps_in_force(
             assert client.call("status")["session"]["state"] == "finished"
     finally:
         assert stop_daemon(daemon) == 0
-    new_frames = [
-        mw for frame, mw in applied_depletions_mw(isolated_home, session_id).items() if frame >= 2
-    ]
+    new_frames = new_frames_mw(isolated_home, session_id)
     assert len(new_frames) == 2 and max(new_frames) <= 100.0

@@ -18,20 +18,27 @@ class SessionBusy(StedloopError):
     """Another process is running this session."""
 
 
+def open_locked(path: Path) -> int | None:
+    """A descriptor of ``path`` (created if missing) holding its exclusive lock, or None when
+    another process holds it. The OS releases the lock when the process dies."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        lock_fd(fd)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
 class FolderLock:
     def __init__(self, folder: Path) -> None:
         self.path = Path(folder) / LOCK_NAME
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            lock_fd(fd)
-        except OSError:
-            os.close(fd)
-            raise SessionBusy(
-                f"session {self.path.parent.name} is being run by another process"
-            ) from None
+        fd = open_locked(self.path)
+        if fd is None:
+            raise SessionBusy(f"session {self.path.parent.name} is being run by another process")
         self._fd = fd
 
     def release(self) -> None:

@@ -206,3 +206,49 @@ def test_a_worker_never_builds_its_driver_with_default_caps() -> None:
         _build_driver(spec)
     driver = _build_driver({**spec, "caps": {"max_depletion_mw": 120.0}})
     assert driver.caps.max_depletion_mw == 120.0
+
+
+def test_a_frame_in_flight_beyond_todays_caps_is_recorded_failed_not_redone(
+    tmp_path: Path,
+) -> None:
+    then = config(
+        safety={"max_depletion_mw": 350.0},
+        params={"depletion_mw": {"min": 150.0, "max": 350.0}},
+        session={"budget_frames": 4},
+    )
+
+    class StopsAtFrame2(RecordingDriver):
+        def acquire(self, params: ImagingParams, region: Region) -> Frame:
+            if self.acquires == 2:
+                self.acquires += 1
+                raise KeyboardInterrupt  # Ctrl-C in the middle of frame 2
+            return super().acquire(params, region)
+
+    store = SessionStore(tmp_path / "sessions")
+    session = Session.start(
+        then, StopsAtFrame2(then), store=store, objectives=[ResolutionObjective()]
+    )
+    with pytest.raises(KeyboardInterrupt):
+        session.run()
+    session.close()
+    in_flight = store.open(session.id, readonly=True).history().in_flight()
+    assert in_flight is not None and in_flight.params["depletion_mw"] >= 150.0
+
+    now = config(session={"budget_frames": 4})  # site caps and space: 100 mW
+    driver = RecordingDriver(now)
+    resumed = Session.resume(
+        session.id, now, driver, store=store, objectives=[ResolutionObjective()], force=True
+    )
+    summary = resumed.run()
+    resumed.close()
+    assert summary.state == "finished", summary.stop_reason
+    history = store.open(session.id, readonly=True).history()
+    skipped = history.frames[in_flight.frame]
+    assert skipped.status == "failed" and not skipped.acquired
+    assert "outside today's settings" in skipped.objective_errors["_reason"]
+    applied = [
+        f.acquired["params_applied"]["depletion_mw"]
+        for f in history.frames.values()
+        if f.acquired and f.frame > in_flight.frame
+    ]
+    assert applied and max(applied) <= 100.0

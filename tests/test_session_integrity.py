@@ -360,6 +360,8 @@ def test_temporary_files_of_killed_writes_are_removed_on_resume(tmp_path: Path) 
     keep = frames / "notes.tmp"  # not ours: left alone
     keep.write_text("mine")
     resumed, _ = resume(store, session.id, budget=2)
+    assert all(p.exists() for p in litter)  # not before the run holds the session's lock
+    resumed.run()
     resumed.close()
     assert not any(p.exists() for p in litter) and keep.exists()
     assert remove_stale_temp_files(tmp_path / "no-such-folder") == []

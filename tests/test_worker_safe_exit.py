@@ -65,9 +65,10 @@ PARENT = textwrap.dedent(
     from tests.worker_helpers import PARAMS, fast_settings
     from tests.worker_spy import SPY_FIELD
     log_path, honour, grace = sys.argv[1], sys.argv[2] == "1", float(sys.argv[3])
+    raises = sys.argv[4] == "1"
     remote = WorkerDriver(
         "spy",
-        {"log_path": log_path, "acquire_s": 8.0, "honour_abort": honour},
+        {"log_path": log_path, "acquire_s": 8.0, "honour_abort": honour, "abort_raises": raises},
         settings=fast_settings(abort_grace_period_s=grace),
     )
     remote.connect()
@@ -78,13 +79,18 @@ PARENT = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("honour_abort", [True, False], ids=["aborts", "ignores-abort"])
+@pytest.mark.parametrize(
+    "honour_abort, abort_raises",
+    [(True, False), (False, False), (True, True)],
+    ids=["aborts", "ignores-abort", "abort-raises"],
+)
 def test_sigkill_of_the_daemon_mid_frame_aborts_and_makes_safe_before_the_worker_exits(
-    spy_path: str, tmp_path: Path, honour_abort: bool
+    spy_path: str, tmp_path: Path, honour_abort: bool, abort_raises: bool
 ) -> None:
     log = tmp_path / "spy.log"
+    flags = ["1" if honour_abort else "0", str(GRACE_S), "1" if abort_raises else "0"]
     parent = subprocess.Popen(
-        [sys.executable, "-c", PARENT, str(log), "1" if honour_abort else "0", str(GRACE_S)],
+        [sys.executable, "-c", PARENT, str(log), *flags],
         stdout=subprocess.PIPE,
         stderr=(tmp_path / "parent.err").open("wb"),
         text=True,
@@ -109,11 +115,12 @@ def test_sigkill_of_the_daemon_mid_frame_aborts_and_makes_safe_before_the_worker
     assert abort is not None and safe is not None, events
     assert abort.pid == safe.pid == worker_pid
     took_s = safe.at_s - killed_at
-    if honour_abort:
+    if honour_abort and not abort_raises:
         assert _names_after(events, killed_at) == ["request_abort", "acquire_aborted", "safe_state"]
         assert took_s <= HONOURED_BOUND_S, f"safe_state {took_s:.3f} s after the SIGKILL"
     else:
-        # the frame never returned: safe_state all the same, once the grace period is over
+        # the frame never returned (the abort was ignored or failed): safe_state all the
+        # same, once the grace period is over
         assert _names_after(events, killed_at) == ["request_abort", "safe_state"]
         assert safe.at_s - abort.at_s >= GRACE_S - 0.05  # it waited for the frame first
         assert took_s <= GRACE_S + HONOURED_BOUND_S, f"safe_state {took_s:.3f} s after the SIGKILL"

@@ -19,7 +19,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from stedloop.driver import BaseDriver, DriverDescription
-from stedloop.errors import AcquisitionAborted
+from stedloop.errors import AcquisitionAborted, DriverError
 from stedloop.frame import Frame, Region
 from stedloop.params import ImagingParams
 
@@ -31,6 +31,7 @@ class SpyOptions(BaseModel):
     log_path: str
     acquire_s: float = 8.0
     honour_abort: bool = True
+    abort_raises: bool = False  # request_abort fails (e.g. the connection just dropped)
 
 
 class SpyDriver(BaseDriver):
@@ -65,6 +66,8 @@ class SpyDriver(BaseDriver):
 
     def request_abort(self) -> None:
         self._log("request_abort")
+        if self.options.abort_raises:
+            raise DriverError("spy: abort failed")
         super().request_abort()
 
     def safe_state(self) -> None:

@@ -30,6 +30,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Start the configured driver in a worker (worker.python_executable), connect,
         describe, ping, command the safe state, and stop it again."""
+        from stedloop.instrument import claim_instrument
         from stedloop.logs import configure_logging
         from stedloop.worker import create_worker_driver
 
@@ -37,17 +38,22 @@ def register(app: typer.Typer) -> None:
         # Log lines (the worker's start, faults) go to stderr, never into the report.
         configure_logging(loaded.config.logging.level, loaded.config.logging.json_file)
         settings = loaded.config.worker.model_copy(update={"standby": False})
-        driver = create_worker_driver(loaded.config.model_copy(update={"worker": settings}))
-        started = time.perf_counter()
+        # A daemon driving the instrument now is not disturbed: refused, naming it.
+        claim = claim_instrument(loaded.config, "`stedloop worker check`")
         try:
-            driver.connect()
-            connected_s = time.perf_counter() - started
-            description = driver.describe()
-            driver.safe_state()
-            pong = driver.ping()
-            health = driver.health()
+            driver = create_worker_driver(loaded.config.model_copy(update={"worker": settings}))
+            started = time.perf_counter()
+            try:
+                driver.connect()
+                connected_s = time.perf_counter() - started
+                description = driver.describe()
+                driver.safe_state()
+                pong = driver.ping()
+                health = driver.health()
+            finally:
+                driver.close()
         finally:
-            driver.close()
+            claim.release()
         report = {
             "ok": True,
             "driver": description.name,

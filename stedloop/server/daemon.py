@@ -116,10 +116,10 @@ class Daemon:
         try:
             self.driver.connect()
             self.driver.safe_state()  # first thing after connecting: lasers off
+            description = self.driver.describe()
         except BaseException:
             self._close_driver()
             raise
-        description = self.driver.describe()
         self.driver_info = {
             "name": description.name,
             "in_worker": self.config.driver.in_worker,

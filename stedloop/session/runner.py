@@ -256,8 +256,7 @@ class Session:
         A frame stopped after its ``scored`` event is told its recorded score and never
         acquired again; one stopped after ``acquired`` is scored from its TIFF; one stopped
         earlier is redone on a fresh region. The resume holds the folder (no other process
-        runs the session), so temporary files of killed frame writes are removed."""
-        remove_stale_temp_files(self.folder / FRAMES_DIR)
+        runs the session)."""
         for frame_no in sorted(history.frames):
             record = history.frames[frame_no]
             try:
@@ -347,6 +346,8 @@ class Session:
         lock.acquire()
         outcome = _Outcome("failed", "the session did not start")
         try:
+            if self._resumed:  # temporary files of frame writes a kill cut short
+                remove_stale_temp_files(self.folder / FRAMES_DIR)
             control.attach_abort(getattr(self.driver, "request_abort", None))
             self.record.ledger.append(
                 L.OPENED,
@@ -376,11 +377,13 @@ class Session:
             outcome = _Outcome("failed", f"internal error: {type(exc).__name__}: {exc}")
             self._log("error", outcome.reason, traceback=traceback.format_exc())
         finally:
-            self._make_safe()
-            self._finish(outcome)
-            self.optimizer.join_background()  # no thread of the run outlives it
-            control.mark_finished()
-            lock.release()
+            try:
+                self._make_safe()
+                self._finish(outcome)
+                self.optimizer.join_background()  # no thread of the run outlives it
+            finally:
+                control.mark_finished()
+                lock.release()
         return self._summary(outcome)
 
     def _loop(self, control: SessionControl) -> _Outcome:
@@ -399,6 +402,8 @@ class Session:
             if self._pending is not None:
                 frame_no, params, recorded = self._pending
                 self._pending = None
+                if recorded is None and self._outside_today(frame_no, params):
+                    continue
                 what = "scoring the recorded" if recorded else "redoing"
                 self._log("info", f"{what} frame {frame_no}, in flight when the session stopped")
             else:
@@ -578,6 +583,7 @@ class Session:
             self._point_raw_output(frame_no)
             started = time.perf_counter()
             try:
+                self.config.safety.check(params)  # the session's own check, whatever the driver
                 frame = self.driver.acquire(params, region)
                 self._check_applied(frame)
                 timings["acquire_ms"] = (time.perf_counter() - started) * 1e3
@@ -650,6 +656,22 @@ class Session:
             )
             return None, None
         return None, _Outcome("failed", f"{failure} on frame {frame_no}: {last_error}")
+
+    def _outside_today(self, frame_no: int, params: ImagingParams) -> bool:
+        """A frame in flight at a stop is redone with its recorded parameters only if they lie
+        within today's caps and space (a forced resume may have narrowed them); otherwise it
+        is recorded as failed, never sent."""
+        try:
+            self.config.safety.check(params)
+            self.config.params.validate_point(params)
+        except ParameterRejected as exc:
+            reason = f"not redone: its recorded parameters are outside today's settings: {exc}"
+            self.record.ledger.append(L.FAILED, {"reason": reason}, frame=frame_no)
+            self._mark_failed(params)
+            self._done += 1
+            self._log("warning", f"frame {frame_no} {reason}")
+            return True
+        return False
 
     def _check_applied(self, frame: Frame) -> None:
         """The values the driver reports as applied must lie within the site's caps too: a

@@ -174,8 +174,12 @@ class _DriverThread:
 
     def request_abort(self) -> None:
         abort = getattr(self.driver, "request_abort", None)
-        if callable(abort):
+        if not callable(abort):
+            return
+        try:
             abort()
+        except Exception as exc:  # e.g. the connection just dropped: safe_state must still come
+            log.warning("worker_abort_failed", error=f"{type(exc).__name__}: {exc}")
 
 
 class WorkerLoop:

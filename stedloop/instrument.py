@@ -57,8 +57,12 @@ class InstrumentClaim:
         # The holder's description lives beside the lock: a locked byte cannot be read on Windows.
         holder = {"pid": os.getpid(), "owner": owner, "since_s": time.time()}
         tmp = self.holder_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(holder))
-        tmp.replace(self.holder_path)
+        try:
+            tmp.write_text(json.dumps(holder))
+            tmp.replace(self.holder_path)
+        except OSError:
+            self.release()  # never keep a lock nobody can release
+            raise
 
     def release(self) -> None:
         if self._fd is None:

@@ -20,7 +20,6 @@ from stedloop.frame import Frame, Region
 from stedloop.objectives.resolution import ResolutionObjective
 from stedloop.params import ImagingParams, SafetyCaps
 from stedloop.server.events import EventBus
-from stedloop.server.methods import StartParams
 from stedloop.server.protocol import ProtocolError, decode_request
 from stedloop.server.scorer_loader import ScorerLoader
 from stedloop.server.sessions import SessionHost
@@ -175,26 +174,32 @@ def test_protocol_refuses_numbers_that_parse_to_infinity(number: str) -> None:
     assert info.value.code == "bad_json" and "not finite" in str(info.value)
 
 
-def test_daemon_resume_ignores_site_sections_in_its_saved_overrides(tmp_path: Path) -> None:
-    loaded = config()
-    host = SessionHost(
-        loaded,
-        None,
-        SessionStore(tmp_path / "sessions"),
-        EventBus("test", 100),
-        ScorerLoader(loaded.config.quality),
-        tmp_path / "state",
+def test_daemon_resume_takes_only_the_session_sections_of_a_ledger(tmp_path: Path) -> None:
+    import sqlite3
+
+    loaded = config(session={"budget_frames": 7})
+    store = SessionStore(tmp_path / "sessions")
+    session = Session.start(
+        loaded, RecordingDriver(loaded), store=store, objectives=[ResolutionObjective()]
     )
-    saved = {
-        "overrides": {
-            "session": {"budget_frames": 7},
-            "safety": {"max_depletion_mw": 1000.0},
-            "worker": {"python_executable": "/bin/sh"},
-        }
-    }
-    (tmp_path / "state" / "20260101-000000-abcd.json").write_text(json.dumps(saved))
-    overrides = host._overrides_for(StartParams(resume="20260101-000000-abcd"))
-    assert overrides == {"session": {"budget_frames": 7}}
+    session.close()
+    ledger = sqlite3.connect(session.folder / "ledger.sqlite")
+    (payload,) = ledger.execute("SELECT payload FROM events WHERE kind = 'created'").fetchone()
+    created = json.loads(payload)
+    created["config"]["safety"] = {"max_depletion_mw": 1000.0}
+    created["config"]["worker"] = {"python_executable": "/bin/sh"}
+    ledger.execute("DROP TRIGGER events_no_update")
+    ledger.execute("UPDATE events SET payload = ? WHERE kind = 'created'", (json.dumps(created),))
+    ledger.commit()
+    ledger.close()
+    site = config()  # the daemon's site configuration: budget 3, caps 100 mW
+    host = SessionHost(site, None, store, EventBus("test", 100), ScorerLoader(site.config.quality))
+    resumed = host._resume_config(session.id, {}, force=False)
+    assert resumed.config.session.budget_frames == 7  # the session's own section
+    assert resumed.config.safety == site.config.safety  # the site's, never the ledger's
+    assert resumed.config.worker.python_executable is None
+    with_client = host._resume_config(session.id, {"session": {"budget_frames": 9}}, force=False)
+    assert with_client.config.session.budget_frames == 9
 
 
 def test_a_worker_never_builds_its_driver_with_default_caps() -> None:

@@ -342,7 +342,6 @@ def test_the_daemon_answers_a_start_on_a_full_disk_with_a_storage_error(
         store,
         EventBus("test"),
         ScorerLoader(loaded.config.quality),
-        tmp_path / "daemon",
     )
     full_disk_for_sqlite(monkeypatch)
     with pytest.raises(ProtocolError) as info:

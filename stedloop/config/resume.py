@@ -65,8 +65,7 @@ def resume_settings(
         if not force:
             raise ConfigError(
                 f"session {session_id} cannot resume under today's safety caps: {problem}; "
-                "lower the session's ranges in a config (-c) or resume with --force to continue "
-                "inside the site's parameter space"
+                "resume with --force to continue inside the site's parameter space"
             )
         overrides.pop("params", None)
         notes.append(f"{problem}; continuing inside the site's parameter space (--force)")

@@ -227,9 +227,7 @@ class Daemon:
         try:
             root = data_dir(self.config.store.data_dir)
             store = SessionStore(root / "sessions")
-            self.host = SessionHost(
-                self.loaded, self.driver, store, self.bus, self.scorer, root / "daemon" / "sessions"
-            )
+            self.host = SessionHost(self.loaded, self.driver, store, self.bus, self.scorer)
             self.store = store
             interrupted = self.host.find_interrupted()
             if interrupted:

@@ -15,7 +15,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from stedloop.config import LoadedConfig, with_overrides
@@ -85,15 +84,12 @@ class SessionHost:
         store: Any,
         bus: EventBus,
         scorer: ScorerLoader,
-        state_dir: Path,
     ) -> None:
         self._loaded = loaded
         self._driver = driver
         self._store = store
         self._bus = bus
         self._scorer = scorer
-        self._state_dir = state_dir  # the daemon's own notes: overrides used per session
-        self._state_dir.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._current: LiveSession | None = None
         self._tokens: dict[str, str] = {}
@@ -136,12 +132,14 @@ class SessionHost:
                     "at a time (stop it first)",
                 )
         overrides = self._overrides_for(params)
-        loaded = self._apply_overrides(overrides)
+        if params.resume is not None:
+            loaded = self._resume_config(params.resume, overrides, params.force)
+        else:
+            loaded = self._apply_overrides(overrides)
         objectives = list(loaded.config.objectives.names)
         scorer = self._scorer.scorer_for(objectives)
         session = self._open_session(params, loaded, scorer)
         live = self._launch(session, loaded, objectives, resumed=params.resume is not None)
-        self._save_overrides(live.id, overrides)
         result = {
             "session_id": live.id,
             "token": live.token,
@@ -164,15 +162,41 @@ class SessionHost:
                 f"may override only {', '.join(OVERRIDABLE_SECTIONS)} (safety caps, driver and "
                 "daemon settings belong to the site config)",
             )
-        overrides: dict[str, Any] = {}
-        if params.resume is not None and not params.overrides:
-            overrides = self._load_overrides(params.resume)
-        overrides = json.loads(json.dumps({**overrides, **params.overrides}))
+        overrides = json.loads(json.dumps(params.overrides))
         if params.budget_frames is not None:
             overrides.setdefault("session", {})["budget_frames"] = params.budget_frames
         if params.objectives is not None:
             overrides.setdefault("objectives", {})["names"] = list(params.objectives)
         return overrides
+
+    def _resume_config(
+        self, session_id: str, overrides: dict[str, Any], force: bool
+    ) -> LoadedConfig:
+        """The settings a resumed session runs with: today's site configuration, the session's
+        own sections from its ledger, then the client's overrides (``config.resume``). Caps
+        and every machine setting are the site's; a recorded space beyond today's caps is
+        refused naming both values, or with ``force`` continues inside the site's space."""
+        from stedloop.config.resume import resume_settings
+        from stedloop.store import SessionNotFound
+
+        try:
+            record = self._store.open(session_id, readonly=True)
+            try:
+                recorded = dict(record.history().created.get("config") or {})
+            finally:
+                record.close()
+        except SessionNotFound as exc:
+            raise ProtocolError("not_found", str(exc)) from None
+        except DataError as exc:  # a damaged ledger
+            raise ProtocolError("storage", f"cannot resume: {exc}") from None
+        try:
+            loaded, notes = resume_settings(self._loaded, recorded, session_id, overrides, force)
+        except ConfigError as exc:
+            raise ProtocolError("invalid_params", str(exc)) from None
+        for note in notes:
+            log.warning("resume_note", session_id=session_id, note=note)
+            self._bus.publish("log", {"level": "warning", "message": note}, session_id)
+        return loaded
 
     def _apply_overrides(self, overrides: dict[str, Any]) -> LoadedConfig:
         config = self._loaded.config
@@ -392,27 +416,6 @@ class SessionHost:
             live.thread.join(ABORT_WAIT_S)
         if live.thread.is_alive():
             log.error("session_thread_did_not_stop", session_id=live.id)
-
-    # -- overrides kept per session, so a resume uses the same settings -------------------
-    def _save_overrides(self, session_id: str, overrides: dict[str, Any]) -> None:
-        path = self._state_dir / f"{session_id}.json"
-        tmp = path.with_suffix(".tmp")
-        try:
-            tmp.write_text(json.dumps({"overrides": overrides}))
-            tmp.replace(path)
-        except OSError as exc:  # e.g. a full disk; the session runs, a resume needs them again
-            tmp.unlink(missing_ok=True)
-            log.warning("overrides_not_saved", session_id=session_id, error=str(exc))
-
-    def _load_overrides(self, session_id: str) -> dict[str, Any]:
-        """The session's saved overrides, session sections only: a note edited to carry
-        caps or a driver setting is not obeyed (those come from the site config)."""
-        path = self._state_dir / f"{session_id}.json"
-        try:
-            saved = dict(json.loads(path.read_text())["overrides"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return {}
-        return {k: v for k, v in saved.items() if k in OVERRIDABLE_SECTIONS}
 
 
 def _as_dict(obj: Any) -> dict[str, Any]:

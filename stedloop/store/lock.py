@@ -6,12 +6,15 @@ session is never mistaken for a running one.
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
 from stedloop.errors import StedloopError
 
 LOCK_NAME = "session.lock"
+#: errno values of a lock attempt that mean "another process holds it" (POSIX and Windows).
+_HELD_ELSEWHERE = {errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES, errno.EDEADLK}
 
 
 class SessionBusy(StedloopError):
@@ -24,9 +27,11 @@ def open_locked(path: Path) -> int | None:
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         lock_fd(fd)
-    except OSError:
+    except OSError as exc:
         os.close(fd)
-        return None
+        if exc.errno in _HELD_ELSEWHERE:
+            return None
+        raise  # e.g. no locks on this file system: not "in use", say what it is
     return fd
 
 

@@ -6,6 +6,7 @@ Imspector driver are registered there exactly like a lab's own plugin would be.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -29,7 +30,21 @@ def driver_class(name: str) -> Any:
     return cls
 
 
+def _non_finite_keys(value: Any, key: str) -> list[str]:
+    if isinstance(value, float):
+        return [] if math.isfinite(value) else [key]
+    if isinstance(value, dict):
+        return [k for sub, v in value.items() for k in _non_finite_keys(v, f"{key}.{sub}")]
+    if isinstance(value, (list, tuple)):
+        return [k for i, v in enumerate(value) for k in _non_finite_keys(v, f"{key}.{i}")]
+    return []
+
+
 def parse_driver_options(cls: Any, name: str, options: dict[str, Any]) -> BaseModel:
+    # Every number must be finite, whatever a plugin's own model allows (1e999 reads as inf).
+    bad = _non_finite_keys(options, f"drivers.{name}")
+    if bad:
+        raise ConfigError(f"invalid driver options: {', '.join(bad)} must be finite numbers")
     try:
         return cls.Options.model_validate(options)
     except ValidationError as exc:

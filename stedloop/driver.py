@@ -158,8 +158,8 @@ class BaseDriver(SafeStateContext, ABC):
         """Refuse values beyond the caps, stated in stedloop units, with ``what`` they are.
 
         Backends that convert units call this right before each set with the value they
-        are about to send converted *back* to stedloop units: a conversion that is off (a
-        wrong calibration factor) is caught before the laser sees it, not after."""
+        are about to send converted *back* to stedloop units: a conversion whose two
+        directions disagree, or rounding past a cap, is caught before the laser sees it."""
         problems = self.caps.violations(sent)
         if problems:
             raise SafetyCapExceeded(f"{what}: {sent.describe()}: " + "; ".join(problems))

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 from stedloop.config import LoadedConfig, load_config
 from stedloop.drivers import create_driver
@@ -257,3 +258,21 @@ def test_a_frame_in_flight_beyond_todays_caps_is_recorded_failed_not_redone(
         if f.acquired and f.frame > in_flight.frame
     ]
     assert applied and max(applied) <= 100.0
+
+
+def test_driver_options_must_be_finite_whatever_the_plugin_allows() -> None:
+    from stedloop.drivers import parse_driver_options
+    from stedloop.errors import ConfigError
+
+    class Lenient(BaseModel):  # a plugin's options model that forgot allow_inf_nan=False
+        gain: float = 1.0
+        limits: list[float] = [0.0, 1.0]
+
+    class Plugin:
+        Options = Lenient
+
+    assert parse_driver_options(Plugin, "lenient", {"gain": 2.0}).gain == 2.0
+    with pytest.raises(ConfigError, match=r"drivers\.lenient\.gain, drivers\.lenient\.limits\.1"):
+        parse_driver_options(
+            Plugin, "lenient", {"gain": float("inf"), "limits": [0.0, float("nan")]}
+        )

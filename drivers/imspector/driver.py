@@ -367,7 +367,7 @@ class ImspectorDriver(BaseDriver):
         sent = self._as_sent(point)
         for path, value in settings:
             # Right before every set, whatever the caller checked: the value in Imspector's
-            # units, converted back, so a calibration that is off cannot pass a cap.
+            # units, converted back (conversion and rounding checked, not the constants).
             self.check_sent(sent, f"to be sent to configuration {name!r}")
             self._call(
                 f"setting {path} = {value:g} in configuration {name!r}",

@@ -64,6 +64,11 @@ class InstrumentClaim:
             self.release()  # never keep a lock nobody can release
             raise
 
+    def inheritable_fds(self) -> tuple[int, ...]:
+        """The lock's descriptor, for a child process that must hold the claim as long as it
+        lives (POSIX: a lock belongs to the open file, shared with children that inherit it)."""
+        return (self._fd,) if self._fd is not None and os.name != "nt" else ()
+
     def release(self) -> None:
         if self._fd is None:
             return
@@ -106,13 +111,19 @@ def claim_instrument(config: StedloopConfig, owner: str, share: bool = False) ->
     return claim
 
 
-def open_driver(config: StedloopConfig, on_fault: WorkerFaultCallback | None = None) -> Driver:
+def open_driver(
+    config: StedloopConfig,
+    on_fault: WorkerFaultCallback | None = None,
+    claim: InstrumentClaim | None = None,
+) -> Driver:
     """Build (not connect) the configured driver from the site configuration: in a worker
-    process when ``driver.in_worker``, else in this process."""
+    process when ``driver.in_worker``, else in this process. A worker inherits ``claim``'s
+    lock, so the instrument stays claimed until the worker, too, has exited."""
     if config.driver.in_worker:
         from stedloop.worker import create_worker_driver
 
-        return create_worker_driver(config, on_fault=on_fault)
+        fds = claim.inheritable_fds() if claim is not None else ()
+        return create_worker_driver(config, on_fault=on_fault, inherit_fds=fds)
     from stedloop.drivers import create_driver
 
     return create_driver(config)

@@ -102,3 +102,60 @@ def test_doctor_does_not_touch_a_driver_another_process_holds(
         claim.release()
     (line,) = [line for line in doctor.stdout.splitlines() if "simulator:" in line]
     assert "not touched" in line and "in use by `stedloop serve`" in line
+
+
+def test_an_orphaned_worker_keeps_the_instrument_claimed_until_it_has_made_it_safe(
+    tmp_path: Path, isolated_home: Path
+) -> None:
+    import time
+
+    from stedloop.client import Client, DaemonError
+    from tests.worker_spy import install_spy_plugin, read_spy_log
+
+    pythonpath = install_spy_plugin(tmp_path / "plugins")
+    log = tmp_path / "spy.log"
+    site = tmp_path / "site.toml"
+    site.write_text(
+        '[driver]\nname = "spy"\nin_worker = true\n'
+        f'[drivers.spy]\nlog_path = "{log}"\nacquire_s = 8.0\nhonour_abort = false\n'
+        '[objectives]\nnames = ["resolution"]\n[worker]\nabort_grace_period_s = 2.0\n'
+    )
+    daemon, ready = start_daemon(
+        isolated_home, {"STEDLOOP_CONFIG": str(site), "PYTHONPATH": pythonpath}
+    )
+    try:
+        with Client(ready["request_address"], timeout_s=10) as client:
+            while True:
+                try:
+                    client.call("session.start", budget_frames=2)
+                    break
+                except DaemonError as exc:
+                    assert exc.code == "busy"
+                    time.sleep(0.1)
+        deadline = time.monotonic() + 60
+        while "acquire_start" not in (log.read_text() if log.exists() else ""):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        daemon.send_signal(signal.SIGKILL)
+        daemon.wait(10)
+    config = load_config(site).config
+    # The worker ignores the abort for its 2 s grace period, then makes the lasers safe.
+    with pytest.raises(InstrumentBusy):
+        claim_instrument(config, "`stedloop optimize` too early")
+    deadline = time.monotonic() + 20
+
+    def safe_after_the_frame_started() -> bool:
+        names = [e.name for e in read_spy_log(log)]
+        return "safe_state" in names[names.index("acquire_start") :]
+
+    while not safe_after_the_frame_started():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    while True:  # free once the worker has exited
+        try:
+            claim_instrument(config, "`stedloop optimize` after").release()
+            break
+        except InstrumentBusy:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)

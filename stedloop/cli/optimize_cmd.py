@@ -211,7 +211,7 @@ def register(app: typer.Typer) -> None:
         # One process drives a microscope: refuse to start a second driver beside a daemon.
         claim = claim_instrument(loaded.config, "`stedloop optimize`", share=share_driver)
         try:
-            summary = _run_session(loaded, store, resume, force, name, as_json, progress)
+            summary = _run_session(loaded, store, resume, force, name, as_json, progress, claim)
         finally:
             claim.release()
         _report_end(summary, progress, as_json)
@@ -339,10 +339,11 @@ def _run_session(
     name: str | None,
     as_json: bool,
     progress: _Progress,
+    claim: Any,
 ) -> Any:
     from stedloop.session import Session
 
-    hardware = _create_driver(loaded.config, progress)
+    hardware = _create_driver(loaded.config, progress, claim)
     try:
         hardware.connect()
         if resume:
@@ -385,7 +386,7 @@ def _resume_config(
     return loaded
 
 
-def _create_driver(config: Any, progress: _Progress) -> Any:
+def _create_driver(config: Any, progress: _Progress, claim: Any) -> Any:
     from stedloop.instrument import open_driver
 
     return open_driver(
@@ -393,4 +394,5 @@ def _create_driver(config: Any, progress: _Progress) -> Any:
         on_fault=lambda kind, details: progress(
             "log", {"level": "error", "message": f"{kind}: {details}"}
         ),
+        claim=claim,
     )

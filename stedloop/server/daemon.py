@@ -109,7 +109,9 @@ class Daemon:
     def _open_driver(self) -> None:
         self._claim = claim_instrument(self.config, "`stedloop serve`", share=self.share_driver)
         try:
-            self.driver = open_driver(self.config, on_fault=self._on_worker_fault)
+            self.driver = open_driver(
+                self.config, on_fault=self._on_worker_fault, claim=self._claim
+            )
         except BaseException:
             self._claim.release()
             raise

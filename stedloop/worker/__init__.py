@@ -17,7 +17,9 @@ __all__ = ["WorkerDriver", "create_worker_driver"]
 
 
 def create_worker_driver(
-    config: StedloopConfig, on_fault: Callable[[str, dict[str, Any]], None] | None = None
+    config: StedloopConfig,
+    on_fault: Callable[[str, dict[str, Any]], None] | None = None,
+    inherit_fds: tuple[int, ...] = (),
 ) -> WorkerDriver:
     """A Driver that runs ``config.driver`` in a child process (nothing is started yet).
 
@@ -26,7 +28,7 @@ def create_worker_driver(
     """
     from stedloop.worker.client import WorkerDriver
 
-    return WorkerDriver.from_config(config, on_fault=on_fault)
+    return WorkerDriver.from_config(config, on_fault=on_fault, inherit_fds=inherit_fds)
 
 
 def __getattr__(name: str) -> Any:

@@ -79,8 +79,10 @@ class WorkerDriver(SafeStateContext):
         *,
         on_fault: FaultCallback | None = None,
         log_level: str = "info",
+        inherit_fds: tuple[int, ...] = (),
     ) -> None:
         self.caps = caps if caps is not None else SafetyCaps()
+        self._inherit_fds = inherit_fds  # passed to every worker process (POSIX)
         self.settings = settings if settings is not None else WorkerSection()
         self.driver_name = driver_name
         self._spec = {
@@ -119,7 +121,10 @@ class WorkerDriver(SafeStateContext):
 
     @classmethod
     def from_config(
-        cls, config: StedloopConfig, on_fault: FaultCallback | None = None
+        cls,
+        config: StedloopConfig,
+        on_fault: FaultCallback | None = None,
+        inherit_fds: tuple[int, ...] = (),
     ) -> WorkerDriver:
         return cls(
             config.driver.name,
@@ -128,6 +133,7 @@ class WorkerDriver(SafeStateContext):
             config.worker,
             on_fault=on_fault,
             log_level=config.logging.level,
+            inherit_fds=inherit_fds,
         )
 
     # -- the Driver protocol -----------------------------------------------------------------
@@ -301,7 +307,9 @@ class WorkerDriver(SafeStateContext):
         self._start_spare_later()
 
     def _start_link(self) -> WorkerLink:
-        link = WorkerLink(self._context, self.settings, self._python, self._log_level)
+        link = WorkerLink(
+            self._context, self.settings, self._python, self._log_level, self._inherit_fds
+        )
         try:
             hello = link.wait_hello(self.settings.start_timeout_s)
             link.call("init", self._spec, timeout_s=self.settings.start_timeout_s)

@@ -60,8 +60,10 @@ class WorkerLink:
         settings: WorkerSection,
         python_executable: str,
         log_level: str = "info",
+        inherit_fds: tuple[int, ...] = (),
     ) -> None:
         self.settings = settings
+        self._inherit_fds = inherit_fds
         self.token = secrets.token_hex(16)
         self._ident = self.token.encode("ascii")
         # The worker's main thread uses the token as routing id; its driver thread sends
@@ -136,6 +138,9 @@ class WorkerLink:
             # Own session: a Ctrl-C at the daemon's terminal reaches the daemon, which then
             # makes the lasers safe through the worker, instead of killing both at once.
             kwargs["start_new_session"] = True
+            # E.g. the instrument claim's lock: held until the worker too has exited, so no
+            # second process takes the instrument while an orphaned worker makes it safe.
+            kwargs["pass_fds"] = self._inherit_fds
         try:
             process = subprocess.Popen(command, **kwargs)
         except OSError as exc:

@@ -138,3 +138,17 @@ def test_synth_variants_part_brightness_from_quality(tmp_path: Path) -> None:
         else:
             assert 0.02 <= float(row["photon_fraction"]) <= 0.5
             assert float(row["true_score"]) <= float(parent["true_score"]) + 1e-9
+
+
+def test_training_with_the_photon_scale_stores_it_and_a_resume_keeps_it(tmp_path: Path) -> None:
+    from test_quality_train import _cfg, make_dataset
+
+    from stedloop.quality.train import paths_beside, train
+
+    data = make_dataset(tmp_path / "data")
+    out = tmp_path / "m.pt"
+    train(data, out, dataclasses.replace(_cfg(max_epochs=1), photon_scale="estimated"))
+    assert load_checkpoint(out).normalization.photon_scale == "estimated"
+    first = load_checkpoint(out).normalization
+    train(data, out, _cfg(max_epochs=2), resume=paths_beside(out)["resume"])
+    assert load_checkpoint(out).normalization == first

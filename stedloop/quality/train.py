@@ -291,7 +291,10 @@ def train(
 
     images = load_images(items, cfg.input_size_px)
     if state is not None and state.get("normalization") is not None:
-        norm = Normalization(**state["normalization"])  # an init's, or a recomputed one
+        # An init's, or a recomputed one; resume files written before the photon scale was
+        # stored there carry it in their config only.
+        fields = {"photon_scale": cfg.photon_scale, **state["normalization"]}
+        norm = Normalization(**fields)
     elif init is not None and not cfg.renormalize:
         norm = init.checkpoint.normalization  # read images the way the init model learned
     else:
@@ -497,7 +500,7 @@ def _sgd(model: nn.Module, lr: float, momentum: float) -> torch.optim.SGD:
 
 
 def _norm_fields(norm: Normalization) -> dict[str, Any]:
-    return {"mean": norm.mean, "std": norm.std, "scaling": norm.scaling}
+    return dataclasses.asdict(norm)
 
 
 def _norm_source(init_meta: dict[str, Any] | None, cfg: TrainConfig) -> str:

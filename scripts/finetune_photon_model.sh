@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Reproduce the shipped quality model that reads photons (models/quality_default.pt, see
-# models/MODEL_CARD.md): the earlier model (scripts/train_default_model.sh), fine-tuned with the
-# estimated photon scale on its own training frames plus frames whose brightness and quality
-# part ways (`dataset synth --variants`).
+# Fine-tune the earlier quality model (scripts/train_default_model.sh) to read photons: with the
+# estimated photon scale, on its own training frames plus frames whose brightness and quality
+# part ways (`dataset synth --variants`). This is the experiment reported in
+# models/MODEL_CARD.md ("Photons, not brightness"); the shipped file is not this run's output
+# but the earlier weights with the photon scale set (see the model card).
 #
 #   scripts/finetune_photon_model.sh INIT_MODEL [WORK_DIR]
 #

@@ -77,4 +77,4 @@ def resume_settings(
 
 
 def _cap_keys(site: LoadedConfig) -> list[str]:
-    return [f"safety.{name}" for name in site.config.safety.model_fields]
+    return [f"safety.{name}" for name in type(site.config.safety).model_fields]

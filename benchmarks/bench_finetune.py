@@ -2,8 +2,9 @@
 
     python benchmarks/bench_finetune.py [--model M] [--work /tmp/stedloop-bench-finetune]
         [--sizes 50 100 300] [--seeds 0] [--epochs 40] [--threads 2] [--precision bf16]
-        [--ft-lr 0.001] [--ft-batch 16] [--ft-freeze 0] [--ft-renormalize]
-        [--skip-scratch] [--skip-finetune] [--scratch-batch 100]
+        [--ft-lr 0.001] [--ft-batch 16] [--ft-patience 20] [--ft-freeze 0]
+        [--ft-renormalize] [--scratch-batch 16] [--scratch-patience 20]
+        [--skip-scratch] [--skip-finetune]
 
 The other microscope is built in the simulator, with the same synthetic expert labelling its
 frames from the ground truth (``stedloop.quality.synth``): tubulin (the shipped model never
@@ -18,15 +19,18 @@ from other simulated samples; Spearman's rank correlation, SROCC, with a percent
 bootstrap 95 % CI, and RMSE against the labels):
 
 * the model as it is (no labels);
-* fine-tuned (``train --init``: its weights and normalisation, lr ``--ft-lr``, batch
-  ``--ft-batch``, ``--ft-freeze`` frozen conv blocks) on 50 / 100 / 300 labels;
-* trained from scratch on the same labels (``stedloop train`` defaults: lr 0.01, batch 100,
-  its own normalisation; Anscombe scaling like the shipped model).
+* fine-tuned (``train --init``: its weights and normalisation; by default the ``--init``
+  defaults of ``stedloop train``: lr 0.001, batch 16, patience 20, nothing frozen) on
+  50 / 100 / 300 labels;
+* trained from scratch on the same labels: lr 0.01 (the paper's), its own normalisation
+  (Anscombe scaling like the shipped model), batch 16 and patience 20 like the fine-tuning
+  by default, so only the starting point differs; ``--scratch-batch 100 --scratch-patience
+  10`` is plain ``stedloop train``.
 
-Both use the fine-tuning default split (80 % train / 20 % validation for early stopping,
-patience 10, at most ``--epochs``; no test split: the test set is the separate one). The
-50 and 100 labels are random subsets of the 300 (per seed). Generated data lives in
-``--work``, never in the repository. Prints the figures and the conditions.
+All use the fine-tuning split (80 % train / 20 % validation for early stopping, at most
+``--epochs``; no test split: the test set is the separate one). The 50 / 100 / 300 labels are
+random subsets of one pool of 300 (per seed). Generated data lives in ``--work``, never in
+the repository. Prints the figures and the conditions.
 """
 
 from __future__ import annotations
@@ -194,7 +198,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--n-test", type=int, default=200)
     parser.add_argument("--epochs", type=int, default=40)
-    parser.add_argument("--patience", type=int, default=10)
+    parser.add_argument("--ft-patience", type=int, default=None, help="default: --init's")
+    parser.add_argument("--scratch-patience", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--precision", default="bf16")
     parser.add_argument("--ft-lr", type=float, default=None, help="default: train --init's")
@@ -203,7 +208,7 @@ def main() -> None:
     parser.add_argument(
         "--ft-renormalize", action="store_true", help="mean/std from the new labels"
     )
-    parser.add_argument("--scratch-batch", type=int, default=100)
+    parser.add_argument("--scratch-batch", type=int, default=16)
     parser.add_argument("--skip-scratch", action="store_true")
     parser.add_argument("--skip-finetune", action="store_true")
     args = parser.parse_args()
@@ -214,6 +219,7 @@ def main() -> None:
     from stedloop.quality.finetune import (
         FINE_TUNE_BATCH_SIZE,
         FINE_TUNE_LR,
+        FINE_TUNE_PATIENCE,
         FINE_TUNE_TEST_FRACTION,
         FINE_TUNE_VAL_FRACTION,
         file_sha256,
@@ -226,6 +232,7 @@ def main() -> None:
     init = load_init(model)
     ft_lr = args.ft_lr if args.ft_lr is not None else FINE_TUNE_LR
     ft_batch = args.ft_batch if args.ft_batch is not None else FINE_TUNE_BATCH_SIZE
+    ft_patience = args.ft_patience if args.ft_patience is not None else FINE_TUNE_PATIENCE
     work = args.work
     t0 = time.perf_counter()
     n_pool = max(POOL_SIZE, *args.sizes)
@@ -237,7 +244,6 @@ def main() -> None:
     print(f"as shipped: SROCC {outcomes[0].srocc:.3f}", flush=True)
     common = {
         "max_epochs": args.epochs,
-        "patience": args.patience,
         "precision": args.precision,
         "device": "cpu",
         "val_fraction": FINE_TUNE_VAL_FRACTION,
@@ -248,11 +254,12 @@ def main() -> None:
     if not args.skip_finetune:
         runs.append(
             (
-                f"fine-tuned (lr {ft_lr:g}, batch {ft_batch}, {args.ft_freeze} frozen"
-                f"{', renormalised' if args.ft_renormalize else ''})",
+                f"fine-tuned (lr {ft_lr:g}, batch {ft_batch}, patience {ft_patience}, "
+                f"{args.ft_freeze} frozen{', renormalised' if args.ft_renormalize else ''})",
                 TrainConfig(
                     lr=ft_lr,
                     batch_size=ft_batch,
+                    patience=ft_patience,
                     freeze_layers=args.ft_freeze,
                     renormalize=args.ft_renormalize,
                     count_scaling=scaling,
@@ -264,21 +271,31 @@ def main() -> None:
     if not args.skip_scratch:
         runs.append(
             (
-                f"from scratch (lr 0.01, batch {args.scratch_batch})",
+                f"from scratch (lr 0.01, batch {args.scratch_batch}, "
+                f"patience {args.scratch_patience})",
                 TrainConfig(
-                    lr=0.01, batch_size=args.scratch_batch, count_scaling=scaling, **common
+                    lr=0.01,
+                    batch_size=args.scratch_batch,
+                    patience=args.scratch_patience,
+                    count_scaling=scaling,
+                    **common,
                 ),
                 None,
             )
         )
-    tag = f"lr{ft_lr:g}-b{ft_batch}-f{args.ft_freeze}{'-renorm' if args.ft_renormalize else ''}"
+    tag = f"lr{ft_lr:g}-b{ft_batch}-p{ft_patience}-f{args.ft_freeze}"
+    tag += "-renorm" if args.ft_renormalize else ""
     (work / "models").mkdir(parents=True, exist_ok=True)
     for seed in args.seeds:
         for size in args.sizes:
             data = subset(pool, work / f"labels-{size}-s{seed}", size, seed)
             for name, cfg, start in runs:
                 cfg.seed = seed
-                kind = "ft-" + tag if start is not None else f"scratch-b{args.scratch_batch}"
+                kind = (
+                    "ft-" + tag
+                    if start is not None
+                    else f"scratch-b{args.scratch_batch}-p{args.scratch_patience}"
+                )
                 out = work / "models" / f"{kind}-{size}-s{seed}.pt"
                 t = time.perf_counter()
                 result = train(data, out, cfg, init=start)
@@ -305,7 +322,7 @@ def main() -> None:
         f"({args.n_test} frames), generated in {gen_s:.0f} s under {work}"
     )
     print(
-        f"training: {args.precision}, <= {args.epochs} epochs, patience {args.patience}, "
+        f"training: {args.precision}, <= {args.epochs} epochs, "
         f"split {1 - FINE_TUNE_VAL_FRACTION:g}/{FINE_TUNE_VAL_FRACTION:g} train/validation, "
         f"seeds {args.seeds}"
     )

@@ -165,6 +165,7 @@ def test_cli_fine_tunes_with_its_defaults(tmp_path: Path, init_model: Path) -> N
     training = load_checkpoint(out).training
     assert training["config"]["lr"] == 0.001
     assert training["config"]["batch_size"] == 16
+    assert training["config"]["patience"] == 20
     assert training["config"]["input_size_px"] == SIZE
     assert training["config"]["count_scaling"] == "anscombe"
     assert training["split_sizes"] == {"train": 16, "val": 4, "test": 0}

@@ -50,8 +50,10 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "--out", "-o", help="Where to write the model (.pt)."),
         seed: int = typer.Option(0, help="Seed of the split, initialisation and augmentation."),
         epochs: int = typer.Option(200, min=1, help="Most epochs (early stopping may end sooner)."),
-        patience: int = typer.Option(
-            10, min=1, help="Epochs without validation gain before stopping."
+        patience: int | None = typer.Option(
+            None,
+            min=1,
+            help="Epochs without validation gain before stopping (default 10; 20 with --init).",
         ),
         batch_size: int | None = typer.Option(
             None, min=2, help="Training batch size (default 100, the paper's; 16 with --init)."
@@ -120,6 +122,7 @@ def register(app: typer.Typer) -> None:
         from stedloop.quality.finetune import (
             FINE_TUNE_BATCH_SIZE,
             FINE_TUNE_LR,
+            FINE_TUNE_PATIENCE,
             FINE_TUNE_TEST_FRACTION,
             FINE_TUNE_VAL_FRACTION,
             check_freeze_layers,
@@ -147,7 +150,7 @@ def register(app: typer.Typer) -> None:
         cfg = TrainConfig(
             seed=seed,
             max_epochs=epochs,
-            patience=patience,
+            patience=patience or (FINE_TUNE_PATIENCE if fine_tune else 10),
             lr=lr if lr is not None else (FINE_TUNE_LR if fine_tune else 0.01),
             lr_drop_patience=lr_drop_patience or 0,
             lr_drop_factor=lr_drop_factor,

@@ -36,6 +36,7 @@ from stedloop.quality.model import CONV_WIDTHS, QualityNet
 #: Defaults of `stedloop train --init` (measured: benchmarks/bench_finetune.py, RESULTS.md).
 FINE_TUNE_LR = 0.001
 FINE_TUNE_BATCH_SIZE = 16
+FINE_TUNE_PATIENCE = 20  # epochs of 3-15 small steps, validated on 10-60 frames: noisy
 FINE_TUNE_VAL_FRACTION = 0.2
 FINE_TUNE_TEST_FRACTION = 0.0
 N_CONV_BLOCKS = len(CONV_WIDTHS)

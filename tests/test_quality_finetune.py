@@ -157,13 +157,15 @@ def test_cli_fine_tunes_with_its_defaults(tmp_path: Path, init_model: Path) -> N
     out = tmp_path / "tuned.pt"
     res = run_stedloop(
         "train", str(data), "--out", str(out), "--init", str(init_model), "--freeze-layers", "1",
-        "--epochs", "1", "--batch-size", "8", "--device", "cpu", "--threads", "1",
+        "--epochs", "1", "--device", "cpu", "--threads", "1",
         timeout_s=120,
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
     assert "from init.pt" in res.stderr and "epoch 0 (the init model)" in res.stderr
     training = load_checkpoint(out).training
     assert training["config"]["lr"] == 0.001
+    assert training["config"]["batch_size"] == 16
+    assert training["config"]["patience"] == 20
     assert training["config"]["input_size_px"] == SIZE
     assert training["config"]["count_scaling"] == "anscombe"
     assert training["split_sizes"] == {"train": 16, "val": 4, "test": 0}
@@ -241,3 +243,12 @@ def test_cli_refuses_bad_fine_tuning_options(
     assert res.returncode == 2, res.stderr
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and says in lines[0], res.stderr
+
+
+def test_init_shipped_names_the_shipped_model() -> None:
+    from stedloop.quality import shipped_model_path
+    from stedloop.quality.finetune import init_path
+
+    assert init_path("shipped") == shipped_model_path()
+    assert init_path("./shipped") != shipped_model_path()
+    assert init_path(Path("m.pt")) == Path("m.pt")

@@ -59,10 +59,14 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(..., "--out", "-o", help="Where to write the model (.pt)."),
         seed: int = typer.Option(0, help="Seed of the split, initialisation and augmentation."),
         epochs: int = typer.Option(200, min=1, help="Most epochs (early stopping may end sooner)."),
-        patience: int = typer.Option(
-            10, min=1, help="Epochs without validation gain before stopping."
+        patience: int | None = typer.Option(
+            None,
+            min=1,
+            help="Epochs without validation gain before stopping (default 10; 20 with --init).",
         ),
-        batch_size: int = typer.Option(100, min=2, help="Training batch size (paper: 100)."),
+        batch_size: int | None = typer.Option(
+            None, min=2, help="Training batch size (default 100, the paper's; 16 with --init)."
+        ),
         lr: float | None = typer.Option(
             None, help="SGD learning rate (default 0.01, the paper's; 0.001 with --init)."
         ),
@@ -96,10 +100,11 @@ def register(app: typer.Typer) -> None:
             "default) or anscombe (2*sqrt(c + 3/8), variance-stabilising; stored in the "
             "model). With --init: the init model's.",
         ),
-        init: Path | None = typer.Option(
+        init: str | None = typer.Option(  # str: "./shipped" must stay a file name
             None,
             help="Fine-tune: start from this model's weights and normalisation instead of "
-            "from scratch (e.g. the shipped model on a lab's 100-300 labelled frames).",
+            "from scratch ('shipped': the shipped model), e.g. on a lab's 100-300 labelled "
+            "frames.",
         ),
         freeze_layers: int = typer.Option(
             0,
@@ -132,10 +137,13 @@ def register(app: typer.Typer) -> None:
         """Train a quality network with the paper's recipe, or fine-tune one (--init); write
         MODEL plus curves beside it."""
         from stedloop.quality.finetune import (
+            FINE_TUNE_BATCH_SIZE,
             FINE_TUNE_LR,
+            FINE_TUNE_PATIENCE,
             FINE_TUNE_TEST_FRACTION,
             FINE_TUNE_VAL_FRACTION,
             check_freeze_layers,
+            init_path,
             load_init,
         )
         from stedloop.quality.train import TrainConfig, paths_beside, train
@@ -145,7 +153,7 @@ def register(app: typer.Typer) -> None:
         check_freeze_layers(freeze_layers)
         if init is not None and resume is not None:
             fail("--resume continues a run with the init model it started from; omit --init")
-        start = load_init(init) if init is not None else None  # a bad file fails here, first
+        start = load_init(init_path(init)) if init is not None else None  # bad files fail first
         if start is not None:
             init_size = start.checkpoint.input_size_px
             init_scaling = start.checkpoint.normalization.scaling
@@ -159,12 +167,12 @@ def register(app: typer.Typer) -> None:
         cfg = TrainConfig(
             seed=seed,
             max_epochs=epochs,
-            patience=patience,
+            patience=patience or (FINE_TUNE_PATIENCE if fine_tune else 10),
             lr=lr if lr is not None else (FINE_TUNE_LR if fine_tune else 0.01),
             lr_drop_patience=lr_drop_patience or 0,
             lr_drop_factor=lr_drop_factor,
             max_lr_drops=lr_drops,
-            batch_size=batch_size,
+            batch_size=batch_size or (FINE_TUNE_BATCH_SIZE if fine_tune else 100),
             input_size_px=start.checkpoint.input_size_px if start else (input_size or 224),
             device=device,
             precision=precision,

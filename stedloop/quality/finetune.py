@@ -35,9 +35,12 @@ from stedloop.quality.model import CONV_WIDTHS, QualityNet
 
 #: Defaults of `stedloop train --init` (measured: benchmarks/bench_finetune.py, RESULTS.md).
 FINE_TUNE_LR = 0.001
+FINE_TUNE_BATCH_SIZE = 16
+FINE_TUNE_PATIENCE = 20  # epochs of 3-15 small steps, validated on 10-60 frames: noisy
 FINE_TUNE_VAL_FRACTION = 0.2
 FINE_TUNE_TEST_FRACTION = 0.0
 N_CONV_BLOCKS = len(CONV_WIDTHS)
+SHIPPED = "shipped"  # `--init shipped`: the model that comes with stedloop
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,16 @@ def file_sha256(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def init_path(text: str | Path) -> Path:
+    """The file ``--init`` names: ``shipped`` is the shipped model (``./shipped`` a file).
+    Pass the text as typed: ``Path("./shipped")`` prints as ``shipped``."""
+    if isinstance(text, str) and text == SHIPPED:
+        from stedloop.quality import shipped_model_path
+
+        return shipped_model_path()
+    return Path(text)
 
 
 def load_init(path: Path) -> InitModel:

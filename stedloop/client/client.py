@@ -65,11 +65,13 @@ class Client:
     def __init__(
         self,
         address: str,
-        timeout_s: float = 5.0,
+        timeout_s: float = 10.0,
         curve: CurveKeys | Path | None = None,
         retries: int = 1,
     ) -> None:
-        """``timeout_s``: how long one call waits for its reply, retries included;
+        """``timeout_s``: how long one call waits for its reply, retries included (a daemon
+        that is running but busy, e.g. loading its model on a loaded PC, gets that long; an
+        address where nothing listens is reported after about a second either way);
         ``retries``: how often the request is resent within that time."""
         self.address = check_address(address, bind=False)
         self.timeout_s = timeout_s

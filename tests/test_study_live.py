@@ -97,3 +97,16 @@ def test_live_view_without_daemon_says_so(tmp_path: Path) -> None:
     with TestClient(app) as web:
         s = wait_for(lambda: (s := web.get("/api/live/state").json())["error"] and s, 10)
         assert not s["connected"] and "no reply from the daemon" in s["error"]
+
+
+def test_the_follower_stops_with_the_web_app_while_the_daemon_runs(
+    daemon: dict[str, Any],
+) -> None:
+    """Shutting the web app down ends the follower thread even when no event comes."""
+    import threading
+
+    app = create_app(mode="live", live_address=daemon["request_address"])
+    with TestClient(app) as web:
+        wait_for(lambda: web.get("/api/live/state").json()["connected"])
+    # TestClient's exit ran the app's shutdown; the daemon is idle, so no event arrives.
+    wait_for(lambda: not any(t.name == "live-follow" for t in threading.enumerate()), 5.0)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -188,7 +189,11 @@ class Client:
             socket.close(0)
 
     def follow(
-        self, event_address: str, since_seq: int | None = None, idle_s: float = 0.5
+        self,
+        event_address: str,
+        since_seq: int | None = None,
+        idle_s: float = 0.5,
+        stop: threading.Event | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Every event after ``since_seq`` (None: from now), in order, none missed or repeated.
 
@@ -197,13 +202,14 @@ class Client:
         and so does every ``idle_s`` without traffic. A daemon restart (new ``boot_id``)
         restarts the numbering. Events older than the daemon's buffer are reported by a
         synthetic ``{"topic": "gap", "missed": n}`` event, never silently skipped.
+        ``stop``: when set, the iteration ends within ``idle_s`` even if no event comes.
         """
         socket = self._sub_socket(event_address)
         try:
             status = self.call("status")
             boot_id = status["daemon"]["boot_id"]
             last = status["last_seq"] if since_seq is None else since_seq
-            while True:
+            while stop is None or not stop.is_set():
                 for event in self._catch_up(last, boot_id):
                     if event.get("topic") == "gap":
                         yield event

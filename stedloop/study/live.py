@@ -114,7 +114,9 @@ class LiveHub:
                 status = client.call("status")
                 event_address = self.event_address or status["daemon"]["event_address"]
                 self._load_status(client, status)
-                for event in client.follow(event_address, since_seq=status["last_seq"]):
+                for event in client.follow(
+                    event_address, since_seq=status["last_seq"], stop=self._stop
+                ):
                     if self._stop.is_set():
                         return
                     self._apply(client, event)

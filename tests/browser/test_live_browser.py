@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -78,5 +79,7 @@ def test_live_page_updates_as_the_daemon_publishes(
             assert "on the front" in page.inner_text("#pareto-note")
             page.screenshot(path=str(screenshot_dir / "live_page.png"), full_page=True)
             page.close()  # ends the event stream before the server stops
+            app.state.live_hub.stop()  # no follower thread outlives the test
+            assert not any(t.name == "live-follow" for t in threading.enumerate())
     finally:
         stop_daemon(process)

@@ -12,7 +12,7 @@ from cli_helpers import run_stedloop
 
 from stedloop.client import Client, DaemonUnreachable
 from stedloop.client.demo import start_daemon, stop_daemon
-from stedloop.server.security import create_keys
+from stedloop.wire.security import create_keys
 
 SITE = """
 [objectives]

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from stedloop.client import Client
 from stedloop.client.demo import start_daemon, stop_daemon
 from stedloop.server.methods import METHODS
-from stedloop.server.protocol import ERROR_CODES
+from stedloop.wire.protocol import ERROR_CODES
 
 SITE = """
 [objectives]

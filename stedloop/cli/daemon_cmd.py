@@ -52,7 +52,7 @@ TokenOption = Annotated[
 
 def _client(config: Path | None, connect: str | None, keys: Path | None, timeout_s: float) -> Any:
     from stedloop.client import Client
-    from stedloop.server.daemon import keys_dir_of
+    from stedloop.wire.security import keys_dir_of
 
     loaded = load_cli_config(config)
     address = connect or loaded.config.daemon.request_address
@@ -520,7 +520,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Create CURVE keys: the daemon's pair (once) and an authorised client pair."""
         from stedloop.paths import data_dir
-        from stedloop.server.security import create_keys
+        from stedloop.wire.security import create_keys
 
         loaded = load_cli_config(config)
         target = (

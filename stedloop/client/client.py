@@ -25,9 +25,9 @@ import zmq
 
 from stedloop.client.connection import ConnectionWatch
 from stedloop.errors import ParameterRejected, StedloopError
-from stedloop.server.addresses import check_address
-from stedloop.server.protocol import PROTOCOL_VERSION
-from stedloop.server.security import CurveKeys, load_client_keys
+from stedloop.wire.addresses import check_address
+from stedloop.wire.protocol import PROTOCOL_VERSION
+from stedloop.wire.security import CurveKeys, load_client_keys
 
 
 class DaemonError(StedloopError):

@@ -34,10 +34,14 @@ from stedloop.instrument import (
 from stedloop.logs import get_logger
 from stedloop.paths import data_dir
 from stedloop.server import queries
-from stedloop.server.addresses import check_address
 from stedloop.server.events import EventBus
 from stedloop.server.methods import MUTATING, validate_params
-from stedloop.server.protocol import (
+from stedloop.server.replies import ReplyCache, client_scope, fingerprint
+from stedloop.server.scorer_loader import QUALITY_OBJECTIVE, ScorerLoader
+from stedloop.server.sdnotify import Notifier
+from stedloop.server.sessions import SessionHost
+from stedloop.wire.addresses import check_address
+from stedloop.wire.protocol import (
     PROTOCOL_VERSION,
     ProtocolError,
     decode_request,
@@ -46,16 +50,13 @@ from stedloop.server.protocol import (
     ok_reply,
     split_envelope,
 )
-from stedloop.server.replies import ReplyCache, client_scope, fingerprint
-from stedloop.server.scorer_loader import QUALITY_OBJECTIVE, ScorerLoader
-from stedloop.server.sdnotify import Notifier
-from stedloop.server.security import (
+from stedloop.wire.security import (
     check_binding,
+    keys_dir_of,
     load_server_keys,
     make_server_socket,
     start_authenticator,
 )
-from stedloop.server.sessions import SessionHost
 
 log = get_logger(__name__)
 
@@ -70,16 +71,6 @@ HARD_CAP_FACTOR = 4
 class Endpoints:
     request_address: str
     event_address: str
-
-
-def keys_dir_of(loaded: LoadedConfig) -> Path | None:
-    """The CURVE key folder when CURVE is on (``daemon.keys_dir`` set or ``daemon.curve``)."""
-    section = loaded.config.daemon
-    if section.keys_dir is not None:
-        return Path(section.keys_dir).expanduser()
-    if section.curve:
-        return data_dir(loaded.config.store.data_dir) / "keys"
-    return None
 
 
 class Daemon:

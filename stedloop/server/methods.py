@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from stedloop.config.schema import SESSION_SECTIONS
-from stedloop.server.protocol import ProtocolError
+from stedloop.wire.protocol import ProtocolError
 
 #: Config sections a client may override per session; the rest is the site's.
 OVERRIDABLE_SECTIONS = SESSION_SECTIONS

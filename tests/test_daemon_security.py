@@ -11,7 +11,7 @@ import pytest
 from cli_helpers import run_stedloop
 
 from stedloop.client import Client, DaemonUnreachable
-from stedloop.client.demo import start_daemon, stop_daemon
+from stedloop.client.local_daemon import start_daemon, stop_daemon
 from stedloop.wire.security import create_keys
 
 SITE = """

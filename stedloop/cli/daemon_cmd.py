@@ -377,7 +377,7 @@ def register(app: typer.Typer) -> None:
         if resume:
             params["resume"] = resume
         with _client(config, connect, keys, timeout_s) as client:
-            result = start_with_retry(client, params, timeout_s=60.0)
+            result = client.call_when_ready("session.start", 60.0, **params)
             save_token(client.address, result["session_id"], result["token"])
             if as_json and not watch:
                 print_json(result)
@@ -537,18 +537,6 @@ def register(app: typer.Typer) -> None:
             "own pair, and put its public .key in authorized_clients/."
         )
 
-    @app.command("demo")
-    def demo(
-        budget: Annotated[int, typer.Option("--budget", help="Frames to take.")] = 20,
-        keep: Annotated[
-            bool, typer.Option("--keep", help="Keep the demo's data folder afterwards.")
-        ] = False,
-    ) -> None:
-        """Start a daemon on the simulator, run a session with live progress, stop it."""
-        from stedloop.client.demo import run_demo
-
-        raise typer.Exit(run_demo(budget_frames=budget, keep=keep))
-
 
 def _check_ready_file(path: Path) -> None:
     """The folder of ``--ready-file`` must exist (the file is written once the daemon is up)."""
@@ -560,19 +548,3 @@ def _check_ready_file(path: Path) -> None:
         fail(f"--ready-file {short_path(path)}: {exc.strerror}")
     if not usable:
         fail(f"--ready-file {short_path(path)}: its folder does not exist, or it is a folder")
-
-
-def start_with_retry(client: Any, params: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-    """session.start, waiting while the daemon is busy (the quality model loading)."""
-    import time
-
-    from stedloop.client import DaemonBusy
-
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            return dict(client.call("session.start", **params))
-        except DaemonBusy:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)

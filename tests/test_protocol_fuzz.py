@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from stedloop.client import Client
 from stedloop.client.local_daemon import start_daemon, stop_daemon
-from stedloop.server.methods import METHODS
+from stedloop.server.handlers import METHODS
 from stedloop.wire.protocol import ERROR_CODES
 
 SITE = """

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from stedloop.server.events import EventBus
-from stedloop.server.methods import METHODS, validate_params
+from stedloop.server.handlers import METHODS, validate_params
 from stedloop.server.replies import ReplyCache, client_scope, fingerprint
 from stedloop.wire.protocol import (
     ERROR_CODES,

@@ -33,9 +33,8 @@ from stedloop.instrument import (
 )
 from stedloop.logs import get_logger
 from stedloop.paths import data_dir
-from stedloop.server import queries
 from stedloop.server.events import EventBus
-from stedloop.server.methods import MUTATING, validate_params
+from stedloop.server.handlers import METHODS, validate_params
 from stedloop.server.replies import ReplyCache, client_scope, fingerprint
 from stedloop.server.scorer_loader import QUALITY_OBJECTIVE, ScorerLoader
 from stedloop.server.sdnotify import Notifier
@@ -305,8 +304,9 @@ class Daemon:
             request = decode_request(payload, self.config.daemon.max_message_bytes)
             request_id = request.id
             params = validate_params(request.method, request.params, request_id)
+            method = METHODS[request.method]
             scope = client_scope(curve_key, request.client_id, routing_id)
-            if request.method in MUTATING:
+            if method.mutating:
                 print_ = fingerprint(request.method, request.params)
                 cached = self.cache.lookup(scope, request_id, print_)
                 if cached is False:
@@ -319,7 +319,7 @@ class Daemon:
                 if isinstance(cached, bytes):
                     return cached
                 cache_key = (request_id, print_)
-            result = self._dispatch(request.method, params, scope)
+            result = method.handler(self, params, scope)
             reply = encode(ok_reply(request_id, result))
             if cache_key is not None:
                 self.cache.store(scope, cache_key[0], cache_key[1], reply)
@@ -332,40 +332,6 @@ class Daemon:
             return encode(
                 error_reply(request_id, "internal", f"{type(exc).__name__}: {exc} (see log)")
             )
-
-    def _dispatch(self, method: str, params: Any, scope: str) -> Any:
-        host = self.host
-        assert host is not None
-        if method == "ping":
-            return {"pong": True, "time_s": time.time(), "protocol": PROTOCOL_VERSION}
-        if method == "status":
-            return self.status()
-        if method == "session.start":
-            asked = params.resume
-            if asked is not None:
-                # The full id from here on: the daemon's own per-session files are named by
-                # it, so a prefix (or '../x') must never reach a path.
-                full_id = queries.resolve_session_id(self.store, asked)
-                params = params.model_copy(update={"resume": full_id})
-            result = host.start(params, client=scope)
-            if asked is not None:
-                result = {**result, "expanded_from": queries.expanded_from(asked, full_id)}
-            return result
-        if method == "session.stop":
-            return host.stop(params.session_id, params.token, params.abort)
-        if method == "session.pause":
-            return host.pause(params.session_id, params.token)
-        if method == "session.resume":
-            return host.resume(params.session_id, params.token)
-        if method == "session.get":
-            return queries.session_get(self.store, host, params)
-        if method == "sessions.list":
-            return queries.sessions_list(self.store, host, params)
-        if method == "frame.get":
-            return queries.frame_get(self.store, params)
-        if method == "events.since":
-            return self.bus.since(params.seq, params.limit)
-        raise ProtocolError("unknown_method", f"unknown method {method!r}")  # pragma: no cover
 
     def status(self) -> dict[str, Any]:
         assert self.host is not None and self.endpoints is not None

@@ -74,13 +74,7 @@ class SearchSpace:
     # -- the caps as a filter --------------------------------------------------------------
     def allowed_values(self, values: np.ndarray) -> np.ndarray:
         """Boolean mask over rows of physical values (n, 3): True where the caps allow."""
-        dwell_us, excitation_uw, depletion_mw = values[:, 0], values[:, 1], values[:, 2]
-        dose_uj = (excitation_uw * 1e-6 + depletion_mw * 1e-3) * dwell_us
-        return (
-            (depletion_mw <= self.caps.max_depletion_mw)
-            & (excitation_uw <= self.caps.max_excitation_uw)
-            & (dose_uj <= self.caps.max_light_dose_per_pixel_uj)
-        )
+        return self.caps.allows_values(values)
 
     def allowed(self, point: Sequence[float]) -> bool:
         """skopt ``space_constraint``: is this (untransformed) point within the caps?"""

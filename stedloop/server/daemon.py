@@ -26,11 +26,7 @@ import zmq
 from stedloop import __version__
 from stedloop.config import LoadedConfig
 from stedloop.errors import ConfigError
-from stedloop.instrument import (
-    InstrumentClaim,
-    claim_instrument,
-    open_driver,
-)
+from stedloop.instrument import OpenDriver, open_driver
 from stedloop.logs import get_logger
 from stedloop.paths import data_dir
 from stedloop.server.events import EventBus
@@ -78,7 +74,7 @@ class Daemon:
     ) -> None:
         self.loaded = loaded
         self.share_driver = share_driver  # run even if another process holds the instrument
-        self._claim: InstrumentClaim | None = None
+        self._instrument: OpenDriver | None = None
         self.config = loaded.config
         self.ready_file = ready_file
         self.boot_id = uuid.uuid4().hex[:12]
@@ -97,17 +93,14 @@ class Daemon:
 
     # -- start-up -------------------------------------------------------------------------
     def _open_driver(self) -> None:
-        self._claim = claim_instrument(self.config, "`stedloop serve`", share=self.share_driver)
+        self._instrument = open_driver(
+            self.config,
+            "`stedloop serve`",
+            share=self.share_driver,
+            on_fault=self._on_worker_fault,
+        )
+        self.driver = self._instrument.driver
         try:
-            self.driver = open_driver(
-                self.config, on_fault=self._on_worker_fault, claim=self._claim
-            )
-        except BaseException:
-            self._claim.release()
-            raise
-        try:
-            self.driver.connect()
-            self.driver.safe_state()  # first thing after connecting: lasers off
             description = self.driver.describe()
         except BaseException:
             self._close_driver()
@@ -354,20 +347,14 @@ class Daemon:
         }
 
     def _close_driver(self) -> None:
-        """Lasers to the safe state, then release the driver; never raises."""
+        """Lasers to the safe state, then release the driver and the claim; never raises."""
+        if self._instrument is None:
+            return
         try:
-            self.driver.safe_state()
+            self._instrument.close()
             log.info("driver_safe", reason="shutdown")
         except Exception:
-            log.exception("safe_state_failed")
-        finally:
-            try:
-                self.driver.close()
-            except Exception:
-                log.exception("driver_close_failed")
-            finally:
-                if self._claim is not None:
-                    self._claim.release()
+            log.exception("driver_close_failed")
 
     # -- shutdown -------------------------------------------------------------------------
     def _shutdown(self, router: zmq.Socket, auth: Any, context: zmq.Context) -> None:

@@ -149,11 +149,14 @@ class SafetyCaps(BaseModel):
         cap allows. The same formula and comparisons as ``violations``, on whole arrays."""
         dwell_us, excitation_uw, depletion_mw = values[:, 0], values[:, 1], values[:, 2]
         dose_uj = light_dose_per_pixel_uj(dwell_us, excitation_uw, depletion_mw)
-        return ~(
-            _beyond(depletion_mw, self.max_depletion_mw)
-            | _beyond(excitation_uw, self.max_excitation_uw)
-            | _beyond(dose_uj, self.max_light_dose_per_pixel_uj)
-        )
+        allowed = np.ones(len(values), dtype=bool)
+        for value, cap in (
+            (depletion_mw, self.max_depletion_mw),
+            (excitation_uw, self.max_excitation_uw),
+            (dose_uj, self.max_light_dose_per_pixel_uj),
+        ):
+            allowed &= ~np.asarray(_beyond(value, cap))
+        return allowed
 
     def check(self, params: ImagingParams) -> None:
         """Raise ``SafetyCapExceeded`` naming every exceeded cap. Never clips."""

@@ -33,6 +33,7 @@ demo: $(STAMP)
 # daemon tests that came after them went unanswered in clean-clone CI runs (cause not found yet).
 test: $(STAMP) browser
 	$(BIN)/python -m ruff check .
+	$(BIN)/lint-imports --no-cache
 	@# pytest exits 5 when it collected no tests (e.g. a filtered run): say so, not fail.
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q --ignore=tests/browser $(PYTEST_ARGS); \
 	main=$$?; if [ $$main -eq 5 ]; then echo "pytest collected no tests"; main=0; fi; \
@@ -42,6 +43,7 @@ test: $(STAMP) browser
 
 lint: $(STAMP)
 	$(BIN)/python -m ruff check .
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m ruff format --check .
 
 bench: $(STAMP)

@@ -39,11 +39,11 @@ import zmq
 from machine import cpu_name
 
 from stedloop.client import Client, DaemonError
-from stedloop.client.demo import start_daemon, stop_daemon
-from stedloop.server.methods import METHODS
-from stedloop.server.protocol import ERROR_CODES
+from stedloop.client.local_daemon import start_daemon, stop_daemon
+from stedloop.server.handlers import METHODS
 from stedloop.store import SessionStore
 from stedloop.store import ledger as L
+from stedloop.wire.protocol import ERROR_CODES
 
 
 def conditions() -> str:

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import cpu_name  # noqa: E402
 
 from stedloop.client import Client, DaemonError  # noqa: E402
-from stedloop.client.demo import start_daemon  # noqa: E402
+from stedloop.client.local_daemon import start_daemon  # noqa: E402
 from tests.worker_spy import install_spy_plugin, read_spy_log  # noqa: E402
 
 SITE = """

@@ -122,7 +122,7 @@ def control_while_busy(rounds: int) -> None:
 def daemon_status_while_busy(samples: int) -> None:
     print("\n   daemon `status` round trip while a session frame is in flight in the worker")
     from stedloop.client import Client
-    from stedloop.client.demo import start_daemon, stop_daemon
+    from stedloop.client.local_daemon import start_daemon, stop_daemon
 
     home = Path(tempfile.mkdtemp(prefix="bench-worker-"))
     site = home / "site.toml"

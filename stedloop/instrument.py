@@ -1,11 +1,15 @@
 """Opening the configured microscope: one stedloop process drives it at a time.
 
-``open_driver`` is the one place that builds the configured driver, in a worker process or in
-this one, from the site configuration. Before that, ``claim_instrument`` takes an exclusive
-lock on the instrument: a lock file per driver name in the data folder, held by the daemon or
-by ``stedloop optimize`` for as long as it may touch the driver. A second process that would
-set the same lasers is refused with the first one's description, unless the user says the
-driver may be shared (``--share-driver``; e.g. two independent simulators).
+``open_driver`` is the one place that opens the configured driver for a session, for the
+daemon (``stedloop serve``) and for ``stedloop optimize`` alike: it claims the instrument,
+builds the driver in a worker process or in this one (``driver.in_worker``), connects it and
+puts it in its safe state; the ``OpenDriver`` it returns undoes all of that in ``close``.
+
+The claim (``claim_instrument``) is an exclusive lock on the instrument: a lock file per
+driver name in the data folder, held for as long as the process may touch the driver. A
+second process that would set the same lasers is refused with the first one's description,
+unless the user says the driver may be shared (``--share-driver``; e.g. two independent
+simulators).
 
 The operating system releases the lock when its process dies, even by ``kill -9``, so a
 crashed daemon never blocks the next one.
@@ -13,6 +17,7 @@ crashed daemon never blocks the next one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -111,19 +116,72 @@ def claim_instrument(config: StedloopConfig, owner: str, share: bool = False) ->
     return claim
 
 
+class OpenDriver:
+    """The configured driver, connected and claimed; ``close`` (or leaving a ``with``) puts
+    it in its safe state, closes it and releases the claim, each even if the one before
+    failed (the first failure is raised afterwards)."""
+
+    def __init__(self, driver: Driver, claim: InstrumentClaim) -> None:
+        self.driver = driver
+        self.claim = claim
+        self._closed = False
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.driver.safe_state()
+        finally:
+            try:
+                self.driver.close()
+            finally:
+                self.claim.release()
+
+    def __enter__(self) -> OpenDriver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def open_driver(
     config: StedloopConfig,
+    owner: str,
+    *,
+    share: bool = False,
     on_fault: WorkerFaultCallback | None = None,
-    claim: InstrumentClaim | None = None,
+) -> OpenDriver:
+    """Claim the instrument for ``owner`` (``InstrumentBusy`` if another process holds it,
+    unless ``share``), build the configured driver, connect it and command its safe state
+    before anything else. A driver in a worker reports faults to ``on_fault``; the worker
+    inherits the claim's lock, so the instrument stays claimed until it, too, has exited."""
+    claim = claim_instrument(config, owner, share=share)
+    try:
+        driver = _build_driver(config, on_fault, claim)
+    except BaseException:
+        claim.release()
+        raise
+    opened = OpenDriver(driver, claim)
+    try:
+        driver.connect()
+        driver.safe_state()  # first thing after connecting: lasers off
+    except BaseException:
+        with contextlib.suppress(Exception):  # the connect error is the one to report
+            opened.close()
+        raise
+    return opened
+
+
+def _build_driver(
+    config: StedloopConfig, on_fault: WorkerFaultCallback | None, claim: InstrumentClaim
 ) -> Driver:
-    """Build (not connect) the configured driver from the site configuration: in a worker
-    process when ``driver.in_worker``, else in this process. A worker inherits ``claim``'s
-    lock, so the instrument stays claimed until the worker, too, has exited."""
+    """The configured driver, not yet connected: in a worker process when
+    ``driver.in_worker``, else in this process."""
     if config.driver.in_worker:
         from stedloop.worker import create_worker_driver
 
-        fds = claim.inheritable_fds() if claim is not None else ()
-        return create_worker_driver(config, on_fault=on_fault, inherit_fds=fds)
+        return create_worker_driver(config, on_fault=on_fault, inherit_fds=claim.inheritable_fds())
     from stedloop.drivers import create_driver
 
     return create_driver(config)

@@ -7,7 +7,9 @@ with the calibration in its own config section.
 
 Safety caps are checked here, by ``SafetyCaps.check``, twice: when a config is validated
 (ranges must lie within the caps) and by every driver right before anything is applied.
-A value beyond a cap is refused with ``SafetyCapExceeded``; it is never clipped.
+A value beyond a cap is refused with ``SafetyCapExceeded``; it is never clipped. The
+optimizer's filter over many candidates (``SafetyCaps.allows_values``) uses the same dose
+formula and the same comparisons.
 """
 
 from __future__ import annotations
@@ -15,10 +17,15 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import TypeVar
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from stedloop.errors import ParameterRejected, SafetyCapExceeded
+
+#: A number, or a numpy array of numbers (computed element by element).
+FloatOrArray = TypeVar("FloatOrArray", float, np.ndarray)
 
 #: The optimised parameters, in a fixed order (the optimizer's vector order), with units.
 PARAM_NAMES: tuple[str, ...] = ("dwell_time_us", "excitation_uw", "depletion_mw")
@@ -28,6 +35,24 @@ PARAM_LABELS: dict[str, str] = {
     "excitation_uw": "excitation power",
     "depletion_mw": "depletion power",
 }
+#: Relative slack of every cap comparison: it absorbs float round-off of unit conversions,
+#: nothing more.
+CAP_TOLERANCE = 1e-12
+
+
+def light_dose_per_pixel_uj(
+    dwell_time_us: FloatOrArray, excitation_uw: FloatOrArray, depletion_mw: FloatOrArray
+) -> FloatOrArray:
+    """Light energy one pixel receives during the STED image (both beams), in µJ: watts times
+    microseconds. The one formula, for single values and for numpy arrays (the optimizer
+    filters thousands of candidates at once)."""
+    power_w = excitation_uw * 1e-6 + depletion_mw * 1e-3
+    return power_w * dwell_time_us
+
+
+def _beyond(value: FloatOrArray, cap: float) -> bool | np.ndarray:
+    """True (element-wise) where ``value`` exceeds ``cap``: the one comparison of every cap."""
+    return value > cap * (1 + CAP_TOLERANCE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,8 +101,7 @@ class ImagingParams:
 
     def light_dose_per_pixel_uj(self) -> float:
         """Light energy delivered to one pixel during the STED image (both beams), in µJ."""
-        power_w = self.excitation_uw * 1e-6 + self.depletion_mw * 1e-3
-        return power_w * self.dwell_time_us * 1e-6 * 1e6
+        return light_dose_per_pixel_uj(self.dwell_time_us, self.excitation_uw, self.depletion_mw)
 
     def describe(self) -> str:
         return ", ".join(f"{n}={getattr(self, n):.4g}" for n in PARAM_NAMES)
@@ -99,19 +123,18 @@ class SafetyCaps(BaseModel):
     def violations(self, params: ImagingParams) -> list[str]:
         """Every cap the parameters exceed, each as a sentence; empty when safe."""
         problems = []
-        # The relative 1e-12 absorbs float round-off of unit conversions, nothing more.
-        if params.depletion_mw > self.max_depletion_mw * (1 + 1e-12):
+        if _beyond(params.depletion_mw, self.max_depletion_mw):
             problems.append(
                 f"depletion_mw={params.depletion_mw:g} exceeds the safety cap "
                 f"max_depletion_mw={self.max_depletion_mw:g}"
             )
-        if params.excitation_uw > self.max_excitation_uw * (1 + 1e-12):
+        if _beyond(params.excitation_uw, self.max_excitation_uw):
             problems.append(
                 f"excitation_uw={params.excitation_uw:g} exceeds the safety cap "
                 f"max_excitation_uw={self.max_excitation_uw:g}"
             )
         dose = params.light_dose_per_pixel_uj()
-        if dose > self.max_light_dose_per_pixel_uj * (1 + 1e-12):
+        if _beyond(dose, self.max_light_dose_per_pixel_uj):
             problems.append(
                 f"light dose per pixel {dose:.4g} µJ exceeds the safety cap "
                 f"max_light_dose_per_pixel_uj={self.max_light_dose_per_pixel_uj:g}"
@@ -120,6 +143,20 @@ class SafetyCaps(BaseModel):
 
     def allows(self, params: ImagingParams) -> bool:
         return not self.violations(params)
+
+    def allows_values(self, values: np.ndarray) -> np.ndarray:
+        """Boolean mask over rows of values (n, 3) in ``PARAM_NAMES`` order: True where every
+        cap allows. The same formula and comparisons as ``violations``, on whole arrays."""
+        dwell_us, excitation_uw, depletion_mw = values[:, 0], values[:, 1], values[:, 2]
+        dose_uj = light_dose_per_pixel_uj(dwell_us, excitation_uw, depletion_mw)
+        allowed = np.ones(len(values), dtype=bool)
+        for value, cap in (
+            (depletion_mw, self.max_depletion_mw),
+            (excitation_uw, self.max_excitation_uw),
+            (dose_uj, self.max_light_dose_per_pixel_uj),
+        ):
+            allowed &= ~np.asarray(_beyond(value, cap))
+        return allowed
 
     def check(self, params: ImagingParams) -> None:
         """Raise ``SafetyCapExceeded`` naming every exceeded cap. Never clips."""

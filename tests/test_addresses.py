@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from stedloop.errors import ConfigError
-from stedloop.server.addresses import check_address
-from stedloop.server.security import is_loopback
+from stedloop.wire.addresses import check_address
+from stedloop.wire.security import is_loopback
 
 
 @pytest.mark.parametrize(

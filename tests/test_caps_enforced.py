@@ -21,11 +21,11 @@ from stedloop.frame import Frame, Region
 from stedloop.objectives.resolution import ResolutionObjective
 from stedloop.params import ImagingParams, SafetyCaps
 from stedloop.server.events import EventBus
-from stedloop.server.protocol import ProtocolError, decode_request
 from stedloop.server.scorer_loader import ScorerLoader
 from stedloop.server.sessions import SessionHost
 from stedloop.session import Session
 from stedloop.store import SessionStore
+from stedloop.wire.protocol import ProtocolError, decode_request
 
 CURRENT_DEP = "ExpControl/measurement/channels/0/lasers/6/power/calibrated"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from cli_helpers import run_stedloop
 
-from stedloop.client.demo import start_daemon, stop_daemon
+from stedloop.client.local_daemon import start_daemon, stop_daemon
 
 SITE = """
 [objectives]

@@ -20,7 +20,7 @@ import zmq
 from cli_helpers import run_stedloop
 
 from stedloop.client import Client, DaemonError, DaemonUnreachable
-from stedloop.client.demo import start_daemon, stop_daemon
+from stedloop.client.local_daemon import start_daemon, stop_daemon
 from stedloop.store import SessionStore
 from stedloop.store import ledger as L
 

@@ -19,7 +19,7 @@ import pytest
 import zmq
 
 from stedloop.client import Client, DaemonError
-from stedloop.client.demo import start_daemon, stop_daemon
+from stedloop.client.local_daemon import start_daemon, stop_daemon
 from stedloop.store import SessionStore
 from stedloop.store import ledger as L
 

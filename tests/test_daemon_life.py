@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from stedloop.client import Client, DaemonError
-from stedloop.client.demo import start_daemon, stop_daemon
+from stedloop.client.local_daemon import start_daemon, stop_daemon
 from stedloop.store import SessionStore
 from stedloop.store import ledger as L
 

@@ -11,8 +11,8 @@ import pytest
 from cli_helpers import run_stedloop
 
 from stedloop.client import Client, DaemonUnreachable
-from stedloop.client.demo import start_daemon, stop_daemon
-from stedloop.server.security import create_keys
+from stedloop.client.local_daemon import start_daemon, stop_daemon
+from stedloop.wire.security import create_keys
 
 SITE = """
 [objectives]

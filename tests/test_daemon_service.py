@@ -12,7 +12,7 @@ import zmq
 
 from stedloop.errors import ConfigError
 from stedloop.server.sdnotify import Notifier
-from stedloop.server.security import (
+from stedloop.wire.security import (
     check_binding,
     create_keys,
     is_loopback,

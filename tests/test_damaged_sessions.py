@@ -16,7 +16,7 @@ from cli_helpers import run_stedloop
 from test_session_loop import SpyDriver, config, objectives
 
 from stedloop.client import Client, DaemonError
-from stedloop.client.demo import start_daemon, stop_daemon
+from stedloop.client.local_daemon import start_daemon, stop_daemon
 from stedloop.errors import DataError
 from stedloop.session import Session, interrupted_sessions
 from stedloop.store import SessionStore

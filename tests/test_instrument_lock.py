@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from stedloop.client.demo import start_daemon, stop_daemon
+from stedloop.client.local_daemon import start_daemon, stop_daemon
 from stedloop.config import load_config
 from stedloop.instrument import InstrumentBusy, claim_instrument
 

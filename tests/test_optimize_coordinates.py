@@ -22,7 +22,7 @@ GRIDDED = SearchSpace(
 
 
 def unit_of(space: SearchSpace, *params: ImagingParams) -> np.ndarray:
-    return np.array([space.transform([space.to_point(p)])[0] for p in params])
+    return np.array([space.params_to_unit(p) for p in params])
 
 
 def test_equal_light_dose_gives_equal_dose_input_whatever_the_dwell() -> None:

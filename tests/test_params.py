@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from stedloop.errors import ParameterRejected, SafetyCapExceeded
+from stedloop.optimize import SearchSpace
 from stedloop.params import ImagingParams, ParamRange, ParamSpace, SafetyCaps
 
 
@@ -34,6 +36,30 @@ def test_from_mapping_names_unknown_and_missing_keys() -> None:
 def test_light_dose_per_pixel_in_microjoules() -> None:
     # 100 mW + 10 µW for 10 µs = 0.10001 W * 1e-5 s = 1.0001e-6 J = 1.0001 µJ
     assert ImagingParams(10.0, 10.0, 100.0).light_dose_per_pixel_uj() == pytest.approx(1.0001)
+
+
+def test_the_optimizer_filter_and_the_caps_check_agree_even_at_the_caps() -> None:
+    """The optimizer filters candidates with the caps on whole arrays; it must allow exactly
+    what ``SafetyCaps.allows`` allows, round-off at a cap included (one formula, one
+    tolerance)."""
+    caps = SafetyCaps()  # 350 mW, 25 µW, 20 µJ
+    space = SearchSpace(ParamSpace(), caps)
+    at, beyond = 1 + 5e-13, 1 + 1e-9  # round-off at the cap, and a real excess
+    dose_dwell_us = 20.0 / 0.2  # 200 mW: 20 µJ in 100 µs
+    rows = [
+        [10.0, 25.0 * at, 0.0],
+        [10.0, 25.0 * beyond, 0.0],
+        [1.0, 0.5, 350.0 * at],
+        [1.0, 0.5, 350.0 * beyond],
+        [dose_dwell_us * at, 0.0, 200.0],
+        [dose_dwell_us * beyond, 0.0, 200.0],
+    ]
+    rng = np.random.default_rng(0)
+    rows += rng.uniform([1.0, 0.0, 0.0], [100.0, 25.0, 350.0], size=(2000, 3)).tolist()
+    values = np.array(rows)
+    expected = [caps.allows(ImagingParams(*row)) for row in rows]
+    assert expected[:6] == [True, False, True, False, True, False]
+    assert space.allowed_values(values).tolist() == expected
 
 
 def test_caps_refuse_with_every_violation_named_and_never_clip() -> None:

@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stedloop.client import Client
-from stedloop.client.demo import start_daemon, stop_daemon
-from stedloop.server.methods import METHODS
-from stedloop.server.protocol import ERROR_CODES
+from stedloop.client.local_daemon import start_daemon, stop_daemon
+from stedloop.server.handlers import METHODS
+from stedloop.wire.protocol import ERROR_CODES
 
 SITE = """
 [objectives]

@@ -7,15 +7,15 @@ import json
 import pytest
 
 from stedloop.server.events import EventBus
-from stedloop.server.methods import METHODS, validate_params
-from stedloop.server.protocol import (
+from stedloop.server.handlers import METHODS, validate_params
+from stedloop.server.replies import ReplyCache, client_scope, fingerprint
+from stedloop.wire.protocol import (
     ERROR_CODES,
     ProtocolError,
     decode_request,
     encode,
     split_envelope,
 )
-from stedloop.server.replies import ReplyCache, client_scope, fingerprint
 
 CAP = 4096
 

@@ -234,7 +234,7 @@ def test_the_daemon_resumes_under_its_site_caps_in_force(
     tmp_path: Path, isolated_home: Path
 ) -> None:
     from stedloop.client import Client, DaemonError
-    from stedloop.client.demo import start_daemon, stop_daemon
+    from stedloop.client.local_daemon import start_daemon, stop_daemon
 
     site_then = write_site(tmp_path, "site-then.toml", depletion_max=185, depletion_cap=350)
     daemon, ready = start_daemon(isolated_home, {"STEDLOOP_CONFIG": str(site_then)})

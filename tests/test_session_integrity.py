@@ -23,13 +23,13 @@ from stedloop.frame import Frame
 from stedloop.params import ImagingParams
 from stedloop.server.events import EventBus
 from stedloop.server.methods import StartParams
-from stedloop.server.protocol import ProtocolError
 from stedloop.server.scorer_loader import ScorerLoader
 from stedloop.server.sessions import SessionHost
 from stedloop.session import Session
 from stedloop.store import SessionStore
 from stedloop.store import ledger as L
 from stedloop.store.frames import read_frame, remove_stale_temp_files, write_frame
+from stedloop.wire.protocol import ProtocolError
 
 
 def digest(path: Path) -> str:

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from stedloop.client import Client
-from stedloop.client.demo import start_daemon, stop_daemon
+from stedloop.client.local_daemon import start_daemon, stop_daemon
 from stedloop.objectives.pareto import pareto_front
 from stedloop.study.app import create_app
 

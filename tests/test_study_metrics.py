@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from stedloop.errors import DataError
-from stedloop.study.metrics import (
+from stedloop.metrics import (
     BIN_EDGES,
     BinCounts,
     bin_label,

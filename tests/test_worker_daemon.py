@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from stedloop.client import Client
-from stedloop.client.demo import start_daemon, stop_daemon
+from stedloop.client.local_daemon import start_daemon, stop_daemon
 from stedloop.store import SessionStore
 from stedloop.store import ledger as L
 

@@ -345,7 +345,7 @@ def test_sigkill_of_stedloop_serve_mid_frame_leaves_the_lasers_safe(
     spy_path: str, tmp_path: Path
 ) -> None:
     from stedloop.client import Client
-    from stedloop.client.demo import start_daemon
+    from stedloop.client.local_daemon import start_daemon
 
     log = tmp_path / "spy.log"
     home = tmp_path / "home"

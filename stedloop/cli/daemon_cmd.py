@@ -52,7 +52,7 @@ TokenOption = Annotated[
 
 def _client(config: Path | None, connect: str | None, keys: Path | None, timeout_s: float) -> Any:
     from stedloop.client import Client
-    from stedloop.server.daemon import keys_dir_of
+    from stedloop.wire.security import keys_dir_of
 
     loaded = load_cli_config(config)
     address = connect or loaded.config.daemon.request_address
@@ -377,7 +377,7 @@ def register(app: typer.Typer) -> None:
         if resume:
             params["resume"] = resume
         with _client(config, connect, keys, timeout_s) as client:
-            result = start_with_retry(client, params, timeout_s=60.0)
+            result = client.call_when_ready("session.start", 60.0, **params)
             save_token(client.address, result["session_id"], result["token"])
             if as_json and not watch:
                 print_json(result)
@@ -520,7 +520,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Create CURVE keys: the daemon's pair (once) and an authorised client pair."""
         from stedloop.paths import data_dir
-        from stedloop.server.security import create_keys
+        from stedloop.wire.security import create_keys
 
         loaded = load_cli_config(config)
         target = (
@@ -537,18 +537,6 @@ def register(app: typer.Typer) -> None:
             "own pair, and put its public .key in authorized_clients/."
         )
 
-    @app.command("demo")
-    def demo(
-        budget: Annotated[int, typer.Option("--budget", help="Frames to take.")] = 20,
-        keep: Annotated[
-            bool, typer.Option("--keep", help="Keep the demo's data folder afterwards.")
-        ] = False,
-    ) -> None:
-        """Start a daemon on the simulator, run a session with live progress, stop it."""
-        from stedloop.client.demo import run_demo
-
-        raise typer.Exit(run_demo(budget_frames=budget, keep=keep))
-
 
 def _check_ready_file(path: Path) -> None:
     """The folder of ``--ready-file`` must exist (the file is written once the daemon is up)."""
@@ -560,19 +548,3 @@ def _check_ready_file(path: Path) -> None:
         fail(f"--ready-file {short_path(path)}: {exc.strerror}")
     if not usable:
         fail(f"--ready-file {short_path(path)}: its folder does not exist, or it is a folder")
-
-
-def start_with_retry(client: Any, params: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-    """session.start, waiting while the daemon is busy (the quality model loading)."""
-    import time
-
-    from stedloop.client import DaemonBusy
-
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            return dict(client.call("session.start", **params))
-        except DaemonBusy:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)

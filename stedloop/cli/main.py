@@ -11,6 +11,7 @@ from stedloop import __version__
 from stedloop.cli import (
     config_cmd,
     daemon_cmd,
+    demo_cmd,
     doctor_cmd,
     optimize_cmd,
     quality_cmd,
@@ -56,6 +57,7 @@ for module in (
     quality_cmd,
     optimize_cmd,
     daemon_cmd,
+    demo_cmd,
     doctor_cmd,
     study_cmd,
     worker_cmd,

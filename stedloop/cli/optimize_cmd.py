@@ -193,7 +193,6 @@ def register(app: typer.Typer) -> None:
         Each frame: propose parameters, image a fresh region, score, record, learn. Ctrl-C
         stops after the frame in flight (twice: aborts it); the lasers end in the safe state
         and the ledger keeps every recorded frame, so `--resume` can continue."""
-        from stedloop.instrument import claim_instrument
         from stedloop.paths import ensure_data_dir
         from stedloop.store import SessionStore
 
@@ -208,12 +207,7 @@ def register(app: typer.Typer) -> None:
             # Without a new config file, a resume continues with the session's own parameter
             # space, objectives, optimizer and budget, inside today's site settings and caps.
             loaded = _resume_config(store, resume, cli_overrides, force, progress)
-        # One process drives a microscope: refuse to start a second driver beside a daemon.
-        claim = claim_instrument(loaded.config, "`stedloop optimize`", share=share_driver)
-        try:
-            summary = _run_session(loaded, store, resume, force, name, as_json, progress, claim)
-        finally:
-            claim.release()
+        summary = _run_session(loaded, store, resume, force, name, as_json, progress, share_driver)
         _report_end(summary, progress, as_json)
 
     session_app = typer.Typer(
@@ -339,13 +333,12 @@ def _run_session(
     name: str | None,
     as_json: bool,
     progress: _Progress,
-    claim: Any,
+    share_driver: bool,
 ) -> Any:
     from stedloop.session import Session
 
-    hardware = _create_driver(loaded.config, progress, claim)
-    try:
-        hardware.connect()
+    with _create_driver(loaded.config, progress, share_driver) as instrument:
+        hardware = instrument.driver
         if resume:
             session = Session.resume(resume, loaded, hardware, store=store, force=force)
             say_prefix_expanded(resume, str(session.id))
@@ -357,11 +350,6 @@ def _run_session(
             summary = _run_in_foreground(session, progress)
         finally:
             session.close()
-    finally:
-        try:
-            hardware.safe_state()
-        finally:
-            hardware.close()
     return summary
 
 
@@ -386,13 +374,15 @@ def _resume_config(
     return loaded
 
 
-def _create_driver(config: Any, progress: _Progress, claim: Any) -> Any:
+def _create_driver(config: Any, progress: _Progress, share_driver: bool) -> Any:
     from stedloop.instrument import open_driver
 
+    # One process drives a microscope: refuse to start a second driver beside a daemon.
     return open_driver(
         config,
+        "`stedloop optimize`",
+        share=share_driver,
         on_fault=lambda kind, details: progress(
             "log", {"level": "error", "message": f"{kind}: {details}"}
         ),
-        claim=claim,
     )

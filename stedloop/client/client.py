@@ -26,9 +26,9 @@ import zmq
 
 from stedloop.client.connection import ConnectionWatch
 from stedloop.errors import ParameterRejected, StedloopError
-from stedloop.server.addresses import check_address
-from stedloop.server.protocol import PROTOCOL_VERSION
-from stedloop.server.security import CurveKeys, load_client_keys
+from stedloop.wire.addresses import check_address
+from stedloop.wire.protocol import PROTOCOL_VERSION
+from stedloop.wire.security import CurveKeys, load_client_keys
 
 
 class DaemonError(StedloopError):
@@ -155,6 +155,18 @@ class Client:
             return reply.get("result")
         error = reply.get("error") or {}
         raise error_for(str(error.get("code", "internal")), str(error.get("message", reply)))
+
+    def call_when_ready(self, method: str, wait_s: float, **params: Any) -> Any:
+        """``call``, asked again every half second while the daemon answers ``busy`` (its
+        quality model still loading), for up to ``wait_s``."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                return self.call(method, **params)
+            except DaemonBusy:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
 
     def ping(self) -> float:
         """Round trip time of a ping, in seconds."""

@@ -167,11 +167,10 @@ class BayesianOptimizer:
         return self._coordinates.to_inputs(unit)
 
     def _unit(self, params: ImagingParams) -> np.ndarray:
-        return np.asarray(self.space.transform([self.space.to_point(params)])[0], dtype=float)
+        return self.space.params_to_unit(params)
 
     def _proposal(self, unit: np.ndarray, index: int, source: str) -> Proposal:
-        point = self.space.inverse_transform(unit)[0]
-        return Proposal(self.space.checked_params(point), index, source)
+        return Proposal(self.space.unit_to_params(unit), index, source)
 
     def _visited(self) -> np.ndarray:
         rows = self._unit_told + self._unit_excluded
@@ -186,7 +185,7 @@ class BayesianOptimizer:
     def _round_trip(self, unit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Snap unit-cube rows onto the space (grid indices, bounds); return (unit, values)."""
         points = self.space.unit_to_points(np.clip(unit, 0.0, 1.0))
-        return self.space.points_to_unit(points), self.space.to_values_many(points)
+        return self.space.points_to_unit(points), self.space.points_to_values(points)
 
     def _allowed_unit(self, unit: np.ndarray) -> np.ndarray:
         snapped, values = self._round_trip(unit)

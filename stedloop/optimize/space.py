@@ -43,60 +43,58 @@ class SearchSpace:
                 dimensions.append(Real(rng.min, rng.max, prior=prior, name=name))
         self.space = Space(normalize_dimensions(dimensions), constraint=self.allowed)
 
-    # -- conversions between skopt points (grid indices) and physical values -------------
-    def to_values(self, point: Sequence[float]) -> np.ndarray:
-        """A skopt point (grid dims as indices) to physical values, in PARAM_NAMES order."""
-        values = np.array(point, dtype=float)
-        for index, grid in self.grids.items():
-            values[index] = grid[round(float(point[index]))]
-        return values
-
-    def to_values_many(self, points: np.ndarray) -> np.ndarray:
-        values = np.array(points, dtype=float)
+    # -- skopt points (grid dimensions as indices) <-> physical values -------------------
+    def points_to_values(self, points: np.ndarray) -> np.ndarray:
+        """skopt points (n, 3) to physical values, in PARAM_NAMES order (grid indices looked
+        up, rounded to the nearest index)."""
+        values = np.array(np.atleast_2d(points), dtype=float)
         for index, grid in self.grids.items():
             values[:, index] = grid[np.rint(values[:, index]).astype(int)]
         return values
 
-    def to_point(self, params: ImagingParams) -> list[float | int]:
-        """Physical values to a skopt point; refuses values off the grid or outside the box."""
-        self.params.validate_point(params)
-        point: list[float | int] = []
-        for index, value in enumerate(params.as_vector()):
-            if index in self.grids:
-                point.append(int(np.argmin(np.abs(self.grids[index] - value))))
-            else:
-                point.append(float(value))
-        return point
+    def values_to_points(self, values: np.ndarray) -> np.ndarray:
+        """Physical values (n, 3) to skopt points: a grid value becomes the index of the
+        nearest grid value."""
+        points = np.array(np.atleast_2d(values), dtype=float)
+        for index, grid in self.grids.items():
+            points[:, index] = np.argmin(np.abs(grid[None, :] - points[:, [index]]), axis=1)
+        return points
 
     def to_params(self, point: Sequence[float]) -> ImagingParams:
-        return ImagingParams.from_vector(self.to_values(point))
+        """One skopt point as ImagingParams (for skopt's own optimizer in the benchmarks)."""
+        return ImagingParams.from_vector(self.points_to_values(np.asarray(point))[0])
+
+    # -- imaging parameters <-> the optimizer's [0, 1] coordinates ----------------------
+    def params_to_unit(self, params: ImagingParams) -> np.ndarray:
+        """The optimizer's coordinates of ``params``; refuses values off the grid or outside
+        the box."""
+        self.params.validate_point(params)
+        return self.points_to_unit(self.values_to_points(np.array([params.as_vector()])))[0]
+
+    def unit_to_params(self, unit: np.ndarray) -> ImagingParams:
+        """The proposal at ``unit`` as ImagingParams, after the authoritative caps check
+        (never clipped) and the check against the box."""
+        values = self.points_to_values(self.unit_to_points(unit))[0]
+        params = ImagingParams.from_vector(values)
+        self.caps.check(params)
+        self.params.validate_point(params)
+        return params
 
     # -- the caps as a filter --------------------------------------------------------------
     def allowed_values(self, values: np.ndarray) -> np.ndarray:
         """Boolean mask over rows of physical values (n, 3): True where the caps allow."""
-        dwell_us, excitation_uw, depletion_mw = values[:, 0], values[:, 1], values[:, 2]
-        dose_uj = (excitation_uw * 1e-6 + depletion_mw * 1e-3) * dwell_us
-        return (
-            (depletion_mw <= self.caps.max_depletion_mw)
-            & (excitation_uw <= self.caps.max_excitation_uw)
-            & (dose_uj <= self.caps.max_light_dose_per_pixel_uj)
-        )
+        return self.caps.allows_values(values)
 
     def allowed(self, point: Sequence[float]) -> bool:
         """skopt ``space_constraint``: is this (untransformed) point within the caps?"""
         return self.caps.allows(self.to_params(point))
 
-    def checked_params(self, point: Sequence[float]) -> ImagingParams:
-        """The proposal as ImagingParams, after the authoritative caps check (never clipped)."""
-        params = self.to_params(point)
-        self.caps.check(params)
-        self.params.validate_point(params)
-        return params
-
-    # -- vectorised transforms: the GP's [0, 1] coordinates <-> skopt points -------------
+    # -- the one mapping between the optimizer's [0, 1] coordinates and skopt points -----
     # The same arithmetic as skopt's Normalize/LogN transformers, on whole arrays: skopt's
     # own (inverse_)transform loops over points in Python, which for a few thousand
     # candidates per decision costs tens of milliseconds of interpreter time (and GIL).
+    # Proposals, tells and candidates all go through these two; skopt's own transforms are
+    # only the reference they are tested against (tests/test_optimize_space_transforms.py).
     def unit_to_points(self, unit: np.ndarray) -> np.ndarray:
         """GP coordinates (n, 3) -> skopt points (grid dimensions as integer indices)."""
         unit = np.atleast_2d(np.asarray(unit, dtype=float))
@@ -129,7 +127,7 @@ class SearchSpace:
 
     def unit_to_values(self, unit: np.ndarray) -> np.ndarray:
         """Box coordinates in [0, 1] (n, 3) -> physical values (grid values snapped)."""
-        return self.to_values_many(self.unit_to_points(np.clip(unit, 0.0, 1.0)))
+        return self.points_to_values(self.unit_to_points(np.clip(unit, 0.0, 1.0)))
 
     def values_to_unit(self, values: np.ndarray) -> np.ndarray:
         """Physical values (n, 3) -> box coordinates. A value between two grid values maps
@@ -143,13 +141,6 @@ class SearchSpace:
     def _log_bounds(dim: Real) -> tuple[float, float]:
         scale = np.log10(dim.base)
         return float(np.log10(dim.low) / scale), float(np.log10(dim.high) / scale)
-
-    def transform(self, points: Sequence[Sequence[float]]) -> np.ndarray:
-        """skopt points -> the GP's [0, 1] coordinates."""
-        return self.space.transform([list(p) for p in points])
-
-    def inverse_transform(self, unit: np.ndarray) -> list[list[float]]:
-        return self.space.inverse_transform(np.atleast_2d(unit))
 
     @property
     def n_dims(self) -> int:

@@ -25,10 +25,10 @@ import numpy as np
 from scipy import optimize, stats
 
 from stedloop.errors import DataError, StedloopError
+from stedloop.metrics import BIN_EDGES, N_BINS, bin_label, bin_of
 from stedloop.quality.checkpoint import load_checkpoint
 from stedloop.quality.dataset import LabelledImage, load_dataset, read_tiff_image
 from stedloop.quality.tester import user_study
-from stedloop.study.metrics import BIN_EDGES, N_BINS, bin_label, bin_of
 
 METRICS: tuple[str, ...] = ("rmse", "mae", "srocc", "krocc", "plcc")
 

@@ -13,7 +13,7 @@ irrelevant to this tester), they:
 
 Tester parameters are drawn once per tester: bias ~ N(0, 0.03), opinion noise
 sd ~ U(0.05, 0.12), tolerance ~ U(0.04, 0.08). Many testers (default 11, as in the paper)
-give a mean ± std of each metric per target bin, computed with ``stedloop.study.metrics``.
+give a mean ± std of each metric per target bin, computed with ``stedloop.metrics``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stedloop.study.metrics import Choice, confusion, domination, mean_std, tally
+from stedloop.metrics import Choice, confusion, domination, mean_std, tally
 
 DISCARD_DISTANCE = 0.35
 

@@ -26,18 +26,17 @@ import zmq
 from stedloop import __version__
 from stedloop.config import LoadedConfig
 from stedloop.errors import ConfigError
-from stedloop.instrument import (
-    InstrumentClaim,
-    claim_instrument,
-    open_driver,
-)
+from stedloop.instrument import OpenDriver, open_driver
 from stedloop.logs import get_logger
 from stedloop.paths import data_dir
-from stedloop.server import queries
-from stedloop.server.addresses import check_address
 from stedloop.server.events import EventBus
-from stedloop.server.methods import MUTATING, validate_params
-from stedloop.server.protocol import (
+from stedloop.server.handlers import METHODS, validate_params
+from stedloop.server.replies import ReplyCache, client_scope, fingerprint
+from stedloop.server.scorer_loader import QUALITY_OBJECTIVE, ScorerLoader
+from stedloop.server.sdnotify import Notifier
+from stedloop.server.sessions import SessionHost
+from stedloop.wire.addresses import check_address
+from stedloop.wire.protocol import (
     PROTOCOL_VERSION,
     ProtocolError,
     decode_request,
@@ -46,16 +45,13 @@ from stedloop.server.protocol import (
     ok_reply,
     split_envelope,
 )
-from stedloop.server.replies import ReplyCache, client_scope, fingerprint
-from stedloop.server.scorer_loader import QUALITY_OBJECTIVE, ScorerLoader
-from stedloop.server.sdnotify import Notifier
-from stedloop.server.security import (
+from stedloop.wire.security import (
     check_binding,
+    keys_dir_of,
     load_server_keys,
     make_server_socket,
     start_authenticator,
 )
-from stedloop.server.sessions import SessionHost
 
 log = get_logger(__name__)
 
@@ -72,23 +68,13 @@ class Endpoints:
     event_address: str
 
 
-def keys_dir_of(loaded: LoadedConfig) -> Path | None:
-    """The CURVE key folder when CURVE is on (``daemon.keys_dir`` set or ``daemon.curve``)."""
-    section = loaded.config.daemon
-    if section.keys_dir is not None:
-        return Path(section.keys_dir).expanduser()
-    if section.curve:
-        return data_dir(loaded.config.store.data_dir) / "keys"
-    return None
-
-
 class Daemon:
     def __init__(
         self, loaded: LoadedConfig, ready_file: Path | None = None, share_driver: bool = False
     ) -> None:
         self.loaded = loaded
         self.share_driver = share_driver  # run even if another process holds the instrument
-        self._claim: InstrumentClaim | None = None
+        self._instrument: OpenDriver | None = None
         self.config = loaded.config
         self.ready_file = ready_file
         self.boot_id = uuid.uuid4().hex[:12]
@@ -107,17 +93,14 @@ class Daemon:
 
     # -- start-up -------------------------------------------------------------------------
     def _open_driver(self) -> None:
-        self._claim = claim_instrument(self.config, "`stedloop serve`", share=self.share_driver)
+        self._instrument = open_driver(
+            self.config,
+            "`stedloop serve`",
+            share=self.share_driver,
+            on_fault=self._on_worker_fault,
+        )
+        self.driver = self._instrument.driver
         try:
-            self.driver = open_driver(
-                self.config, on_fault=self._on_worker_fault, claim=self._claim
-            )
-        except BaseException:
-            self._claim.release()
-            raise
-        try:
-            self.driver.connect()
-            self.driver.safe_state()  # first thing after connecting: lasers off
             description = self.driver.describe()
         except BaseException:
             self._close_driver()
@@ -314,8 +297,9 @@ class Daemon:
             request = decode_request(payload, self.config.daemon.max_message_bytes)
             request_id = request.id
             params = validate_params(request.method, request.params, request_id)
+            method = METHODS[request.method]
             scope = client_scope(curve_key, request.client_id, routing_id)
-            if request.method in MUTATING:
+            if method.mutating:
                 print_ = fingerprint(request.method, request.params)
                 cached = self.cache.lookup(scope, request_id, print_)
                 if cached is False:
@@ -328,7 +312,7 @@ class Daemon:
                 if isinstance(cached, bytes):
                     return cached
                 cache_key = (request_id, print_)
-            result = self._dispatch(request.method, params, scope)
+            result = method.handler(self, params, scope)
             reply = encode(ok_reply(request_id, result))
             if cache_key is not None:
                 self.cache.store(scope, cache_key[0], cache_key[1], reply)
@@ -341,40 +325,6 @@ class Daemon:
             return encode(
                 error_reply(request_id, "internal", f"{type(exc).__name__}: {exc} (see log)")
             )
-
-    def _dispatch(self, method: str, params: Any, scope: str) -> Any:
-        host = self.host
-        assert host is not None
-        if method == "ping":
-            return {"pong": True, "time_s": time.time(), "protocol": PROTOCOL_VERSION}
-        if method == "status":
-            return self.status()
-        if method == "session.start":
-            asked = params.resume
-            if asked is not None:
-                # The full id from here on: the daemon's own per-session files are named by
-                # it, so a prefix (or '../x') must never reach a path.
-                full_id = queries.resolve_session_id(self.store, asked)
-                params = params.model_copy(update={"resume": full_id})
-            result = host.start(params, client=scope)
-            if asked is not None:
-                result = {**result, "expanded_from": queries.expanded_from(asked, full_id)}
-            return result
-        if method == "session.stop":
-            return host.stop(params.session_id, params.token, params.abort)
-        if method == "session.pause":
-            return host.pause(params.session_id, params.token)
-        if method == "session.resume":
-            return host.resume(params.session_id, params.token)
-        if method == "session.get":
-            return queries.session_get(self.store, host, params)
-        if method == "sessions.list":
-            return queries.sessions_list(self.store, host, params)
-        if method == "frame.get":
-            return queries.frame_get(self.store, params)
-        if method == "events.since":
-            return self.bus.since(params.seq, params.limit)
-        raise ProtocolError("unknown_method", f"unknown method {method!r}")  # pragma: no cover
 
     def status(self) -> dict[str, Any]:
         assert self.host is not None and self.endpoints is not None
@@ -397,20 +347,14 @@ class Daemon:
         }
 
     def _close_driver(self) -> None:
-        """Lasers to the safe state, then release the driver; never raises."""
+        """Lasers to the safe state, then release the driver and the claim; never raises."""
+        if self._instrument is None:
+            return
         try:
-            self.driver.safe_state()
+            self._instrument.close()
             log.info("driver_safe", reason="shutdown")
         except Exception:
-            log.exception("safe_state_failed")
-        finally:
-            try:
-                self.driver.close()
-            except Exception:
-                log.exception("driver_close_failed")
-            finally:
-                if self._claim is not None:
-                    self._claim.release()
+            log.exception("driver_close_failed")
 
     # -- shutdown -------------------------------------------------------------------------
     def _shutdown(self, router: zmq.Socket, auth: Any, context: zmq.Context) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import zmq
 
 from stedloop.logs import get_logger
-from stedloop.server.protocol import encode
+from stedloop.wire.protocol import encode
 
 TOPICS = ("session", "frame", "log")
 _STOP = object()

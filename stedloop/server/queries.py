@@ -11,8 +11,8 @@ import numpy as np
 from stedloop.errors import DataError, StorageError
 from stedloop.frame import IMAGE_NAMES
 from stedloop.server.methods import FrameGetParams, SessionGetParams, SessionsListParams
-from stedloop.server.protocol import ProtocolError
 from stedloop.server.sessions import SessionHost
+from stedloop.wire.protocol import ProtocolError
 
 
 def _open(store: Any, session_id: str, *, readonly: bool = True) -> Any:

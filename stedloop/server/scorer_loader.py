@@ -14,7 +14,7 @@ from typing import Any
 
 from stedloop.config.schema import QualitySection
 from stedloop.logs import get_logger
-from stedloop.server.protocol import ProtocolError
+from stedloop.wire.protocol import ProtocolError
 
 log = get_logger(__name__)
 

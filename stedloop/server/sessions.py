@@ -31,8 +31,8 @@ from stedloop.logs import get_logger
 from stedloop.params import ParamSpace
 from stedloop.server.events import EventBus
 from stedloop.server.methods import OVERRIDABLE_SECTIONS, StartParams
-from stedloop.server.protocol import ProtocolError
 from stedloop.server.scorer_loader import ScorerLoader
+from stedloop.wire.protocol import ProtocolError
 
 log = get_logger(__name__)
 

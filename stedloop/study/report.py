@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from stedloop.errors import DataError
-from stedloop.study.metrics import (
+from stedloop.metrics import (
     N_BINS,
     BinCounts,
     bin_label,

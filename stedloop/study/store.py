@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Literal
 
 from stedloop.errors import DataError
-from stedloop.study.metrics import Choice
+from stedloop.metrics import Choice
 from stedloop.study.studyset import StudySet
 
 RawChoice = Literal["first", "second", "equivalent", "discard"]

@@ -9,7 +9,7 @@ import pytest
 from browser_helpers import running_server
 
 from stedloop.client import Client
-from stedloop.client.demo import start_daemon, stop_daemon
+from stedloop.client.local_daemon import start_daemon, stop_daemon
 from stedloop.study.app import create_app
 
 pytestmark = pytest.mark.browser

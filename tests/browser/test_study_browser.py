@@ -13,8 +13,8 @@ import pytest
 from browser_helpers import running_server
 from study_helpers import DEFAULT_ROWS, make_study_set
 
+from stedloop.metrics import bin_of
 from stedloop.study.app import create_app
-from stedloop.study.metrics import bin_of
 from stedloop.study.store import StudyStore
 from stedloop.study.studyset import load_study_set
 

@@ -6,6 +6,9 @@ score we count N (shown), Ñ (kept = not discarded), T, P, E (target / predictio
 picked; T + P + E = Ñ). Confusion C = 1 − |(2P + E) − Ñ| / Ñ is 1 when the tester cannot tell
 the two apart; domination D = P / (T + P) is the share of decided trials the network won.
 Cells that are undefined (Ñ = 0, or T + P = 0) are ``None``: a report shows them as "–".
+
+A module of its own, below both users: ``stedloop.quality`` scores simulated testers with it,
+``stedloop.study`` the people of the web study; neither package imports the other.
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@ Key folder layout (``stedloop keys`` creates it; default ``<data dir>/keys``)::
     authorized_clients/*.key           public keys of every client allowed to connect
 
 A daemon with CURVE on refuses any client whose public key is not in ``authorized_clients``.
+Both ends use this module: the daemon (``stedloop.server``) and its clients
+(``stedloop.client``, the CLI), which is why it lives in ``stedloop.wire`` and not in either.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import ipaddress
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import zmq
@@ -22,6 +25,10 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
 from stedloop.errors import ConfigError
+from stedloop.paths import data_dir
+
+if TYPE_CHECKING:
+    from stedloop.config import LoadedConfig
 
 SERVER_NAME = "server"
 AUTHORIZED_DIR = "authorized_clients"
@@ -56,6 +63,16 @@ def check_binding(addresses: list[str], curve: bool) -> None:
             "(127.0.0.1) needs encryption and client keys. Run `stedloop keys` and set "
             "daemon.keys_dir (or daemon.curve = true with the default keys folder)"
         )
+
+
+def keys_dir_of(loaded: LoadedConfig) -> Path | None:
+    """The CURVE key folder when CURVE is on (``daemon.keys_dir`` set or ``daemon.curve``)."""
+    section = loaded.config.daemon
+    if section.keys_dir is not None:
+        return Path(section.keys_dir).expanduser()
+    if section.curve:
+        return data_dir(loaded.config.store.data_dir) / "keys"
+    return None
 
 
 @dataclass(frozen=True)

@@ -2,81 +2,39 @@
 
 The daemon runs as a child process on free loopback ports with its data in a temporary
 folder (removed afterwards unless ``--keep``), so the demo never touches the user's data
-directory or a daemon that is already running.
+directory or a daemon that is already running (``stedloop.client.local_daemon``).
 """
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated
 
 import typer
 
 #: Used when the shipped quality model is missing: objectives that need no network.
 FALLBACK_OBJECTIVES = ["resolution", "signal_ratio"]
-READY_TIMEOUT_S = 120.0
 
 
-def start_daemon(
-    home: Path, extra_env: dict[str, str] | None = None, log_path: Path | None = None
-) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
-    """Run `stedloop serve` on free loopback ports with data under ``home``; wait until it is
-    ready and return (process, the addresses it wrote to its ready file)."""
-    ready_file = home / "daemon-ready.json"
-    ready_file.unlink(missing_ok=True)
-    env = {
-        **os.environ,
-        "STEDLOOP_HOME": str(home),
-        "STEDLOOP_DAEMON__REQUEST_ADDRESS": "tcp://127.0.0.1:*",
-        "STEDLOOP_DAEMON__EVENT_ADDRESS": "tcp://127.0.0.1:*",
-        "STEDLOOP_LOG_FORMAT": "json",
-        **(extra_env or {}),
-    }
-    log_handle = open(log_path or home / "daemon.log", "ab")  # noqa: SIM115 - owned by the child
-    process = subprocess.Popen(
-        [sys.executable, "-m", "stedloop.cli.main", "serve", "--ready-file", str(ready_file)],
-        env=env,
-        stdout=log_handle,
-        stderr=subprocess.STDOUT,
-    )
-    log_handle.close()
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while not ready_file.exists():
-        if process.poll() is not None:
-            raise RuntimeError(
-                f"the daemon exited with code {process.returncode} before it was ready; "
-                f"see {log_path or home / 'daemon.log'}"
-            )
-        if time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError(f"the daemon was not ready within {READY_TIMEOUT_S:g} s")
-        time.sleep(0.05)
-    return process, json.loads(ready_file.read_text())
-
-
-def stop_daemon(process: subprocess.Popen[bytes], timeout_s: float = 30.0) -> int:
-    """SIGTERM (a clean stop: safe state, ledger flushed); kill only if it hangs."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    return int(process.returncode)
+def register(app: typer.Typer) -> None:
+    @app.command("demo")
+    def demo(
+        budget: Annotated[int, typer.Option("--budget", help="Frames to take.")] = 20,
+        keep: Annotated[
+            bool, typer.Option("--keep", help="Keep the demo's data folder afterwards.")
+        ] = False,
+    ) -> None:
+        """Start a daemon on the simulator, run a session with live progress, stop it."""
+        raise typer.Exit(run_demo(budget_frames=budget, keep=keep))
 
 
 def run_demo(budget_frames: int = 20, keep: bool = False) -> int:
-    from stedloop.cli.daemon_cmd import describe_event, start_with_retry
+    from stedloop.cli.daemon_cmd import describe_event
     from stedloop.client import Client
+    from stedloop.client.local_daemon import READY_TIMEOUT_S, start_daemon, stop_daemon
     from stedloop.quality import shipped_model_path
 
     home = Path(tempfile.mkdtemp(prefix="stedloop-demo-"))
@@ -99,10 +57,12 @@ def run_demo(budget_frames: int = 20, keep: bool = False) -> int:
     try:
         with Client(ready["request_address"], timeout_s=10.0) as client:
             typer.echo(f"daemon ready at {ready['request_address']} (pid {ready['pid']})")
-            result = start_with_retry(
-                client,
-                {"budget_frames": budget_frames, "objectives": objectives, "name": "demo"},
-                timeout_s=READY_TIMEOUT_S,
+            result = client.call_when_ready(
+                "session.start",
+                READY_TIMEOUT_S,
+                budget_frames=budget_frames,
+                objectives=objectives,
+                name="demo",
             )
             session_id = result["session_id"]
             typer.echo(f"session {session_id}: {budget_frames} frames, live progress:")

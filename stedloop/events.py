@@ -355,12 +355,11 @@ def from_wire(topic: str | None, data: dict[str, Any]) -> SessionEvent | None:
     (a newer daemon's kind, or an older one's data without ``kind``)."""
     if not isinstance(data, dict):
         return None
-    if "kind" not in data:  # a daemon before EVENT_SCHEMA_VERSION 2
-        data = _kind_of_v1(topic, data)
-        if data is None:
-            return None
+    typed = data if "kind" in data else _kind_of_v1(topic, data)  # v1: a daemon before 2
+    if typed is None:
+        return None
     try:
-        return from_data(data)
+        return from_data(typed)
     except ValueError:
         return None
 

@@ -108,7 +108,9 @@ def run_demo(budget_frames: int = 20, keep: bool = False) -> int:
             typer.echo(f"session {session_id}: {budget_frames} frames, live progress:")
             started = time.monotonic()
             try:
-                for event in client.follow(ready["event_address"], since_seq=result.get("since_seq", 0)):
+                for event in client.follow(
+                    ready["event_address"], since_seq=result.get("since_seq", 0)
+                ):
                     if event.get("session_id") not in (session_id, None):
                         continue
                     typer.echo(f"[{time.monotonic() - started:5.1f} s] {describe_event(event)}")

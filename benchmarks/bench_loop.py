@@ -32,6 +32,7 @@ import numpy as np
 
 from stedloop.config import load_config
 from stedloop.drivers import create_driver
+from stedloop.events import FrameOutcome, SessionEvent
 from stedloop.frame import Frame, Region
 from stedloop.objectives import build_objectives
 from stedloop.params import ImagingParams
@@ -93,9 +94,9 @@ def measure(names: list[str], frames: int, frame_s: float, scorer: Any) -> dict[
     session = Session.start(loaded, driver, store=SessionStore(home), objectives=objectives)
     timings: list[dict[str, float]] = []
 
-    def on_event(kind: str, payload: dict) -> None:
-        if kind == "frame" and "timings_ms" in payload:
-            timings.append(payload["timings_ms"])
+    def on_event(event: SessionEvent) -> None:
+        if isinstance(event, FrameOutcome) and event.timings_ms:
+            timings.append(dict(event.timings_ms))
 
     started = time.perf_counter()
     summary = session.run(on_event=on_event)

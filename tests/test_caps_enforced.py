@@ -94,7 +94,7 @@ def test_a_driver_applying_more_than_asked_is_stopped_at_its_first_frame(tmp_pat
     assert driver.acquires == 1  # not retried on fresh regions
     assert driver.safe_calls >= 1
     (error,) = history.frames[0].errors
-    assert error["refused"] is True and error["will_retry"] is False
+    assert error.refused is True and error.will_retry is False
 
 
 def test_a_cap_refusal_is_not_retried_and_fails_the_session(tmp_path: Path) -> None:
@@ -253,7 +253,7 @@ def test_a_frame_in_flight_beyond_todays_caps_is_recorded_failed_not_redone(
     assert skipped.status == "failed" and not skipped.acquired
     assert "outside today's settings" in skipped.objective_errors["_reason"]
     applied = [
-        f.acquired["params_applied"]["depletion_mw"]
+        f.acquired.params_applied["depletion_mw"]
         for f in history.frames.values()
         if f.acquired and f.frame > in_flight.frame
     ]

@@ -93,7 +93,7 @@ def new_frames_mw(home: Path, session_id: str, first: int = 2) -> list[float]:
 def applied_depletions_mw(home: Path, session_id: str) -> dict[int, float]:
     history = SessionStore(home / "sessions").open(session_id, readonly=True).history()
     return {
-        f.frame: f.acquired["params_applied"]["depletion_mw"]
+        f.frame: f.acquired.params_applied["depletion_mw"]
         for f in history.frames.values()
         if f.acquired
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -179,3 +180,22 @@ def test_ctrl_c_stops_cleanly_after_the_frame(tmp_path: Path, isolated_home: Pat
     (info,) = SessionStore(isolated_home / "sessions").list()
     history = SessionStore(isolated_home / "sessions").open(info.id).history()
     assert history.state == "stopped" and history.in_flight() is None  # the frame was finished
+
+
+def test_optimize_numbers_frames_from_0_like_the_files_and_the_ledger(
+    tmp_path: Path, isolated_home: Path
+) -> None:
+    cfg = write_config(tmp_path)
+    done = stedloop("optimize", "-c", str(cfg), "--budget", "2", "--seed", "5", home=isolated_home)
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stdout.splitlines() if line.startswith("frame ")]
+    progress = [re.match(r"frame +(\d+) \((\d+)/(\d+) done\)", line) for line in lines]
+    assert [m.groups() if m else line for m, line in zip(progress, lines, strict=True)] == [
+        ("0", "1", "2"),
+        ("1", "2", "2"),
+    ]
+    (folder,) = (isolated_home / "sessions").iterdir()
+    assert sorted(p.name for p in (folder / "frames").iterdir()) == [
+        "0000.ome.tif",
+        "0001.ome.tif",
+    ]

@@ -18,6 +18,7 @@ import pytest
 import tifffile
 from test_session_loop import SpyDriver, config, objectives
 
+from stedloop import events as ev
 from stedloop.errors import DataError, StorageError
 from stedloop.frame import Frame
 from stedloop.params import ImagingParams
@@ -101,8 +102,10 @@ def test_a_scored_frame_is_told_from_the_ledger_and_never_acquired_again(tmp_pat
     after = history(store, session.id)
     assert [f.status for f in after.done_frames()] == ["told"] * 4
     told = [e for e in store.open(session.id).ledger.events() if e.kind == L.TOLD and e.frame == 2]
-    assert len(told) == 1 and told[0].payload["score"] == scores[2]
-    assert told[0].payload["from_ledger"] is True
+    assert len(told) == 1
+    outcome = after.frames[2].outcome
+    assert isinstance(outcome, ev.Told) and outcome.combined == scores[2]
+    assert outcome.from_ledger is True and outcome.frames_done == 3
     assert len(after.frames[2].regions) == 1
 
 
@@ -143,8 +146,8 @@ def test_a_frame_file_without_its_ledger_record_is_kept_aside_and_the_frame_redo
     after = history(store, session.id)
     assert after.frames[2].tiff == "frames/0002.ome.tif"
     assert len(after.frames[2].regions) == 2  # a fresh region for the redo
-    notes = [e for e in after.frames[2].errors if e.get("kept_as")]
-    assert notes and notes[0]["kept_as"] == "frames/0002.orphan-1.ome.tif"
+    notes = [e for e in after.frames[2].errors if e.kept_as]
+    assert notes and notes[0].kept_as == "frames/0002.orphan-1.ome.tif"
 
 
 def test_a_recorded_frame_file_that_is_damaged_is_kept_and_the_frame_redone(

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import tifffile
 
+from stedloop import events as ev
 from stedloop.config import LoadedConfig, load_config
 from stedloop.config.schema import OptimizerSection
 from stedloop.drivers import create_driver
@@ -67,8 +68,8 @@ def objectives() -> list[Any]:
 def run(loaded: LoadedConfig, driver: Any, tmp_path: Path, **kwargs: Any):
     store = SessionStore(tmp_path / "sessions")
     session = Session.start(loaded, driver, store=store, objectives=objectives())
-    events: list[tuple[str, dict]] = []
-    summary = session.run(on_event=lambda k, p: events.append((k, p)), **kwargs)
+    events: list[ev.SessionEvent] = []
+    summary = session.run(on_event=events.append, **kwargs)
     session.close()
     return session, summary, events, store
 
@@ -97,10 +98,17 @@ def test_session_runs_to_budget_records_everything_and_ends_safe(tmp_path: Path)
     # Per frame, the ledger order is proposed, acquiring, acquired, scored, told.
     per_frame = [k for k in kinds(session) if k not in (L.CREATED, L.OPENED, L.FINISHED)]
     assert per_frame == [L.PROPOSED, L.ACQUIRING, L.ACQUIRED, L.SCORED, L.TOLD] * 4
-    assert [k for k, _ in events].count("frame") == 4
-    assert events[0][1]["state"] == "started" and events[-1][1]["state"] == "finished"
-    frame_event = next(p for k, p in events if k == "frame")
-    assert {"frame", "params", "values", "combined", "best_score", "tiff"} <= set(frame_event)
+    # Each event once: the listener hears what the ledger recorded, in the same order.
+    recorded = [e.kind for e in events if e.recorded]
+    assert recorded == kinds(session)[1:]  # all but `created` (written before the run)
+    outcomes = [e for e in events if isinstance(e, ev.FrameOutcome)]
+    assert [e.frame for e in outcomes] == [0, 1, 2, 3]
+    assert [e.frames_done for e in outcomes] == [1, 2, 3, 4]
+    assert isinstance(events[0], ev.Opened) and events[0].state == "started"
+    assert isinstance(events[-1], ev.Finished) and events[-1].frames_done == 4
+    told = outcomes[0]
+    assert isinstance(told, ev.Told) and told.tiff and told.params and told.values
+    assert told.best_score == told.combined and told.budget_frames == 4
     assert summary.best_score == max(f.combined for f in frames)
 
 
@@ -110,9 +118,9 @@ def test_driver_error_is_recorded_and_retried_on_a_fresh_region(tmp_path: Path) 
     assert summary.state == "finished" and summary.frames == 3
     history = store.open(session.id).history()
     retried = history.frames[1]
-    assert len(retried.errors) == 1 and "DriverError" in retried.errors[0]["error"]
+    assert len(retried.errors) == 1 and "DriverError" in retried.errors[0].error
     assert len(retried.regions) == 2 and retried.regions[0] != retried.regions[1]
-    assert any(k == "log" and "attempt 1/3" in p["message"] for k, p in events)
+    assert any(isinstance(e, ev.Log) and "attempt 1/3" in e.message for e in events)
 
 
 def test_spent_retries_stop_the_session_cleanly(tmp_path: Path) -> None:
@@ -176,28 +184,31 @@ def test_pause_resume_and_stop_from_another_thread(tmp_path: Path) -> None:
     store = SessionStore(tmp_path / "sessions")
     session = Session.start(loaded, driver, store=store, objectives=objectives())
     control = SessionControl()
-    events: list[tuple[str, dict]] = []
+    events: list[ev.SessionEvent] = []
     seen = threading.Event()
 
-    def on_event(kind: str, payload: dict) -> None:
-        events.append((kind, payload))
-        if kind == "session" and payload["state"] == "paused":
+    def on_event(event: ev.SessionEvent) -> None:
+        events.append(event)
+        if isinstance(event, ev.Paused):
             seen.set()
+
+    def frames() -> int:
+        return sum(isinstance(e, ev.FrameOutcome) for e in list(events))
 
     thread = threading.Thread(target=lambda: session.run(control, on_event))
     thread.start()
-    while not any(k == "frame" for k, _ in events):
+    while not frames():
         time.sleep(0.01)
     control.request_pause()
     assert seen.wait(5)
     assert control.state == "paused"
     safe_when_paused = driver.safe_calls
     assert safe_when_paused >= 1
-    frames_when_paused = sum(k == "frame" for k, _ in events)
+    frames_when_paused = frames()
     time.sleep(0.3)
-    assert sum(k == "frame" for k, _ in events) == frames_when_paused  # nothing while paused
+    assert frames() == frames_when_paused  # nothing while paused
     control.resume()
-    while sum(k == "frame" for k, _ in events) < frames_when_paused + 1:
+    while frames() < frames_when_paused + 1:
         time.sleep(0.01)
     control.request_stop()
     thread.join(10)
@@ -333,7 +344,7 @@ def test_interrupted_sessions_lists_crashed_but_not_finished_or_running(tmp_path
 def test_listener_errors_do_not_stop_the_session(tmp_path: Path) -> None:
     loaded = config(budget=2)
 
-    def broken(kind: str, payload: dict) -> None:
+    def broken(event: ev.SessionEvent) -> None:
         raise RuntimeError("listener bug")
 
     store = SessionStore(tmp_path / "sessions")
@@ -351,10 +362,10 @@ def test_pause_requested_after_a_driver_fault_takes_effect_before_the_retry(
     session = Session.start(loaded, SpyDriver(loaded), store=store, objectives=objectives())
     control = SessionControl()
 
-    def on_event(kind: str, payload: dict) -> None:
-        if kind == "log" and "attempt 1/3 failed" in payload["message"]:
+    def on_event(event: ev.SessionEvent) -> None:
+        if isinstance(event, ev.Log) and "attempt 1/3 failed" in event.message:
             control.request_pause()  # what the daemon does on a worker watchdog fault
-        if kind == "session" and payload["state"] == "paused":
+        if isinstance(event, ev.Paused):
             threading.Timer(0.2, control.resume).start()
 
     summary = session.run(control, on_event)

@@ -141,11 +141,13 @@ def describe_status(status: dict[str, Any]) -> str:
     ]
     session = status.get("session")
     if session:
-        last = session.get("last_frame") or {}
-        best = last.get("best_score")
+        # The session's own count and best (a resumed session's include its earlier runs);
+        # a daemon before them sent only `frames` and the last frame's best.
+        done = session.get("frames_done", session.get("frames"))
+        best = session.get("best_score", (session.get("last_frame") or {}).get("best_score"))
         lines.append(
-            f"session  {session['id']}  {session['state']}  frame {session['frames']}/"
-            f"{session['budget_frames']}  best {_fmt(best)}"
+            f"session  {session['id']}  {session['state']}  {done}/{session['budget_frames']} "
+            f"frames done  best {_fmt(best)}"
         )
     else:
         lines.append("session  none")
@@ -165,36 +167,45 @@ def _params_text(params: dict[str, Any]) -> str:
 
 
 def describe_event(event: dict[str, Any]) -> str:
-    data = event.get("data") or {}
+    """One line for a published event (its ``data`` read as a typed event)."""
+    from stedloop import events as ev
+
     topic = event.get("topic")
     if topic == "gap":
         return f"(missed {event['missed']} events: older than the daemon's event buffer)"
-    if topic == "frame":
-        params = data.get("params") or {}
-        values = data.get("values") or {}
-        shown = "  ".join(f"{k} {_fmt(v)}" for k, v in values.items())
+    data = event.get("data") or {}
+    typed = ev.from_wire(topic, data)
+    if isinstance(typed, ev.FrameOutcome):
+        shown = "  ".join(f"{k} {_fmt(v)}" for k, v in typed.values.items())
+        failed = "  failed" if isinstance(typed, ev.Failed) and typed.values else ""
         return (
-            f"frame {_fmt(data.get('frame'))}  {_params_text(params)}  {shown}  "
-            f"score {_fmt(data.get('combined'))}  best {_fmt(data.get('best_score'))}"
+            f"frame {typed.frame}  {_params_text(typed.params)}  {shown}  "
+            f"score {_fmt(typed.combined)}  best {_fmt(typed.best_score)}{failed}"
         )
-    if topic == "session":
-        parts = [f"session {data.get('state', '?')}"]
-        if data.get("reason"):
-            parts.append(f"({data['reason']})")
-        if "frames" in data:
-            parts.append(f"frames {data['frames']}")
-        if data.get("best_score") is not None:
-            parts.append(f"best {_fmt(data['best_score'])}")
-        if data.get("best_params"):
-            parts.append(_params_text(data["best_params"]))
-        if data.get("error"):
-            parts.append(f"error: {data['error']}")
+    if isinstance(typed, (ev.Opened, ev.Paused, ev.Resumed, ev.Ended)):
+        parts = [f"session {typed.state}"]
+        if isinstance(typed, ev.Ended) and typed.reason:
+            parts.append(f"({typed.reason})")
+        if typed.frames_done is not None:
+            parts.append(f"frames {typed.frames_done}")
+        if typed.best_score is not None:
+            parts.append(f"best {_fmt(typed.best_score)}")
+        if typed.best_params:
+            parts.append(_params_text(typed.best_params))
         return "  ".join(parts)
-    level = data.get("level", "info")
-    return f"{level}: {data.get('message', json.dumps(data, default=str))}"
+    if isinstance(typed, ev.Log):
+        return f"{typed.level}: {typed.message}"
+    return f"{topic}: {json.dumps(data, default=str)}"  # an event this version does not know
 
 
-_TERMINAL_STATES = ("stopped", "finished", "failed")
+def final_state(event: dict[str, Any]) -> str | None:
+    """The run's final state when ``event`` is its last one (a session event that ends it)."""
+    from stedloop import events as ev
+
+    typed = ev.from_wire(event.get("topic"), event.get("data") or {})
+    return typed.state if isinstance(typed, ev.Ended) else None
+
+
 #: A ``first_frame`` past any session's last frame: session.get without its frame list.
 NO_FRAMES = 2**31
 
@@ -205,16 +216,16 @@ def _print_event(event: dict[str, Any], as_json: bool) -> str | None:
         print_json(event)
     else:
         typer.echo(describe_event(event))
-    state = (event.get("data") or {}).get("state")
-    if event.get("topic") == "session" and state in _TERMINAL_STATES:
-        return str(state)
-    return None
+    return final_state(event)
 
 
 def watch_session(
     client: Any, event_address: str, session_id: str, as_json: bool, since_seq: int = 0
 ) -> str | None:
-    """Print a session's events until it ends; returns its final state."""
+    """Print a session's events after ``since_seq`` until it ends; returns its final state.
+
+    ``since_seq``: where the session's current run began (``since_seq`` of the start reply or
+    of the status's session); an earlier run of the same session ended before it."""
     for event in client.follow(event_address, since_seq=since_seq):
         if event.get("session_id") not in (session_id, None) and event.get("topic") != "gap":
             continue
@@ -225,20 +236,22 @@ def watch_session(
 
 
 def replay_ended_session(client: Any, detail: dict[str, Any], as_json: bool) -> str:
-    """A session that does not run in this daemon: print its buffered events and how it
-    ended, at once (following it would wait forever). Returns its final state."""
+    """A session that does not run in this daemon: print its buffered events (every run of
+    it this daemon saw) and how it ended, at once (following it would wait forever). Returns
+    its final state: that of its last run here, else its ledger's."""
     session_id = detail["id"]
     seq = 0
+    final: str | None = None
     while True:
         page = client.call("events.since", seq=seq, limit=1000)
         for event in page["events"]:
             if event.get("session_id") == session_id:
-                final = _print_event(event, as_json)
-                if final is not None:
-                    return final
+                final = _print_event(event, as_json) or final
         if not page["events"] or not page["more"]:
             break
         seq = page["events"][-1]["seq"]
+    if final is not None:
+        return final
     state = str(detail["ledger_state"])
     if as_json:
         print_json(
@@ -393,7 +406,9 @@ def register(app: typer.Typer) -> None:
             if watch:
                 status_now = client.call("status")
                 events = event_address_for(client.address, status_now["daemon"]["event_address"])
-                final = watch_session(client, events, result["session_id"], as_json)
+                # From this run's first event: a resumed session's earlier runs ended before.
+                since = int(result.get("since_seq") or 0)
+                final = watch_session(client, events, result["session_id"], as_json, since)
                 if final == "failed":
                     raise typer.Exit(1)
 
@@ -474,7 +489,8 @@ def register(app: typer.Typer) -> None:
             say_prefix_expanded(asked, sid)
             if detail["state"] == "running":
                 events = event_address_for(client.address, status_now["daemon"]["event_address"])
-                final = watch_session(client, events, sid, as_json)
+                since = int((detail.get("live") or {}).get("since_seq") or 0)
+                final = watch_session(client, events, sid, as_json, since)
             else:
                 final = replay_ended_session(client, detail, as_json)
         if final in ("failed", "interrupted"):

@@ -32,7 +32,7 @@ def register(app: typer.Typer) -> None:
 
 
 def run_demo(budget_frames: int = 20, keep: bool = False) -> int:
-    from stedloop.cli.daemon_cmd import describe_event
+    from stedloop.cli.daemon_cmd import describe_event, final_state
     from stedloop.client import Client
     from stedloop.client.local_daemon import READY_TIMEOUT_S, start_daemon, stop_daemon
     from stedloop.quality import shipped_model_path
@@ -68,17 +68,15 @@ def run_demo(budget_frames: int = 20, keep: bool = False) -> int:
             typer.echo(f"session {session_id}: {budget_frames} frames, live progress:")
             started = time.monotonic()
             try:
-                for event in client.follow(ready["event_address"], since_seq=0):
+                for event in client.follow(
+                    ready["event_address"], since_seq=result.get("since_seq", 0)
+                ):
                     if event.get("session_id") not in (session_id, None):
                         continue
                     typer.echo(f"[{time.monotonic() - started:5.1f} s] {describe_event(event)}")
-                    data = event.get("data") or {}
-                    if event.get("topic") == "session" and data.get("state") in (
-                        "stopped",
-                        "finished",
-                        "failed",
-                    ):
-                        code = 1 if data.get("state") == "failed" else 0
+                    state = final_state(event)
+                    if state is not None:
+                        code = 1 if state == "failed" else 0
                         break
             except KeyboardInterrupt:
                 typer.echo("interrupted: stopping the session")

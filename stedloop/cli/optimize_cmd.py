@@ -7,7 +7,7 @@ import math
 import signal
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -20,6 +20,9 @@ from stedloop.cli.common import (
     print_json,
     say_prefix_expanded,
 )
+
+if TYPE_CHECKING:
+    from stedloop.events import SessionEvent
 
 
 def _overrides(
@@ -57,30 +60,42 @@ class _Progress:
         self.as_json = as_json
         self.console = Console(highlight=False, soft_wrap=True)
         self._lock = threading.Lock()
+        self.session_id: str | None = None
 
-    def __call__(self, kind: str, payload: dict[str, Any]) -> None:
+    def __call__(self, event: SessionEvent) -> None:
+        from stedloop import events as ev
+
+        if event.topic is None:  # ledger-only steps (proposed, acquired, ...): not shown
+            return
         with self._lock:
             if self.as_json:
-                print_json({"kind": kind, **payload})
+                # `kind` is the topic (session | frame | log, and summary at the end) as
+                # before typed events; `event` is the event's own kind.
+                line = {**event.to_wire(), "kind": event.topic, "event": event.kind}
+                print_json({**line, "session": self.session_id})
                 return
-            if kind == "frame":
+            if isinstance(event, ev.FrameOutcome):
                 values = "  ".join(
-                    f"{name} {_format_score(value)}" for name, value in payload["values"].items()
+                    f"{name} {_format_score(value)}" for name, value in event.values.items()
                 )
-                status = "" if payload["status"] == "told" else "  [red]failed[/red]"
+                status = "" if isinstance(event, ev.Told) else "  [red]failed[/red]"
                 self.console.print(
-                    f"frame {payload['frame'] + 1:>3}/{payload['budget_frames']}  "
-                    f"{_format_params(payload['params'])}  {values}  "
-                    f"score {_format_score(payload['combined'])}  "
-                    f"[bold]best {_format_score(payload['best_score'])}[/bold]{status}"
+                    f"frame {event.frame:>3} ({event.frames_done}/{event.budget_frames} done)  "
+                    f"{_format_params(event.params) if event.params else ''}  {values}  "
+                    f"score {_format_score(event.combined)}  "
+                    f"[bold]best {_format_score(event.best_score)}[/bold]{status}"
                 )
-            elif kind == "session":
-                reason = f": {payload['reason']}" if payload.get("reason") else ""
-                self.console.print(
-                    f"[cyan]session {payload['session']} {payload['state']}{reason}[/cyan]"
-                )
-            elif kind == "log" and payload.get("level") in ("warning", "error"):
-                self.console.print(f"[yellow]{payload['level']}: {payload['message']}[/yellow]")
+            elif isinstance(event, (ev.Opened, ev.Paused, ev.Resumed, ev.Ended)):
+                state = event.state
+                reason = f": {event.reason}" if isinstance(event, ev.Ended) and event.reason else ""
+                self.console.print(f"[cyan]session {self.session_id} {state}{reason}[/cyan]")
+            elif isinstance(event, ev.Log) and event.level in ("warning", "error"):
+                self.console.print(f"[yellow]{event.level}: {event.message}[/yellow]")
+
+    def log(self, level: str, message: str) -> None:
+        from stedloop.events import Log
+
+        self(Log(level=level, message=message))
 
 
 def _run_in_foreground(session: Any, progress: _Progress) -> Any:
@@ -344,6 +359,7 @@ def _run_session(
             say_prefix_expanded(resume, str(session.id))
         else:
             session = Session.start(loaded, hardware, store=store, name=name)
+        progress.session_id = str(session.id)
         try:
             if not as_json:
                 progress.console.print(f"session {session.id} in {session.folder}")
@@ -370,7 +386,7 @@ def _resume_config(
     site = load_cli_config(None)
     loaded, notes = resume_settings(site, recorded, record.id, cli_overrides, force)
     for note in notes:
-        progress("log", {"level": "warning", "message": note})
+        progress.log("warning", note)
     return loaded
 
 
@@ -382,7 +398,5 @@ def _create_driver(config: Any, progress: _Progress, share_driver: bool) -> Any:
         config,
         "`stedloop optimize`",
         share=share_driver,
-        on_fault=lambda kind, details: progress(
-            "log", {"level": "error", "message": f"{kind}: {details}"}
-        ),
+        on_fault=lambda kind, details: progress.log("error", f"{kind}: {details}"),
     )

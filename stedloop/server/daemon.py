@@ -26,6 +26,7 @@ import zmq
 from stedloop import __version__
 from stedloop.config import LoadedConfig
 from stedloop.errors import ConfigError
+from stedloop.events import Log
 from stedloop.instrument import OpenDriver, open_driver
 from stedloop.logs import get_logger
 from stedloop.paths import data_dir
@@ -115,11 +116,8 @@ class Daemon:
 
     def _on_worker_fault(self, kind: str, info: dict[str, Any]) -> None:
         log.error("driver_worker_fault", fault=kind, **info)
-        self.bus.publish(
-            "log",
-            {"level": "error", "fault": kind, "message": f"driver worker fault: {kind}", **info},
-            session_id=None,
-        )
+        fault = Log(level="error", fault=kind, message=f"driver worker fault: {kind}")
+        self.bus.publish("log", {**fault.to_wire(), **info}, session_id=None)
         if self.host is not None:
             self.host.pause_for_fault(kind)
 
@@ -238,11 +236,8 @@ class Daemon:
             boot_id=self.boot_id,
         )
         for session_id in interrupted:
-            self.bus.publish(
-                "log",
-                {"level": "warning", "message": "interrupted session can be resumed"},
-                session_id=session_id,
-            )
+            note = Log(level="warning", message="interrupted session can be resumed")
+            self.bus.publish("log", note.to_wire(), session_id=session_id)
         try:
             self._loop(router)
         finally:

@@ -15,10 +15,11 @@ from typing import Any
 
 import zmq
 
+from stedloop.events import TOPICS as EVENT_TOPICS
 from stedloop.logs import get_logger
 from stedloop.wire.protocol import encode
 
-TOPICS = ("session", "frame", "log")
+TOPICS = EVENT_TOPICS
 _STOP = object()
 
 log = get_logger(__name__)

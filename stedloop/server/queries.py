@@ -101,7 +101,7 @@ def session_get(store: Any, host: SessionHost, params: SessionGetParams) -> dict
         "ledger_state": history.state,
         "stop_reason": history.stop_reason,
         "interrupted": history.interrupted and not running,
-        "frames_done": len(history.done_frames()),
+        "frames_done": history.frames_done,
         "best": (
             {"frame": best.frame, "params": best.params, "combined": best.combined}
             if best

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from stedloop import events as ev
 from stedloop.config import LoadedConfig, with_overrides
 from stedloop.errors import (
     ConfigError,
@@ -55,8 +56,12 @@ class LiveSession:
     resumed: bool
     started_at_s: float = field(default_factory=time.time)
     thread: threading.Thread | None = None
-    frames: int = 0
-    last_frame: dict[str, Any] | None = None
+    #: Bus events of this run have a seq above this (``follow(since_seq=...)`` shows the run
+    #: from its start, not an earlier run of the same session).
+    since_seq: int = 0
+    #: The session's own count and best point (a resumed one's include earlier runs).
+    progress: ev.Progress = field(default_factory=ev.Progress)
+    last_frame: ev.FrameOutcome | None = None
     summary: dict[str, Any] | None = None
     error: str | None = None
     end_state: str | None = None  # set by the run's final session event (cleanup may remain)
@@ -120,6 +125,7 @@ class SessionHost:
             return result
         with self._lock:
             current = self._current
+        since_seq = self._bus.last_seq  # this run's events (resume notes first) come after
         if current is not None and current.thread is not None:
             if current.ended or current.control.state == "finished":
                 # The run has ended (its last event is out); only cleanup is left: wait for it
@@ -139,7 +145,9 @@ class SessionHost:
         objectives = list(loaded.config.objectives.names)
         scorer = self._scorer.scorer_for(objectives)
         session = self._open_session(params, loaded, scorer)
-        live = self._launch(session, loaded, objectives, resumed=params.resume is not None)
+        live = self._launch(
+            session, loaded, objectives, resumed=params.resume is not None, since_seq=since_seq
+        )
         result = {
             "session_id": live.id,
             "token": live.token,
@@ -148,6 +156,7 @@ class SessionHost:
             "budget_frames": live.budget_frames,
             "objectives": objectives,
             "folder": str(getattr(session, "folder", "")),
+            "since_seq": live.since_seq,
         }
         if key is not None:
             self._idempotency[key] = (request_print, result)
@@ -195,7 +204,7 @@ class SessionHost:
             raise ProtocolError("invalid_params", str(exc)) from None
         for note in notes:
             log.warning("resume_note", session_id=session_id, note=note)
-            self._bus.publish("log", {"level": "warning", "message": note}, session_id)
+            self._publish(ev.Log(level="warning", message=note), session_id)
         return loaded
 
     def _apply_overrides(self, overrides: dict[str, Any]) -> LoadedConfig:
@@ -253,7 +262,12 @@ class SessionHost:
             raise ProtocolError("conflict", str(exc)) from None
 
     def _launch(
-        self, session: Any, loaded: LoadedConfig, objectives: list[str], resumed: bool
+        self,
+        session: Any,
+        loaded: LoadedConfig,
+        objectives: list[str],
+        resumed: bool,
+        since_seq: int,
     ) -> LiveSession:
         from stedloop.session.control import SessionControl
 
@@ -264,6 +278,8 @@ class SessionHost:
             budget_frames=loaded.config.session.budget_frames,
             objectives=objectives,
             resumed=resumed,
+            since_seq=since_seq,
+            progress=session.progress,
         )
         live.thread = threading.Thread(
             target=self._run, args=(session, live), name=f"session-{live.id}", daemon=True
@@ -278,16 +294,19 @@ class SessionHost:
         return live
 
     def _run(self, session: Any, live: LiveSession) -> None:
-        def on_event(kind: str, payload: dict[str, Any]) -> None:
-            if kind == "frame":
-                with self._lock:
-                    live.frames += 1
-                    live.last_frame = payload
-            elif kind == "session" and payload.get("state") in TERMINAL_STATES:
-                with self._lock:
-                    live.end_state = str(payload["state"])
-            topic = kind if kind in ("session", "frame", "log") else "log"
-            self._bus.publish(topic, dict(payload), session_id=live.id)
+        def on_event(event: ev.SessionEvent) -> None:
+            with self._lock:
+                if isinstance(event, ev.Progress) and event.frames_done is not None:
+                    live.progress = ev.Progress(
+                        frames_done=event.frames_done,
+                        best_score=event.best_score,
+                        best_params=event.best_params,
+                    )
+                if isinstance(event, ev.FrameOutcome):
+                    live.last_frame = event
+                elif isinstance(event, ev.Ended):
+                    live.end_state = event.state
+            self._publish(event, live.id)
 
         try:
             summary = session.run(live.control, on_event)
@@ -298,17 +317,25 @@ class SessionHost:
             log.exception("session_crashed", session_id=live.id)
             with self._lock:
                 live.error = f"{type(exc).__name__}: {exc}"
-            self._bus.publish(
-                "log", {"level": "error", "message": f"session failed: {live.error}"}, live.id
-            )
-            self._bus.publish("session", {"state": "failed", "error": live.error}, live.id)
+            self._publish(ev.Log(level="error", message=f"session failed: {live.error}"), live.id)
+            self._publish(ev.Stopped(state="failed", reason=live.error), live.id)
         finally:
             self._safe_state()
             with contextlib.suppress(Exception):
                 session.close()
             with self._lock:
                 live.finished = True
-            log.info("session_ended", session_id=live.id, state=live.state(), frames=live.frames)
+            log.info(
+                "session_ended",
+                session_id=live.id,
+                state=live.state(),
+                frames=live.progress.frames_done,
+            )
+
+    def _publish(self, event: ev.SessionEvent, session_id: str) -> None:
+        """Events with a topic go on the bus (``data``: the event's wire form, and the id)."""
+        if event.topic is not None:
+            self._bus.publish(event.topic, {"session": session_id, **event.to_wire()}, session_id)
 
     def _safe_state(self) -> None:
         try:
@@ -375,16 +402,20 @@ class SessionHost:
             live = self._current
             if live is None:
                 return None
-            last = live.last_frame or {}
+            last = live.last_frame
             return {
                 "id": live.id,
                 "state": live.state(),
                 "resumed": live.resumed,
-                "frames": live.frames,
+                "frames": live.progress.frames_done,  # protocol v1's name for frames_done
+                "frames_done": live.progress.frames_done,
                 "budget_frames": live.budget_frames,
+                "best_score": live.progress.best_score,
+                "best_params": live.progress.best_params,
                 "objectives": live.objectives,
                 "started_at_s": live.started_at_s,
-                "last_frame": _brief(last) if last else None,
+                "since_seq": live.since_seq,
+                "last_frame": _brief(last.to_wire()) if last else None,
                 "summary": live.summary,
                 "error": live.error,
             }

@@ -1,8 +1,9 @@
 """The optimisation session: ask -> acquire on a fresh region -> score -> record -> tell.
 
-The same code runs in the daemon and in ``stedloop optimize``. Every step is written to the
-session's ledger (committed) before the next one starts, and the optimizer is rebuilt from
-the ledger on resume, so a crash loses at most the frame in flight. ``run`` never raises for
+The same code runs in the daemon and in ``stedloop optimize``. Every step is one typed event
+(``stedloop.events``), emitted once: the session's ledger records it (committed) before the
+listener sees it and before the next step starts, and the optimizer is rebuilt from the
+ledger on resume, so a crash loses at most the frame in flight. ``run`` never raises for
 driver or objective faults it can record, and it always ends with ``driver.safe_state()``.
 """
 
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from stedloop import __version__
+from stedloop import events as ev
 from stedloop.config import LoadedConfig
 from stedloop.config.resume import recorded_space_beyond_caps
 from stedloop.driver import Driver, DriverDescription
@@ -42,13 +44,13 @@ from stedloop.optimize import BayesianOptimizer, SearchSpace, resolve_score_tran
 from stedloop.params import ImagingParams
 from stedloop.session.control import SessionControl
 from stedloop.session.regions import RegionTiler, SampleExhausted
-from stedloop.store import ledger as L
 from stedloop.store.frames import read_frame, remove_stale_temp_files, set_aside, write_frame
 from stedloop.store.history import SessionHistory
 from stedloop.store.lock import FolderLock
 from stedloop.store.session_store import FRAMES_DIR, SessionInfo, SessionRecord, SessionStore
 
-EventCallback = Callable[[str, dict[str, Any]], None]
+#: A listener of the session's events (after the ledger has recorded them).
+EventCallback = Callable[[ev.SessionEvent], None]
 
 #: Parts of the creation snapshot that must match for a resume (without --force). The safety
 #: caps are not among them: today's site caps always apply, and a recorded space that no
@@ -121,7 +123,7 @@ class Session:
         self._pending: tuple[int, ImagingParams, Path | None] | None = None
         # Outcomes replayed from `scored` events whose told/failed event the stop cut off;
         # written to the ledger when the run starts (under the session's lock).
-        self._unrecorded: list[tuple[str, dict[str, Any], int]] = []
+        self._unrecorded: list[ev.FrameOutcome] = []
         self._next_frame = 0
         self._done = 0
         self._best: tuple[float, dict[str, float]] | None = None
@@ -282,14 +284,25 @@ class Session:
                 self._tell(params, score, record.params)
                 self._done += 1
                 if record.status == "scored":  # stopped before its told event: record it now
-                    told = {"score": score, "timings_ms": {}, "from_ledger": True}
-                    self._unrecorded.append((L.TOLD, told, frame_no))
+                    self._unrecorded.append(
+                        ev.Told(
+                            **self._outcome_fields(frame_no, record.params, record.values),
+                            combined=score,
+                            from_ledger=True,
+                        )
+                    )
             elif record.done or record.status == "scored":
                 self._mark_failed(params)
                 self._done += 1
                 if record.status == "scored":
                     reason = _failure_reason(record.objective_errors)
-                    self._unrecorded.append((L.FAILED, {"reason": reason}, frame_no))
+                    self._unrecorded.append(
+                        ev.Failed(
+                            **self._outcome_fields(frame_no, record.params, record.values),
+                            reason=reason,
+                            from_ledger=True,
+                        )
+                    )
             else:  # the frame in flight: finished first (re-scored from its TIFF, or redone)
                 tiff = self._recorded_tiff(record.tiff) if record.status == "acquired" else None
                 self._pending = (frame_no, params, tiff)
@@ -305,12 +318,12 @@ class Session:
         return path
 
     def _record_replayed_outcomes(self) -> None:
-        for kind, payload, frame_no in self._unrecorded:
-            self.record.ledger.append(kind, payload, frame=frame_no)
+        for outcome in self._unrecorded:
+            self._emit(outcome)
             self._log(
                 "info",
-                f"frame {frame_no} was scored before the session stopped: its recorded score "
-                "is used, it is not acquired again",
+                f"frame {outcome.frame} was scored before the session stopped: its recorded "
+                "score is used, it is not acquired again",
             )
         self._unrecorded.clear()
 
@@ -349,20 +362,17 @@ class Session:
             if self._resumed:  # temporary files of frame writes a kill cut short
                 remove_stale_temp_files(self.folder / FRAMES_DIR)
             control.attach_abort(getattr(self.driver, "request_abort", None))
-            self.record.ledger.append(
-                L.OPENED,
-                {
-                    "resumed": self._resumed,
-                    "budget_frames": self.config.session.budget_frames,
-                    "target_score": self.config.session.target_score,
-                    "config_changes": self._config_changes,
-                    "notes": self._notes,
-                    "config": self.config.model_dump(mode="json"),
-                },
-            )
             self._emit(
-                "session",
-                {"state": "resumed" if self._resumed else "started", "frames": self._done},
+                ev.Opened(
+                    resumed=self._resumed,
+                    budget_frames=self.config.session.budget_frames,
+                    target_score=self.config.session.target_score,
+                    config_changes=self._config_changes,
+                    notes=self._notes,
+                    config=self.config.model_dump(mode="json"),
+                    event_schema=ev.EVENT_SCHEMA_VERSION,
+                    **self._progress(),
+                )
             )
             for note in self._notes:
                 self._log("warning", note)
@@ -375,7 +385,7 @@ class Session:
             self._log("error", outcome.reason)
         except Exception as exc:  # a fault the loop cannot record: stop, safely, with the cause
             outcome = _Outcome("failed", f"internal error: {type(exc).__name__}: {exc}")
-            self._log("error", outcome.reason, traceback=traceback.format_exc())
+            self._log("error", outcome.reason, trace=traceback.format_exc())
         finally:
             try:
                 self._make_safe()
@@ -412,14 +422,13 @@ class Session:
                 started = time.perf_counter()
                 proposal = self.optimizer.ask(frame_no)
                 params = proposal.params
-                self.record.ledger.append(
-                    L.PROPOSED,
-                    {
-                        "params": params.as_dict(),
-                        "source": proposal.source,
-                        "decision_ms": (time.perf_counter() - started) * 1e3,
-                    },
-                    frame=frame_no,
+                self._emit(
+                    ev.Proposed(
+                        frame=frame_no,
+                        params=params.as_dict(),
+                        source=proposal.source,
+                        decision_ms=(time.perf_counter() - started) * 1e3,
+                    )
                 )
             self.optimizer.prepare()  # slow surrogate work overlaps the acquisition
             try:
@@ -452,28 +461,25 @@ class Session:
         except OSError as exc:  # the disk (full, read-only, failing): stop exposing the sample
             message = f"frame {frame_no} could not be written: {exc}"
             with contextlib.suppress(StorageError):
-                self.record.ledger.append(
-                    L.ERROR, {"stage": "write", "error": message}, frame=frame_no
-                )
+                self._emit(ev.Error(frame=frame_no, stage="write", error=message))
             self._log("error", message)
             return _Outcome("failed", f"{message}; free disk space, then resume the session")
         except Exception as exc:  # e.g. counts beyond uint16, a refused overwrite: say so
             message = f"frame {frame_no} could not be written: {type(exc).__name__}: {exc}"
-            self.record.ledger.append(L.ERROR, {"stage": "write", "error": message}, frame=frame_no)
+            self._emit(ev.Error(frame=frame_no, stage="write", error=message))
             self._log("error", message)
             tiff = None
-        self.record.ledger.append(
-            L.ACQUIRED,
-            {
-                "tiff": str(tiff.relative_to(self.folder)) if tiff else None,
-                "params_applied": frame.params.as_dict(),
-                "region": frame.region.as_dict(),
-                "pixel_size_nm": frame.pixel_size_nm,
-                "started_at_s": frame.started_at_s,
-                "finished_at_s": frame.finished_at_s,
-                "metadata": json_metadata(frame.metadata),
-            },
-            frame=frame_no,
+        self._emit(
+            ev.Acquired(
+                frame=frame_no,
+                tiff=str(tiff.relative_to(self.folder)) if tiff else None,
+                params_applied=frame.params.as_dict(),
+                region=frame.region.as_dict(),
+                pixel_size_nm=frame.pixel_size_nm,
+                started_at_s=frame.started_at_s,
+                finished_at_s=frame.finished_at_s,
+                metadata=json_metadata(frame.metadata),
+            )
         )
         timings["write_ms"] = (time.perf_counter() - t1) * 1e3
         return self._score(frame_no, params, frame, tiff, timings)
@@ -500,10 +506,13 @@ class Session:
             f"frame {frame_no}: {path.name} already existed without a usable ledger record; "
             f"kept as {kept.name}"
         )
-        self.record.ledger.append(
-            L.ERROR,
-            {"stage": "write", "error": message, "kept_as": str(kept.relative_to(self.folder))},
-            frame=frame_no,
+        self._emit(
+            ev.Error(
+                frame=frame_no,
+                stage="write",
+                error=message,
+                kept_as=str(kept.relative_to(self.folder)),
+            )
         )
         self._log("warning", message)
 
@@ -521,41 +530,50 @@ class Session:
         combined = self.scalariser.combine(values)
         t3 = time.perf_counter()
         timings["score_ms"] = (t3 - t2) * 1e3
-        self.record.ledger.append(
-            L.SCORED, {"values": values, "errors": errors, "combined": combined}, frame=frame_no
-        )
-        if math.isfinite(combined):
-            self._tell(params, combined, params.as_dict())
-            status = "told"
-            self.record.ledger.append(
-                L.TOLD, {"score": combined, "timings_ms": timings}, frame=frame_no
+        finite = math.isfinite(combined)
+        self._emit(
+            ev.Scored(
+                frame=frame_no, values=values, errors=errors, combined=combined if finite else None
             )
+        )
+        if finite:
+            self._tell(params, combined, params.as_dict())
         else:
             self._mark_failed(params)
-            status = "failed"
-            reason = _failure_reason(errors)
-            self.record.ledger.append(
-                L.FAILED, {"reason": reason, "timings_ms": timings}, frame=frame_no
-            )
-            self._log("warning", f"frame {frame_no} failed to score ({reason}); not told")
         self._done += 1
-        self._emit(
-            "frame",
-            {
-                "frame": frame_no,
-                "params": params.as_dict(),
-                "values": values,
-                "combined": combined if math.isfinite(combined) else None,
-                "status": status,
-                "best_score": self._best[0] if self._best else None,
-                "best_params": self._best[1] if self._best else None,
-                "tiff": str(tiff) if tiff else None,
-                "frames_done": self._done,
-                "budget_frames": self.config.session.budget_frames,
-                "timings_ms": timings,
-            },
-        )
+        fields = self._outcome_fields(frame_no, params.as_dict(), values)
+        tiff_path = str(tiff) if tiff else None
+        if finite:
+            self._emit(ev.Told(**fields, combined=combined, tiff=tiff_path, timings_ms=timings))
+        else:
+            reason = _failure_reason(errors)
+            self._emit(ev.Failed(**fields, reason=reason, tiff=tiff_path, timings_ms=timings))
+            self._log("warning", f"frame {frame_no} failed to score ({reason}); not told")
         return None
+
+    @property
+    def progress(self) -> ev.Progress:
+        """Frames with a final outcome over all runs (counted here only) and the best point."""
+        return ev.Progress(
+            frames_done=self._done,
+            best_score=self._best[0] if self._best else None,
+            best_params=dict(self._best[1]) if self._best else None,
+        )
+
+    def _progress(self) -> dict[str, Any]:
+        return self.progress.model_dump()
+
+    def _outcome_fields(
+        self, frame_no: int, params: dict[str, float], values: dict[str, float | None]
+    ) -> dict[str, Any]:
+        """What every outcome event of a frame carries (after ``_done`` counted it)."""
+        return {
+            "frame": frame_no,
+            "params": params,
+            "values": values,
+            "budget_frames": self.config.session.budget_frames,
+            **self._progress(),
+        }
 
     def _point_raw_output(self, frame_no: int) -> None:
         """Drivers that save raw data (Imspector's .obf) put it beside the frame's OME-TIFF."""
@@ -577,9 +595,7 @@ class Session:
         refused = False
         for attempt in range(1, attempts + 1):
             region = self.tiler.take()  # a fresh region per attempt: a failed one may be bleached
-            self.record.ledger.append(
-                L.ACQUIRING, {"attempt": attempt, "region": region.as_dict()}, frame=frame_no
-            )
+            self._emit(ev.Acquiring(frame=frame_no, attempt=attempt, region=region.as_dict()))
             self._point_raw_output(frame_no)
             started = time.perf_counter()
             try:
@@ -594,17 +610,16 @@ class Session:
                 refused = isinstance(exc, ParameterRejected)
                 last_error = f"{type(exc).__name__}: {exc}"
                 will_retry = attempt < attempts and not control.stop_requested and not refused
-                self.record.ledger.append(
-                    L.ERROR,
-                    {
-                        "stage": "acquire",
-                        "attempt": attempt,
-                        "error": last_error,
-                        "aborted": aborted,
-                        "refused": refused,
-                        "will_retry": will_retry,
-                    },
-                    frame=frame_no,
+                self._emit(
+                    ev.Error(
+                        frame=frame_no,
+                        stage="acquire",
+                        attempt=attempt,
+                        error=last_error,
+                        aborted=aborted,
+                        refused=refused,
+                        will_retry=will_retry,
+                    )
                 )
                 if aborted:
                     self._log("warning", f"frame {frame_no} aborted")
@@ -632,28 +647,10 @@ class Session:
         times = "once" if attempt == 1 else f"{attempt} times"
         failure = "driver refused it" if refused else f"driver failed {times}"
         if session.on_driver_failure == "continue":
-            self.record.ledger.append(
-                L.FAILED,
-                {"reason": f"{failure}: {last_error}"},
-                frame=frame_no,
-            )
             self._mark_failed(params)
             self._done += 1
-            self._emit(
-                "frame",
-                {
-                    "frame": frame_no,
-                    "params": params.as_dict(),
-                    "values": {},
-                    "combined": None,
-                    "status": "failed",
-                    "best_score": self._best[0] if self._best else None,
-                    "best_params": self._best[1] if self._best else None,
-                    "tiff": None,
-                    "frames_done": self._done,
-                    "budget_frames": session.budget_frames,
-                },
-            )
+            fields = self._outcome_fields(frame_no, params.as_dict(), {})
+            self._emit(ev.Failed(**fields, reason=f"{failure}: {last_error}", timings_ms=timings))
             return None, None
         return None, _Outcome("failed", f"{failure} on frame {frame_no}: {last_error}")
 
@@ -666,9 +663,11 @@ class Session:
             self.config.params.validate_point(params)
         except ParameterRejected as exc:
             reason = f"not redone: its recorded parameters are outside today's settings: {exc}"
-            self.record.ledger.append(L.FAILED, {"reason": reason}, frame=frame_no)
             self._mark_failed(params)
             self._done += 1
+            self._emit(
+                ev.Failed(**self._outcome_fields(frame_no, params.as_dict(), {}), reason=reason)
+            )
             self._log("warning", f"frame {frame_no} {reason}")
             return True
         return False
@@ -703,15 +702,13 @@ class Session:
         if not control.enter_pause():
             return
         self._make_safe()
-        self.record.ledger.append(L.PAUSED, {})
-        self._emit("session", {"state": "paused", "frames": self._done})
+        self._emit(ev.Paused(**self._progress()))
         while not control.wait_while_paused(timeout_s=0.5):
             pass
         if control.stop_requested:
             return
         control.mark_running()
-        self.record.ledger.append(L.RESUMED, {})
-        self._emit("session", {"state": "resumed", "frames": self._done})
+        self._emit(ev.Resumed(**self._progress()))
 
     # -- ending ---------------------------------------------------------------------------
     def _make_safe(self) -> None:
@@ -721,30 +718,13 @@ class Session:
             self._log("error", f"driver.safe_state() failed: {type(exc).__name__}: {exc}")
 
     def _finish(self, outcome: _Outcome) -> None:
-        kind = L.FINISHED if outcome.state == "finished" else L.STOPPED
+        cls = ev.Finished if outcome.state == "finished" else ev.Stopped
+        end = cls(state=outcome.state, reason=outcome.reason, **self._progress())
         try:
-            self.record.ledger.append(
-                kind,
-                {
-                    "state": outcome.state,
-                    "reason": outcome.reason,
-                    "frames": self._done,
-                    "best_score": self._best[0] if self._best else None,
-                    "best_params": self._best[1] if self._best else None,
-                },
-            )
-        except Exception as exc:  # the disk may be what failed
+            self.record.ledger.record(end)
+        except Exception as exc:  # the disk may be what failed: listeners still hear the end
             self._log("error", f"cannot record the end of the session: {exc}")
-        self._emit(
-            "session",
-            {
-                "state": outcome.state,
-                "reason": outcome.reason,
-                "frames": self._done,
-                "best_score": self._best[0] if self._best else None,
-                "best_params": self._best[1] if self._best else None,
-            },
-        )
+        self._notify(end)
 
     def _summary(self, outcome: _Outcome) -> SessionSummary:
         return SessionSummary(
@@ -761,14 +741,21 @@ class Session:
         self.record.close()
 
     # -- events ---------------------------------------------------------------------------
-    def _emit(self, kind: str, payload: dict[str, Any]) -> None:
+    def _emit(self, event: ev.SessionEvent) -> None:
+        """Emit ``event`` once: the ledger records it first (durably; a refusal raises
+        ``StorageError`` and the listener never hears of it), then the listener."""
+        if event.recorded:
+            self.record.ledger.record(event)
+        self._notify(event)
+
+    def _notify(self, event: ev.SessionEvent) -> None:
         if self._emit_callback is None:
             return
         with contextlib.suppress(Exception):  # a broken listener must not stop the loop
-            self._emit_callback(kind, {"session": self.id, **payload})
+            self._emit_callback(event)
 
-    def _log(self, level: str, message: str, **extra: Any) -> None:
-        self._emit("log", {"level": level, "message": message, **extra})
+    def _log(self, level: str, message: str, trace: str | None = None) -> None:
+        self._emit(ev.Log(level=level, message=message, traceback=trace))
 
 
 def _failure_reason(errors: dict[str, str]) -> str:

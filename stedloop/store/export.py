@@ -21,9 +21,11 @@ def frame_rows(history: SessionHistory) -> list[dict[str, Any]]:
     rows = []
     for frame_no in sorted(history.frames):
         record = history.frames[frame_no]
-        acquired = record.acquired or {}
-        applied = acquired.get("params_applied", {})
-        region = acquired.get("region") or (record.regions[-1] if record.regions else {})
+        acquired = record.acquired
+        applied = acquired.params_applied if acquired else {}
+        region = (acquired.region if acquired else None) or (
+            record.regions[-1] if record.regions else {}
+        )
         row: dict[str, Any] = {"frame": frame_no, "status": record.status, "source": record.source}
         row.update({name: record.params.get(name) for name in PARAM_NAMES})
         row.update({f"applied_{name}": applied.get(name) for name in PARAM_NAMES})
@@ -33,7 +35,7 @@ def frame_rows(history: SessionHistory) -> list[dict[str, Any]]:
         row["region_x_um"] = region.get("x_um")
         row["region_y_um"] = region.get("y_um")
         row["tiff"] = record.tiff
-        errors = [e.get("error", "") for e in record.errors] + [
+        errors = [e.error for e in record.errors] + [
             f"{k}: {v}" for k, v in record.objective_errors.items()
         ]
         row["errors"] = " | ".join(e for e in errors if e)
@@ -68,7 +70,7 @@ def summary(history: SessionHistory) -> dict[str, Any]:
         "name": history.created.get("name"),
         "state": history.state,
         "stop_reason": history.stop_reason,
-        "frames": len(history.done_frames()),
+        "frames": history.frames_done,
         "failed_frames": sum(1 for f in history.done_frames() if f.status == "failed"),
         "objectives": history.created.get("objectives", []),
         "scalarisation": history.created.get("scalarisation"),

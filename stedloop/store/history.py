@@ -1,7 +1,8 @@
 """What a session's ledger says, replayed: frames, their outcome, state, best point.
 
 Everything here is derived from the events alone (the ledger is the truth), so a crashed
-session, a running one and a finished one are read the same way.
+session, a running one and a finished one are read the same way. Rows are read as the
+typed events the session emitted (``stedloop.events``), whatever schema version wrote them.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from stedloop import events as ev
 from stedloop.errors import DataError
 from stedloop.store import ledger as L
 from stedloop.store.ledger import Event
@@ -23,8 +25,9 @@ class FrameRecord:
     params: dict[str, float]
     source: str = ""
     regions: list[dict[str, Any]] = field(default_factory=list)  # one per attempt
-    errors: list[dict[str, Any]] = field(default_factory=list)
-    acquired: dict[str, Any] | None = None  # payload of the acquired event
+    errors: list[ev.Error] = field(default_factory=list)
+    acquired: ev.Acquired | None = None
+    outcome: ev.FrameOutcome | None = None  # its told or failed event
     values: dict[str, float | None] = field(default_factory=dict)
     objective_errors: dict[str, str] = field(default_factory=dict)
     combined: float | None = None
@@ -37,7 +40,7 @@ class FrameRecord:
 
     @property
     def tiff(self) -> str | None:
-        return self.acquired.get("tiff") if self.acquired else None
+        return self.acquired.tiff if self.acquired else None
 
 
 @dataclass
@@ -49,6 +52,8 @@ class SessionHistory:
     last_seq: int
     created_at_s: float
     updated_at_s: float
+    #: The events in ledger order, typed; ``opened`` events start the runs.
+    events: list[ev.SessionEvent] = field(default_factory=list)
 
     @classmethod
     def from_events(cls, events: Iterable[Event]) -> SessionHistory:
@@ -56,32 +61,37 @@ class SessionHistory:
         (a ledger edited or damaged by hand), never a ``KeyError`` or ``TypeError``."""
         created: dict[str, Any] | None = None
         frames: dict[int, FrameRecord] = {}
+        typed: list[ev.SessionEvent] = []
         state, reason, last_seq, t0, t1 = "open", None, 0, 0.0, 0.0
-        for event in events:
-            last_seq, t1 = event.seq, event.time_s
-            p = event.payload
+        for row in events:
+            last_seq, t1 = row.seq, row.time_s
             try:
-                _check_payload(event)
-                if event.kind == L.CREATED:
-                    created, t0 = p, event.time_s
-                elif event.kind == L.PROPOSED and event.frame is not None:
-                    frames[event.frame] = FrameRecord(
-                        event.frame, dict(p["params"]), str(p.get("source", ""))
-                    )
-                elif event.frame is not None and event.frame in frames:
-                    _apply_frame_event(frames[event.frame], event)
+                _check_payload(row)
+                event = ev.from_ledger(row.kind, row.frame, row.payload)
+                if isinstance(event, ev.Created):
+                    created, t0 = row.payload, row.time_s
+                elif isinstance(event, ev.Proposed):
+                    frames[event.frame] = FrameRecord(event.frame, dict(event.params), event.source)
+                elif event.frame_no is not None and event.frame_no in frames:
+                    _apply_frame_event(frames[event.frame_no], event)
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
-                why = str(exc) if isinstance(exc, _Malformed) else f"{type(exc).__name__}: {exc}"
-                raise DataError(f"event {event.seq} ({event.kind}) is malformed: {why}") from None
-            if event.kind in (L.OPENED, L.RESUMED):
+                why = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+                raise DataError(f"event {row.seq} ({row.kind}) is malformed: {why}") from None
+            typed.append(event)
+            if isinstance(event, (ev.Opened, ev.Resumed)):
                 state, reason = "open", None
-            elif event.kind == L.PAUSED:
+            elif isinstance(event, ev.Paused):
                 state = "paused"
-            elif event.kind in L.TERMINAL:
-                state, reason = event.kind, p.get("reason")
+            elif isinstance(event, ev.Ended):
+                state, reason = event.kind, event.reason
         if created is None:
             raise DataError("it has no 'created' event (not a complete session)")
-        return cls(created, frames, state, reason, last_seq, t0, t1)
+        return cls(created, frames, state, reason, last_seq, t0, t1, typed)
+
+    @property
+    def frames_done(self) -> int:
+        """Frames with a final outcome (told or failed), over every run of the session."""
+        return sum(1 for f in self.frames.values() if f.done)
 
     def done_frames(self) -> list[FrameRecord]:
         return [self.frames[k] for k in sorted(self.frames) if self.frames[k].done]
@@ -158,21 +168,20 @@ def _expect(ok: bool, key: str) -> None:
         raise _Malformed(f"'{key}' is missing or of the wrong type")
 
 
-def _apply_frame_event(record: FrameRecord, event: Event) -> None:
-    p = event.payload
-    if event.kind == L.ACQUIRING:
-        record.regions.append(p["region"])
-    elif event.kind == L.ERROR:
-        record.errors.append(p)
-    elif event.kind == L.ACQUIRED:
-        record.acquired, record.status = p, "acquired"
-    elif event.kind == L.SCORED:
-        record.values = dict(p.get("values", {}))
-        record.objective_errors = dict(p.get("errors", {}))
-        record.combined = p.get("combined")
+def _apply_frame_event(record: FrameRecord, event: ev.SessionEvent) -> None:
+    if isinstance(event, ev.Acquiring):
+        record.regions.append(event.region)
+    elif isinstance(event, ev.Error):
+        record.errors.append(event)
+    elif isinstance(event, ev.Acquired):
+        record.acquired, record.status = event, "acquired"
+    elif isinstance(event, ev.Scored):
+        record.values = dict(event.values)
+        record.objective_errors = dict(event.errors)
+        record.combined = event.combined
         record.status = "scored"
-    elif event.kind == L.TOLD:
-        record.status = "told"
-    elif event.kind == L.FAILED:
-        record.status = "failed"
-        record.objective_errors.setdefault("_reason", p.get("reason", ""))
+    elif isinstance(event, ev.Told):
+        record.outcome, record.status = event, "told"
+    elif isinstance(event, ev.Failed):
+        record.outcome, record.status = event, "failed"
+        record.objective_errors.setdefault("_reason", event.reason)

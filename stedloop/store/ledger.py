@@ -27,11 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from stedloop.errors import DataError, StorageError
+from stedloop.events import LEDGER_KINDS, SessionEvent
 
 SCHEMA_VERSION = 1
 
-# Event kinds. A frame's life: proposed -> acquiring (per attempt) -> acquired -> scored ->
-# told | failed; an attempt that raises adds an error event.
+# Event kinds (the classes and their fields: ``stedloop.events``). A frame's life: proposed ->
+# acquiring (per attempt) -> acquired -> scored -> told | failed; an attempt that raises adds
+# an error event.
 CREATED = "created"  # payload: config snapshot, parameter space, objectives, seed, driver
 OPENED = "opened"  # a run of the session began (the first, or a resume)
 PROPOSED = "proposed"
@@ -45,10 +47,7 @@ PAUSED = "paused"
 RESUMED = "resumed"
 STOPPED = "stopped"  # terminal for this run: user stop, abort, driver failure, interruption
 FINISHED = "finished"  # terminal: budget spent, target reached, sample used up
-KINDS = frozenset(
-    {CREATED, OPENED, PROPOSED, ACQUIRING, ACQUIRED, SCORED, TOLD, FAILED, ERROR, PAUSED}
-    | {RESUMED, STOPPED, FINISHED}
-)
+KINDS = LEDGER_KINDS
 TERMINAL = frozenset({STOPPED, FINISHED})
 
 _SCHEMA = f"""
@@ -169,6 +168,10 @@ class Ledger:
             except sqlite3.Error as exc:  # "database or disk is full", "disk I/O error"...
                 raise StorageError(f"cannot write to ledger {self.path}: {exc}") from None
             return int(cursor.lastrowid)
+
+    def record(self, event: SessionEvent) -> int:
+        """Write a session event durably (the ledger is its first subscriber)."""
+        return self.append(event.kind, event.ledger_payload(), frame=event.frame_no)
 
     def events(self, since: int = 0) -> list[Event]:
         """Every event with ``seq > since``, in order; ``DataError`` naming a damaged row."""

@@ -223,7 +223,7 @@ def _info(session_id: str, folder: Path, history: SessionHistory) -> SessionInfo
         folder=folder,
         state=history.state,
         stop_reason=history.stop_reason,
-        frames=len(history.done_frames()),
+        frames=history.frames_done,
         best_score=best.combined if best else None,
         created_at_s=history.created_at_s,
         updated_at_s=history.updated_at_s,

@@ -22,6 +22,7 @@ import numpy as np
 from fastapi import FastAPI, HTTPException
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 
+from stedloop import events as ev
 from stedloop.errors import StedloopError
 from stedloop.study.render import render_png
 
@@ -158,7 +159,9 @@ class LiveHub:
         self.session = {
             "id": new_id,
             "state": session.get("state"),
-            "frames_done": session.get("frames", (detail or {}).get("frames_done")),
+            "frames_done": session.get(
+                "frames_done", session.get("frames", (detail or {}).get("frames_done"))
+            ),
             "budget_frames": session.get("budget_frames"),
             "objectives": objectives,
         }
@@ -175,49 +178,49 @@ class LiveHub:
 
     def _apply(self, client: Any, event: dict[str, Any]) -> None:
         topic = event.get("topic")
-        data = event.get("data") or {}
         session_id = event.get("session_id")
         if topic == "gap":
             # Events were lost from the daemon's buffer: reload the session from its ledger.
             self._load_status(client, client.call("status"))
             return
-        if topic == "session":
-            state = data.get("state")
-            if state == "started" or self.session is None or self.session.get("id") != session_id:
-                self._load_status(client, client.call("status"))
-                return
+        typed = ev.from_wire(topic, event.get("data") or {})
+        if isinstance(typed, ev.Opened) or (
+            isinstance(typed, (ev.Paused, ev.Resumed, ev.Ended))
+            and (self.session is None or self.session.get("id") != session_id)
+        ):
+            # A run begins (a resumed session's earlier frames come from its ledger).
+            self._load_status(client, client.call("status"))
+            return
+        if isinstance(typed, (ev.Paused, ev.Resumed, ev.Ended)):
             with self._lock:
-                self.session["state"] = {"resumed": "running"}.get(state, state)
+                assert self.session is not None
+                self.session["state"] = {"resumed": "running"}.get(typed.state, typed.state)
+                if typed.frames_done is not None:
+                    self.session["frames_done"] = typed.frames_done
                 self._changed()
-        elif topic == "frame":
+        elif isinstance(typed, ev.FrameOutcome):
             with self._lock:
                 if self.session is None or self.session.get("id") != session_id:
                     self.session = {"id": session_id, "state": "running", "objectives": []}
-                number = int(data.get("frame", len(self.frames)))
-                self.frames[number] = {
-                    "frame": number,
-                    "params": data.get("params") or {},
-                    "values": data.get("values") or {},
-                    "combined": data.get("combined"),
-                    "status": data.get("status"),
+                self.frames[typed.frame] = {
+                    "frame": typed.frame,
+                    "params": dict(typed.params),
+                    "values": dict(typed.values),
+                    "combined": typed.combined,
+                    "status": typed.status,
                 }
-                self.session["frames_done"] = data.get("frames_done", len(self.frames))
-                self.session["budget_frames"] = data.get("budget_frames")
-                names = sorted(
-                    set(self.session.get("objectives") or []) | set(data.get("values") or {})
-                )
+                if typed.frames_done is not None:
+                    self.session["frames_done"] = typed.frames_done
+                self.session["budget_frames"] = typed.budget_frames
+                names = sorted(set(self.session.get("objectives") or []) | set(typed.values))
                 if names != sorted(self.directions):
                     self.session["objectives"] = names
                     self.directions = objective_directions(names)
                 self._changed()
-        elif topic == "log":
+        elif isinstance(typed, ev.Log):
             with self._lock:
                 self.logs.append(
-                    {
-                        "time_s": event.get("time_s"),
-                        "level": data.get("level"),
-                        "message": data.get("message"),
-                    }
+                    {"time_s": event.get("time_s"), "level": typed.level, "message": typed.message}
                 )
                 del self.logs[:-MAX_LOGS]
                 self._changed()

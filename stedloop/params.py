@@ -13,7 +13,7 @@ A value beyond a cap is refused with ``SafetyCapExceeded``; it is never clipped.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -65,7 +65,7 @@ class ImagingParams:
         return cls(**{n: values[n] for n in PARAM_NAMES})  # type: ignore[arg-type]
 
     @classmethod
-    def from_vector(cls, vector: Sequence[float]) -> ImagingParams:
+    def from_vector(cls, vector: Iterable[float]) -> ImagingParams:
         return cls(*(float(v) for v in vector))
 
     def as_vector(self) -> list[float]:

@@ -15,6 +15,7 @@ def build_objective(name: str, config: StedloopConfig, scorer: Any = None) -> Ob
     """Load the plugin ``name`` (group ``stedloop.objectives``) and build it."""
     cls = registry.load(registry.OBJECTIVES, name)
     factory = getattr(cls, "from_config", None)
+    objective: Objective  # checked below: a plugin is loaded by name, untyped
     if factory is None:
         objective = cls()
     elif _accepts_scorer(factory):

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import numpy.typing as npt
 from skopt.space import Integer, Real, Space
 from skopt.utils import normalize_dimensions
 
@@ -72,7 +73,7 @@ class SearchSpace:
         return ImagingParams.from_vector(self.to_values(point))
 
     # -- the caps as a filter --------------------------------------------------------------
-    def allowed_values(self, values: np.ndarray) -> np.ndarray:
+    def allowed_values(self, values: npt.NDArray[np.float64]) -> npt.NDArray[np.bool_]:
         """Boolean mask over rows of physical values (n, 3): True where the caps allow."""
         dwell_us, excitation_uw, depletion_mw = values[:, 0], values[:, 1], values[:, 2]
         dose_uj = (excitation_uw * 1e-6 + depletion_mw * 1e-3) * dwell_us
@@ -146,10 +147,12 @@ class SearchSpace:
 
     def transform(self, points: Sequence[Sequence[float]]) -> np.ndarray:
         """skopt points -> the GP's [0, 1] coordinates."""
-        return self.space.transform([list(p) for p in points])
+        unit: np.ndarray = self.space.transform([list(p) for p in points])  # skopt is untyped
+        return unit
 
     def inverse_transform(self, unit: np.ndarray) -> list[list[float]]:
-        return self.space.inverse_transform(np.atleast_2d(unit))
+        points: list[list[float]] = self.space.inverse_transform(np.atleast_2d(unit))
+        return points
 
     @property
     def n_dims(self) -> int:

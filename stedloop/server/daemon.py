@@ -151,8 +151,8 @@ class Daemon:
         return load_server_keys(keys_dir) if keys_dir is not None else None
 
     def _bind(
-        self, context: zmq.Context, server_keys: tuple[bytes, bytes] | None
-    ) -> tuple[zmq.Socket, zmq.Socket, Any]:
+        self, context: zmq.Context[zmq.Socket[bytes]], server_keys: tuple[bytes, bytes] | None
+    ) -> tuple[zmq.Socket[bytes], zmq.Socket[bytes], Any]:
         section = self.config.daemon
         keys_dir = keys_dir_of(self.loaded)
         auth = start_authenticator(context, keys_dir) if keys_dir is not None else None
@@ -266,7 +266,7 @@ class Daemon:
             self._shutdown(router, auth, context)
         return 0
 
-    def _loop(self, router: zmq.Socket) -> None:
+    def _loop(self, router: zmq.Socket[bytes]) -> None:
         poller = zmq.Poller()
         poller.register(router, zmq.POLLIN)
         while self._stop_signal is None:
@@ -280,11 +280,14 @@ class Daemon:
                         break
                     # With CURVE, the handshake proved the sender's public key: ZAP hands it
                     # over as the message's User-Id.
-                    curve_key = message[-1].get("User-Id") if self.curve else None
-                    self._answer(router, [frame.bytes for frame in message], curve_key or None)
+                    user_id = message[-1].get("User-Id") if self.curve else None
+                    curve_key = user_id if isinstance(user_id, str) and user_id else None
+                    self._answer(router, [frame.bytes for frame in message], curve_key)
             self.notifier.watchdog_due()
 
-    def _answer(self, router: zmq.Socket, frames: list[bytes], curve_key: str | None) -> None:
+    def _answer(
+        self, router: zmq.Socket[bytes], frames: list[bytes], curve_key: str | None
+    ) -> None:
         identity, rest = frames[0], frames[1:]
         envelope, payload = split_envelope(rest)
         if len(payload) != 1:
@@ -413,7 +416,9 @@ class Daemon:
                     self._claim.release()
 
     # -- shutdown -------------------------------------------------------------------------
-    def _shutdown(self, router: zmq.Socket, auth: Any, context: zmq.Context) -> None:
+    def _shutdown(
+        self, router: zmq.Socket[bytes], auth: Any, context: zmq.Context[zmq.Socket[bytes]]
+    ) -> None:
         reason = self._stop_signal or "loop ended"
         log.info("daemon_stopping", reason=reason)
         self.notifier.stopping()

@@ -167,7 +167,8 @@ def _read_channel(path: Path, name: str) -> np.ndarray:
     stack = np.asarray(stack)
     if stack.ndim != 3 or stack.shape[0] != len(IMAGE_NAMES):
         raise ProtocolError("internal", f"frame file {path} has shape {stack.shape}, not (3, H, W)")
-    return stack[IMAGE_NAMES.index(name)]
+    channel: np.ndarray = stack[IMAGE_NAMES.index(name)]
+    return channel
 
 
 def thumbnail(image: np.ndarray, max_px: int) -> np.ndarray:
@@ -183,4 +184,5 @@ def thumbnail(image: np.ndarray, max_px: int) -> np.ndarray:
     )
     low, high = np.percentile(small, [0.5, 99.5])
     scaled = (small - low) / (high - low) if high > low else np.zeros_like(small)
-    return np.clip(np.rint(scaled * 255), 0, 255).astype(np.uint8)
+    pixels: np.ndarray = np.clip(np.rint(scaled * 255), 0, 255).astype(np.uint8)
+    return pixels

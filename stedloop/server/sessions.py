@@ -162,7 +162,7 @@ class SessionHost:
                 f"may override only {', '.join(OVERRIDABLE_SECTIONS)} (safety caps, driver and "
                 "daemon settings belong to the site config)",
             )
-        overrides = json.loads(json.dumps(params.overrides))
+        overrides: dict[str, Any] = json.loads(json.dumps(params.overrides))
         if params.budget_frames is not None:
             overrides.setdefault("session", {})["budget_frames"] = params.budget_frames
         if params.objectives is not None:

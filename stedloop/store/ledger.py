@@ -168,7 +168,8 @@ class Ledger:
                 )
             except sqlite3.Error as exc:  # "database or disk is full", "disk I/O error"...
                 raise StorageError(f"cannot write to ledger {self.path}: {exc}") from None
-            return int(cursor.lastrowid)
+            assert cursor.lastrowid is not None  # set by every successful INSERT
+            return cursor.lastrowid
 
     def events(self, since: int = 0) -> list[Event]:
         """Every event with ``seq > since``, in order; ``DataError`` naming a damaged row."""

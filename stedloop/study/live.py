@@ -15,6 +15,7 @@ import base64
 import json
 import threading
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -173,7 +174,7 @@ class LiveHub:
 
     def _apply(self, client: Any, event: dict[str, Any]) -> None:
         topic = event.get("topic")
-        data = event.get("data") or {}
+        data: dict[str, Any] = event.get("data") or {}
         session_id = event.get("session_id")
         if topic == "gap":
             # Events were lost from the daemon's buffer: reload the session from its ledger.
@@ -185,7 +186,7 @@ class LiveHub:
                 self._load_status(client, client.call("status"))
                 return
             with self._lock:
-                self.session["state"] = {"resumed": "running"}.get(state, state)
+                self.session["state"] = "running" if state == "resumed" else state
                 self._changed()
         elif topic == "frame":
             with self._lock:
@@ -265,7 +266,7 @@ def add_live_routes(app: FastAPI, address: str, event_address: str | None = None
     async def events() -> StreamingResponse:
         hub.start()
 
-        async def stream():  # type: ignore[no-untyped-def]
+        async def stream() -> AsyncIterator[str]:
             sent = -1
             last_beat = time.monotonic()
             while True:

@@ -56,7 +56,7 @@ class WorkerLink:
 
     def __init__(
         self,
-        context: zmq.Context,
+        context: zmq.Context[zmq.Socket[bytes]],
         settings: WorkerSection,
         python_executable: str,
         log_level: str = "info",
@@ -100,6 +100,7 @@ class WorkerLink:
         self.started_at = time.monotonic()
         self.last_heartbeat = self.started_at
         self._closed = False
+        self.python_executable = python_executable
         self.process = self._spawn(python_executable, log_level)
         self.pid = self.process.pid
         self._thread = threading.Thread(
@@ -169,7 +170,7 @@ class WorkerLink:
             if code is not None:
                 raise DriverDisconnected(
                     f"the driver worker exited with code {code} while starting; is stedloop "
-                    f"installed for {self.process.args[0]!r}? (see its log above)"
+                    f"installed for {self.python_executable!r}? (see its log above)"
                 )
             if time.monotonic() > deadline:
                 raise DriverDisconnected(

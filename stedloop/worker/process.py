@@ -67,7 +67,8 @@ def _build_driver(spec: dict[str, Any]) -> Driver:
     options = parse_driver_options(cls, name, dict(spec.get("options", {})))
     if not isinstance(spec.get("caps"), dict):  # never fall back to default caps
         raise ConfigError("the worker's init carries no safety caps; the driver is not built")
-    return cls(options, SafetyCaps.model_validate(spec["caps"]))
+    driver: Driver = cls(options, SafetyCaps.model_validate(spec["caps"]))
+    return driver
 
 
 class _DriverThread:
@@ -77,7 +78,7 @@ class _DriverThread:
     frame goes straight from this thread to the daemon without waking the main thread.
     """
 
-    def __init__(self, context: zmq.Context, address: str, token: str) -> None:
+    def __init__(self, context: zmq.Context[zmq.Socket[bytes]], address: str, token: str) -> None:
         self._jobs: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self._context = context
         self._address = address

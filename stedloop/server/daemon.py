@@ -19,7 +19,8 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
@@ -56,6 +57,11 @@ from stedloop.server.security import (
     start_authenticator,
 )
 from stedloop.server.sessions import SessionHost
+
+if TYPE_CHECKING:
+    from zmq.auth.thread import ThreadAuthenticator
+
+    from stedloop.driver import Driver
 
 log = get_logger(__name__)
 
@@ -100,7 +106,7 @@ class Daemon:
         self._signals_seen = 0
         self.endpoints: Endpoints | None = None
         self.curve = False
-        self.driver: Any = None
+        self.driver: Driver  # set by _open_driver, before anything uses it
         self.host: SessionHost | None = None
         self.scorer = ScorerLoader(self.config.quality)
         self.driver_info: dict[str, Any] = {}
@@ -152,7 +158,7 @@ class Daemon:
 
     def _bind(
         self, context: zmq.Context[zmq.Socket[bytes]], server_keys: tuple[bytes, bytes] | None
-    ) -> tuple[zmq.Socket[bytes], zmq.Socket[bytes], Any]:
+    ) -> tuple[zmq.Socket[bytes], zmq.Socket[bytes], ThreadAuthenticator | None]:
         section = self.config.daemon
         keys_dir = keys_dir_of(self.loaded)
         auth = start_authenticator(context, keys_dir) if keys_dir is not None else None
@@ -189,7 +195,7 @@ class Daemon:
             if number is not None:
                 signal.signal(number, self._on_signal)
 
-    def _on_signal(self, number: int, _frame: Any) -> None:
+    def _on_signal(self, number: int, _frame: FrameType | None) -> None:
         self._signals_seen += 1
         self._stop_signal = signal.Signals(number).name
         if self._signals_seen > 1 and self.host is not None:
@@ -417,7 +423,10 @@ class Daemon:
 
     # -- shutdown -------------------------------------------------------------------------
     def _shutdown(
-        self, router: zmq.Socket[bytes], auth: Any, context: zmq.Context[zmq.Socket[bytes]]
+        self,
+        router: zmq.Socket[bytes],
+        auth: ThreadAuthenticator | None,
+        context: zmq.Context[zmq.Socket[bytes]],
     ) -> None:
         reason = self._stop_signal or "loop ended"
         log.info("daemon_stopping", reason=reason)

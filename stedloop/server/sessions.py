@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stedloop.config import LoadedConfig, with_overrides
 from stedloop.errors import (
@@ -34,6 +34,13 @@ from stedloop.server.methods import OVERRIDABLE_SECTIONS, StartParams
 from stedloop.server.protocol import ProtocolError
 from stedloop.server.scorer_loader import ScorerLoader
 
+if TYPE_CHECKING:  # the session runner loads numpy and the optimizer: only when one starts
+    from stedloop.driver import Driver
+    from stedloop.quality.scoring import Scorer
+    from stedloop.session.control import SessionControl
+    from stedloop.session.runner import Session
+    from stedloop.store.session_store import SessionStore
+
 log = get_logger(__name__)
 
 #: How long to wait for a session thread after an abort before giving up on it.
@@ -49,7 +56,7 @@ class LiveSession:
 
     id: str
     token: str
-    control: Any  # SessionControl
+    control: SessionControl
     budget_frames: int
     objectives: list[str]
     resumed: bool
@@ -80,8 +87,8 @@ class SessionHost:
     def __init__(
         self,
         loaded: LoadedConfig,
-        driver: Any,
-        store: Any,
+        driver: Driver,
+        store: SessionStore,
         bus: EventBus,
         scorer: ScorerLoader,
     ) -> None:
@@ -222,7 +229,9 @@ class SessionHost:
         except ConfigError as exc:
             raise ProtocolError("invalid_params", str(exc)) from None
 
-    def _open_session(self, params: StartParams, loaded: LoadedConfig, scorer: Any) -> Any:
+    def _open_session(
+        self, params: StartParams, loaded: LoadedConfig, scorer: Scorer | None
+    ) -> Session:
         from stedloop.session.runner import Session
         from stedloop.store import SessionNotFound
 
@@ -253,7 +262,7 @@ class SessionHost:
             raise ProtocolError("conflict", str(exc)) from None
 
     def _launch(
-        self, session: Any, loaded: LoadedConfig, objectives: list[str], resumed: bool
+        self, session: Session, loaded: LoadedConfig, objectives: list[str], resumed: bool
     ) -> LiveSession:
         from stedloop.session.control import SessionControl
 
@@ -277,7 +286,7 @@ class SessionHost:
         live.thread.start()
         return live
 
-    def _run(self, session: Any, live: LiveSession) -> None:
+    def _run(self, session: Session, live: LiveSession) -> None:
         def on_event(kind: str, payload: dict[str, Any]) -> None:
             if kind == "frame":
                 with self._lock:

@@ -40,6 +40,7 @@ from stedloop.objectives.base import Objective, describe
 from stedloop.objectives.scalarise import Scalariser
 from stedloop.optimize import BayesianOptimizer, SearchSpace, resolve_score_transform
 from stedloop.params import ImagingParams
+from stedloop.quality.scoring import Scorer
 from stedloop.session.control import SessionControl
 from stedloop.session.regions import RegionTiler, SampleExhausted
 from stedloop.store import ledger as L
@@ -155,7 +156,7 @@ class Session:
         *,
         store: SessionStore | None = None,
         objectives: list[Objective] | None = None,
-        scorer: Any = None,
+        scorer: Scorer | None = None,
         name: str | None = None,
     ) -> Session:
         """Create a new session (its folder and ledger) for a connected ``driver``."""
@@ -189,7 +190,7 @@ class Session:
         *,
         store: SessionStore | None = None,
         objectives: list[Objective] | None = None,
-        scorer: Any = None,
+        scorer: Scorer | None = None,
         force: bool = False,
     ) -> Session:
         """Continue a stopped or crashed session, rebuilding the optimizer from its ledger.

@@ -7,7 +7,7 @@ import math
 import signal
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -20,6 +20,14 @@ from stedloop.cli.common import (
     print_json,
     say_prefix_expanded,
 )
+
+if TYPE_CHECKING:  # the session, the drivers and the store load numpy and more: only when run
+    from stedloop.config import LoadedConfig
+    from stedloop.config.schema import StedloopConfig
+    from stedloop.driver import Driver
+    from stedloop.instrument import InstrumentClaim
+    from stedloop.session.runner import Session, SessionSummary
+    from stedloop.store.session_store import SessionStore
 
 
 def _overrides(
@@ -83,7 +91,7 @@ class _Progress:
                 self.console.print(f"[yellow]{payload['level']}: {payload['message']}[/yellow]")
 
 
-def _run_in_foreground(session: Any, progress: _Progress) -> Any:
+def _run_in_foreground(session: Session, progress: _Progress) -> SessionSummary:
     """Run the session in a thread; Ctrl-C stops after the frame, twice aborts it."""
     from stedloop.session import SessionControl
 
@@ -127,10 +135,11 @@ def _run_in_foreground(session: Any, progress: _Progress) -> Any:
         signal.signal(signal.SIGINT, previous)
     if "error" in result:
         raise result["error"]
-    return result["summary"]
+    summary: SessionSummary = result["summary"]
+    return summary
 
 
-def _report_end(summary: Any, progress: _Progress, as_json: bool) -> None:
+def _report_end(summary: SessionSummary, progress: _Progress, as_json: bool) -> None:
     """The summary, how to go on where going on makes sense, and exit code 1 (EXIT_FAILURES)
     when the session failed or not one of its frames could be scored."""
     none_scored = summary.best_score is None and summary.frames > 0
@@ -332,15 +341,15 @@ def register(app: typer.Typer) -> None:
 
 
 def _run_session(
-    loaded: Any,
-    store: Any,
+    loaded: LoadedConfig,
+    store: SessionStore,
     resume: str | None,
     force: bool,
     name: str | None,
     as_json: bool,
     progress: _Progress,
-    claim: Any,
-) -> Any:
+    claim: InstrumentClaim,
+) -> SessionSummary:
     from stedloop.session import Session
 
     hardware = _create_driver(loaded.config, progress, claim)
@@ -366,12 +375,12 @@ def _run_session(
 
 
 def _resume_config(
-    store: Any,
+    store: SessionStore,
     session_id: str,
     cli_overrides: dict[str, Any] | None,
     force: bool,
     progress: _Progress,
-) -> Any:
+) -> LoadedConfig:
     from stedloop.config.resume import resume_settings
 
     record = store.open(session_id, readonly=True)
@@ -386,7 +395,7 @@ def _resume_config(
     return loaded
 
 
-def _create_driver(config: Any, progress: _Progress, claim: Any) -> Any:
+def _create_driver(config: StedloopConfig, progress: _Progress, claim: InstrumentClaim) -> Driver:
     from stedloop.instrument import open_driver
 
     return open_driver(

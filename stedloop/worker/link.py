@@ -18,6 +18,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -260,7 +261,7 @@ class WorkerLink:
                 return False
             self._to_worker(parts)
 
-    def _to_worker(self, parts: list[Any]) -> None:
+    def _to_worker(self, parts: Sequence[bytes | zmq.Frame]) -> None:
         if self.hello is None:
             return  # not connected yet: callers only send after wait_hello
         try:
@@ -268,7 +269,7 @@ class WorkerLink:
         except zmq.ZMQError as exc:  # EHOSTUNREACH: the worker went away
             self._fail_request(parts[0], DriverDisconnected(f"the driver worker is gone ({exc})"))
 
-    def _fail_request(self, header_part: Any, error: Exception) -> None:
+    def _fail_request(self, header_part: bytes | zmq.Frame, error: Exception) -> None:
         raw = header_part if isinstance(header_part, bytes) else header_part.buffer
         try:
             request_id = protocol.decode_header(raw).get("id")

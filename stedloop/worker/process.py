@@ -27,6 +27,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import zmq
@@ -254,7 +255,7 @@ class WorkerLoop:
     def stop_on_signals(self) -> None:
         """SIGTERM, SIGINT and SIGHUP end the loop through the safe exit (main thread only)."""
 
-        def on_signal(signum: int, _frame: Any) -> None:
+        def on_signal(signum: int, _frame: FrameType | None) -> None:
             self.stop_signal = signum
 
         signal.set_wakeup_fd(self._wake_writer.fileno(), warn_on_full_buffer=False)

@@ -9,7 +9,7 @@ from stedloop import registry
 from stedloop.config.schema import StedloopConfig
 from stedloop.errors import PluginError
 from stedloop.objectives.base import Objective
-from stedloop.quality.scoring import Scorer
+from stedloop.quality.scorer_protocol import Scorer
 
 
 def build_objective(name: str, config: StedloopConfig, scorer: Scorer | None = None) -> Objective:

@@ -7,7 +7,7 @@ import numpy as np
 from stedloop.config.schema import StedloopConfig
 from stedloop.frame import Frame
 from stedloop.objectives.base import BaseObjective
-from stedloop.quality.scoring import Scorer
+from stedloop.quality.scorer_protocol import Scorer
 
 
 class QualityObjective(BaseObjective):

@@ -82,7 +82,7 @@ class Scalariser:
     def combine(self, values: Mapping[str, float | None]) -> float:
         """The combined score; NaN when any value is missing or not finite."""
         known = {n: v for n in self.names if (v := values.get(n)) is not None and math.isfinite(v)}
-        if len(known) != len(self.names):
+        if any(n not in known for n in self.names):
             return float("nan")
         utilities = {n: self.utility(n, known[n]) for n in self.names}
         if self.method == "weighted_sum":

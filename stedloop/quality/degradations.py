@@ -30,7 +30,7 @@ import numpy as np
 
 from stedloop.errors import DataError
 from stedloop.quality.dataset import read_scorable_image
-from stedloop.quality.scoring import Scorer
+from stedloop.quality.scorer_protocol import Scorer
 
 #: ``<family>_<level>`` once ``.tif``/``.tiff`` (and ``.ome``) are taken off the name.
 LEVEL_NAME = re.compile(r"^(?P<family>.+)_(?P<level>[0-9]+)$")

@@ -14,7 +14,7 @@ from typing import Any
 
 from stedloop.config.schema import QualitySection
 from stedloop.logs import get_logger
-from stedloop.quality.scoring import Scorer
+from stedloop.quality.scorer_protocol import Scorer
 from stedloop.server.protocol import ProtocolError
 
 log = get_logger(__name__)

@@ -36,7 +36,7 @@ from stedloop.server.scorer_loader import ScorerLoader
 
 if TYPE_CHECKING:  # the session runner loads numpy and the optimizer: only when one starts
     from stedloop.driver import Driver
-    from stedloop.quality.scoring import Scorer
+    from stedloop.quality.scorer_protocol import Scorer
     from stedloop.session.control import SessionControl
     from stedloop.session.runner import Session
     from stedloop.store.session_store import SessionStore

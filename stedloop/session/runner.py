@@ -40,7 +40,7 @@ from stedloop.objectives.base import Objective, describe
 from stedloop.objectives.scalarise import Scalariser
 from stedloop.optimize import BayesianOptimizer, SearchSpace, resolve_score_transform
 from stedloop.params import ImagingParams
-from stedloop.quality.scoring import Scorer
+from stedloop.quality.scorer_protocol import Scorer
 from stedloop.session.control import SessionControl
 from stedloop.session.regions import RegionTiler, SampleExhausted
 from stedloop.store import ledger as L

@@ -168,7 +168,8 @@ class Ledger:
                 )
             except sqlite3.Error as exc:  # "database or disk is full", "disk I/O error"...
                 raise StorageError(f"cannot write to ledger {self.path}: {exc}") from None
-            assert cursor.lastrowid is not None  # set by every successful INSERT
+            if cursor.lastrowid is None:  # sqlite3 sets it after every successful INSERT
+                raise StorageError(f"ledger {self.path} gave no row id for the new event")
             return cursor.lastrowid
 
     def events(self, since: int = 0) -> list[Event]:

@@ -1,6 +1,7 @@
 # Two commands do everything; each sets itself up (virtual environment, dependencies) first.
 #   make demo   the daemon on the simulator with an optimisation session, live progress
-#   make test   the whole test suite (what CI runs)
+#   make test   lint, type check (mypy, settings in pyproject.toml) and the whole test suite
+#               (what CI runs)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -34,6 +35,7 @@ demo: $(STAMP)
 test: $(STAMP) browser
 	$(BIN)/python -m ruff check .
 	$(BIN)/lint-imports --no-cache
+	$(BIN)/python -m mypy
 	@# pytest exits 5 when it collected no tests (e.g. a filtered run): say so, not fail.
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q --ignore=tests/browser $(PYTEST_ARGS); \
 	main=$$?; if [ $$main -eq 5 ]; then echo "pytest collected no tests"; main=0; fi; \
@@ -45,6 +47,7 @@ lint: $(STAMP)
 	$(BIN)/python -m ruff check .
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m ruff format --check .
+	$(BIN)/python -m mypy
 
 bench: $(STAMP)
 	for script in benchmarks/bench_*.py; do $(BIN)/python $$script || exit 1; done

@@ -46,7 +46,8 @@ def parse_driver_options(cls: Any, name: str, options: dict[str, Any]) -> BaseMo
     if bad:
         raise ConfigError(f"invalid driver options: {', '.join(bad)} must be finite numbers")
     try:
-        return cls.Options.model_validate(options)
+        parsed: BaseModel = cls.Options.model_validate(options)
+        return parsed
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
@@ -90,4 +91,5 @@ def create_driver(config: StedloopConfig, **option_overrides: Any) -> Driver:
     name = config.driver.name
     cls = driver_class(name)
     options = parse_driver_options(cls, name, {**config.driver_options(), **option_overrides})
-    return cls(options, config.safety)
+    driver: Driver = cls(options, config.safety)
+    return driver

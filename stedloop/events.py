@@ -21,7 +21,7 @@ renaming or removing one bumps it.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
@@ -70,10 +70,25 @@ class SessionEvent(BaseModel):
 class _Progress(BaseModel):
     """Where the session stands: counted by the session, carried by its events."""
 
+    model_config = ConfigDict(frozen=True, extra="ignore")  # as SessionEvent's: mixed in
+
     #: Frames with a final outcome (told or failed), over all runs of the session.
     frames_done: int | None = None
     best_score: float | None = None
     best_params: dict[str, float] | None = None
+
+
+@runtime_checkable
+class CarriesProgress(Protocol):
+    """An event that carries where the session stands (the classes that mix in ``Progress``);
+    for ``isinstance`` on an event of any class."""
+
+    @property
+    def frames_done(self) -> int | None: ...
+    @property
+    def best_score(self) -> float | None: ...
+    @property
+    def best_params(self) -> dict[str, float] | None: ...
 
 
 class _FrameEvent(SessionEvent):
@@ -350,7 +365,7 @@ def from_ledger(kind: str, frame: int | None, payload: dict[str, Any]) -> Sessio
     return from_data(data)
 
 
-def from_wire(topic: str | None, data: dict[str, Any]) -> SessionEvent | None:
+def from_wire(topic: str | None, data: object) -> SessionEvent | None:
     """A published event's ``data`` as its event; None for what this version does not know
     (a newer daemon's kind, or an older one's data without ``kind``)."""
     if not isinstance(data, dict):

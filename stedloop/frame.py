@@ -83,7 +83,8 @@ class Frame:
 
     @property
     def shape(self) -> tuple[int, int]:
-        return self.sted.shape  # type: ignore[return-value]
+        height, width = self.sted.shape
+        return height, width
 
     @property
     def acquisition_time_s(self) -> float:

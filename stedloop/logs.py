@@ -6,9 +6,9 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 import structlog
+from structlog.typing import FilteringBoundLogger, Processor
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -29,7 +29,7 @@ def configure_logging(
     if json_stderr is None:
         fmt = os.environ.get("STEDLOOP_LOG_FORMAT", "")
         json_stderr = fmt == "json" or (fmt != "console" and not sys.stderr.isatty())
-    shared: list[Any] = [
+    shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -45,8 +45,8 @@ def configure_logging(
         colors=sys.stderr.isatty(), exception_formatter=structlog.dev.plain_traceback
     )
 
-    def formatter(renderer: Any) -> logging.Formatter:
-        steps: list[Any] = [structlog.stdlib.ProcessorFormatter.remove_processors_meta]
+    def formatter(renderer: Processor) -> logging.Formatter:
+        steps: list[Processor] = [structlog.stdlib.ProcessorFormatter.remove_processors_meta]
         if renderer is json_renderer:
             # JSON has no renderer of its own for tracebacks: turn exc_info into text.
             steps.append(structlog.processors.format_exc_info)
@@ -69,5 +69,7 @@ def configure_logging(
     root.setLevel(_LEVELS[level])
 
 
-def get_logger(name: str) -> Any:
-    return structlog.get_logger(name)
+def get_logger(name: str) -> FilteringBoundLogger:
+    """The logger ``configure_logging`` set up (a level-filtering structlog logger)."""
+    logger: FilteringBoundLogger = structlog.get_logger(name)
+    return logger

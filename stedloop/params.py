@@ -15,7 +15,7 @@ formula and the same comparisons.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import TypeVar
 
@@ -47,7 +47,8 @@ def light_dose_per_pixel_uj(
     microseconds. The one formula, for single values and for numpy arrays (the optimizer
     filters thousands of candidates at once)."""
     power_w = excitation_uw * 1e-6 + depletion_mw * 1e-3
-    return power_w * dwell_time_us
+    dose_uj: FloatOrArray = power_w * dwell_time_us
+    return dose_uj
 
 
 def _beyond(value: FloatOrArray, cap: float) -> bool | np.ndarray:
@@ -90,7 +91,7 @@ class ImagingParams:
         return cls(**{n: values[n] for n in PARAM_NAMES})  # type: ignore[arg-type]
 
     @classmethod
-    def from_vector(cls, vector: Sequence[float]) -> ImagingParams:
+    def from_vector(cls, vector: Iterable[float]) -> ImagingParams:
         return cls(*(float(v) for v in vector))
 
     def as_vector(self) -> list[float]:

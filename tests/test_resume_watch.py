@@ -14,7 +14,7 @@ from cli_helpers import run_stedloop
 from test_daemon_e2e import spawn
 
 from stedloop.client import Client
-from stedloop.client.demo import stop_daemon
+from stedloop.client.local_daemon import stop_daemon
 
 
 def frame_numbers(text: str) -> list[int]:

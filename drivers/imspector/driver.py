@@ -233,7 +233,7 @@ class ImspectorDriver(BaseDriver):
             field_of_view_px=(opts.field_px, opts.field_px),
             sample_extent_um=opts.sample_extent_um,
             parameter_ranges={
-                "dwell_time_us": tuple(opts.dwell_time_range_us),
+                "dwell_time_us": opts.dwell_time_range_us,
                 "excitation_uw": (0.0, cal.excitation_from_imspector(full)),
                 "depletion_mw": (0.0, cal.depletion_from_imspector(full)),
             },
@@ -432,7 +432,9 @@ class ImspectorDriver(BaseDriver):
         label = self._call(f"reading stack {which!r} of {name!r}", stack.name)
         where = f"stack {label!r} of configuration {name!r}"
         sizes = [int(s) for s in self._call(f"reading the sizes of {where}", stack.sizes)]
-        data = np.array(self._call(f"reading the data of {where}", stack.data), copy=True)
+        data: np.ndarray = np.array(
+            self._call(f"reading the data of {where}", stack.data), copy=True
+        )
         if data.shape != tuple(reversed(sizes)):
             raise DriverError(
                 f"{where}: data shape {data.shape} does not match Imspector's sizes {sizes} "
@@ -445,7 +447,7 @@ class ImspectorDriver(BaseDriver):
                 f"{where}: expected one 2-D image (sizes x, y, 1, 1), got sizes {sizes}; "
                 "set the configuration to an xy scan without z or time steps"
             )
-        image = data.reshape(data.shape[-2:])
+        image: np.ndarray = data.reshape(data.shape[-2:])
         expected = (self.options.field_px, self.options.field_px)
         if image.shape != expected:
             raise DriverError(f"{where}: image is {image.shape} px, expected {expected}")

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from stedloop.drivers.imspector.paths import PROFILES, ParameterPaths
-from stedloop.frame import Region
+from stedloop.frame import Frame, Region
 from stedloop.params import ImagingParams
 
 CONNECTION_LOST = "Connection to Imspector lost (the remote end closed the connection)"
@@ -292,16 +292,17 @@ class SimulatorImageSource:
         simulator = self._simulator(request.pixel_size_nm, request.region.width_px)
         is_sted = request.configuration == self._sted
         if self._pending is not None and not is_sted and self._sted_done:
-            image = self._pending.confocal_after
+            image: np.ndarray = self._pending.confocal_after
             self._pending, self._sted_done = None, False
             return image
         if self._pending is None or (is_sted and self._sted_done):
             self._pending = simulator.acquire(sted_params, request.region)
             self._sted_done = False
+        frame: Frame = self._pending
         if is_sted:
             self._sted_done = True
-            return self._pending.sted
-        return self._pending.confocal_before
+            return frame.sted
+        return frame.confocal_before
 
 
 def default_image_source(sted_configuration: str = "STED", seed: int = 0) -> ImageSource:
@@ -354,7 +355,7 @@ class Stack(_Proxy):
 
     def data(self) -> np.ndarray:
         self._check()
-        return self._holder.data.copy()
+        return np.array(self._holder.data, copy=True)
 
 
 @dataclass
@@ -706,10 +707,10 @@ class FakeSpecpy:
             raise RuntimeError(f"Cannot open file '{path}' for writing")
         # Not the OBF format: a NumPy archive of every stack, enough to check what was saved.
         buffer = io.BytesIO()
-        np.savez(
-            buffer,
-            **{f"{conf}/{s.name}": s.data for conf, stacks in self._stacks.items() for s in stacks},
-        )
+        arrays: dict[str, Any] = {
+            f"{conf}/{s.name}": s.data for conf, stacks in self._stacks.items() for s in stacks
+        }
+        np.savez(buffer, **arrays)
         target.write_bytes(buffer.getvalue())
         self.saved.append(target)
 

@@ -191,9 +191,13 @@ class SimulatorDriver(BaseDriver):
         sample = self._require_sample()
         r = self.RADIUS_PX
         if region is None:
-            return sample[r:-r, r:-r].copy()
+            whole: np.ndarray = sample[r:-r, r:-r].copy()
+            return whole
         y0, x0 = self._origin_px(region)
-        return sample[y0 + r : y0 + r + region.height_px, x0 + r : x0 + r + region.width_px].copy()
+        part: np.ndarray = sample[
+            y0 + r : y0 + r + region.height_px, x0 + r : x0 + r + region.width_px
+        ].copy()
+        return part
 
     def _require_sample(self) -> np.ndarray:
         if not self.connected or self._sample is None:
@@ -307,7 +311,8 @@ class SimulatorDriver(BaseDriver):
         expected *= dwell_s
         expected += background
         np.maximum(expected, 0.0, out=expected)  # FFT round-off can dip below zero
-        return self._rng.poisson(expected).astype(np.uint16)
+        counts: np.ndarray = self._rng.poisson(expected).astype(np.uint16)
+        return counts
 
     def _prepared(self, kernels: physics.Kernels) -> tuple[np.ndarray, np.ndarray]:
         """(kernel spectrum, bleaching dose per second of dwell) for these kernels, cached."""
@@ -333,12 +338,14 @@ class SimulatorDriver(BaseDriver):
         rows = np.concatenate([np.zeros((1, kernel.shape[1])), np.cumsum(kernel, axis=0)])
         partial = rows[hi] - rows[lo]  # (window, 2r+1): sum over the scanned rows
         cols = np.concatenate([np.zeros((partial.shape[0], 1)), np.cumsum(partial, axis=1)], 1)
-        return cols[:, hi] - cols[:, lo]
+        summed: np.ndarray = cols[:, hi] - cols[:, lo]
+        return summed
 
     def _survival(self, kernels: physics.Kernels, dwell_s: float) -> np.ndarray:
         """Probability that a fluorophore of the window survives one raster scan."""
         dose = self._prepared(kernels)[1]
-        return np.exp(np.float32(-dwell_s) * dose)
+        survival: np.ndarray = np.exp(np.float32(-dwell_s) * dose)
+        return survival
 
     def _thin(self, window: np.ndarray, survival: np.ndarray) -> None:
         """Bleach: each fluorophore survives with ``survival`` of its pixel (in place)."""

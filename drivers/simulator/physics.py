@@ -212,12 +212,13 @@ class BeamModel:
         p_exc = self.excitation_probability(self.excitation_intensity_w_m2(r2, excitation_w))
         eta = np.exp(-self.depletion_exponent(self.depletion_intensity_w_m2(r2, depletion_w)))
         photons_per_pulse = p_exc * self.dye.quantum_yield * eta
-        return (
+        emission: np.ndarray = (
             photons_per_pulse
             * self.optics.repetition_rate_hz
             * self.detector.detection_efficiency
             * self.detection_profile(r2)
         )
+        return emission
 
     def _bleach_rate(self, r2: np.ndarray, excitation_w: float, depletion_w: float) -> np.ndarray:
         dye = self.dye
@@ -268,4 +269,4 @@ def _profile_fwhm_nm(profile: np.ndarray, step_nm: float) -> float:
     i = start + int(below[0])
     y0, y1 = profile[i - 1], profile[i]
     r_half = (i - 1 + (y0 - 0.5 * peak) / (y0 - y1)) * step_nm
-    return 2.0 * r_half
+    return float(2.0 * r_half)

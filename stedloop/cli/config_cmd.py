@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from stedloop.cli.common import ConfigOption, load_cli_config, print_json
+
+if TYPE_CHECKING:
+    from stedloop.config.schema import StedloopConfig
 
 
 def register(app: typer.Typer) -> None:
@@ -59,7 +62,7 @@ def register(app: typer.Typer) -> None:
         typer.echo("configuration is valid")
 
 
-def _check_driver_ranges(config: Any) -> str | None:
+def _check_driver_ranges(config: StedloopConfig) -> str | None:
     """Compare the parameter ranges with the driver's (``describe()`` without connecting,
     which the shipped drivers support); ConfigError when one does not fit, else None, or
     why the driver could not say without a connection."""

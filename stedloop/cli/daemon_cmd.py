@@ -6,7 +6,7 @@ from __future__ import annotations
 import faulthandler
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -17,6 +17,9 @@ from stedloop.cli.common import (
     print_json,
     say_prefix_expanded,
 )
+
+if TYPE_CHECKING:
+    from stedloop.client import Client
 
 ConnectOption = Annotated[
     str | None,
@@ -50,7 +53,9 @@ TokenOption = Annotated[
 ]
 
 
-def _client(config: Path | None, connect: str | None, keys: Path | None, timeout_s: float) -> Any:
+def _client(
+    config: Path | None, connect: str | None, keys: Path | None, timeout_s: float
+) -> Client:
     from stedloop.client import Client
     from stedloop.wire.security import keys_dir_of
 
@@ -99,7 +104,7 @@ def parse_set(assignments: list[str]) -> dict[str, Any]:
     return overrides
 
 
-def _current_session(client: Any, session_id: str | None) -> str:
+def _current_session(client: Client, session_id: str | None) -> str:
     if session_id:
         return session_id
     status = client.call("status")
@@ -109,7 +114,7 @@ def _current_session(client: Any, session_id: str | None) -> str:
     return str(session["id"])
 
 
-def _token(client: Any, session_id: str, token: str | None) -> str:
+def _token(client: Client, session_id: str, token: str | None) -> str:
     from stedloop.client.tokens import load_token
 
     found = token or load_token(client.address, session_id)
@@ -220,7 +225,7 @@ def _print_event(event: dict[str, Any], as_json: bool) -> str | None:
 
 
 def watch_session(
-    client: Any, event_address: str, session_id: str, as_json: bool, since_seq: int = 0
+    client: Client, event_address: str, session_id: str, as_json: bool, since_seq: int = 0
 ) -> str | None:
     """Print a session's events after ``since_seq`` until it ends; returns its final state.
 
@@ -235,7 +240,7 @@ def watch_session(
     return None
 
 
-def replay_ended_session(client: Any, detail: dict[str, Any], as_json: bool) -> str:
+def replay_ended_session(client: Client, detail: dict[str, Any], as_json: bool) -> str:
     """A session that does not run in this daemon: print its buffered events (every run of
     it this daemon saw) and how it ended, at once (following it would wait forever). Returns
     its final state: that of its last run here, else its ledger's."""

@@ -16,12 +16,15 @@ import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import typer
 
 from stedloop.cli.common import EXIT_FAILURES, EXIT_OK, ConfigOption, load_cli_config, print_json
+
+if TYPE_CHECKING:
+    from stedloop.config.schema import StedloopConfig
 
 
 @dataclass
@@ -52,7 +55,7 @@ def _run(name: str, check: Callable[[], str]) -> Check:
 # -- the checks ----------------------------------------------------------------------------
 
 
-def check_plugins(config: Any) -> str:
+def check_plugins(config: StedloopConfig) -> str:
     from stedloop import registry
     from stedloop.drivers import validate_driver_options
     from stedloop.errors import StedloopError
@@ -80,7 +83,7 @@ def check_plugins(config: Any) -> str:
     return f"driver {config.driver.name!r}, objectives {', '.join(config.objectives.names)}"
 
 
-def check_driver(config: Any, timeout_s: float) -> str:
+def check_driver(config: StedloopConfig, timeout_s: float) -> str:
     name = config.driver.name
     options = config.driver_options()
     if name == "imspector":
@@ -105,7 +108,7 @@ def check_driver(config: Any, timeout_s: float) -> str:
         claim.release()
 
 
-def _exercise_driver(config: Any, name: str, timeout_s: float) -> str:
+def _exercise_driver(config: StedloopConfig, name: str, timeout_s: float) -> str:
     from stedloop.drivers import create_driver
     from stedloop.errors import DriverDisconnected, StedloopError
 
@@ -154,7 +157,7 @@ def _exercise_driver(config: Any, name: str, timeout_s: float) -> str:
     )
 
 
-def check_compute(config: Any) -> str:
+def check_compute(config: StedloopConfig) -> str:
     try:
         import torch
     except ImportError as exc:
@@ -175,7 +178,7 @@ def check_compute(config: Any) -> str:
     return f"CPU, {threads} threads (torch {torch.__version__}; no CUDA GPU found)"
 
 
-def check_model(config: Any, device: str) -> str:
+def check_model(config: StedloopConfig, device: str) -> str:
     try:
         from stedloop.quality import shipped_model_path
         from stedloop.quality.scorer import CNNScorer
@@ -214,7 +217,7 @@ def _port_free(host: str, port: int) -> str | None:
     return None
 
 
-def check_ports(config: Any) -> str:
+def check_ports(config: StedloopConfig) -> str:
     free, problems = [], []
     for key in ("request_address", "event_address"):
         address = getattr(config.daemon, key)

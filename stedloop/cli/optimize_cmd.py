@@ -21,8 +21,13 @@ from stedloop.cli.common import (
     say_prefix_expanded,
 )
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the session, the drivers and the store load numpy and more: only when run
+    from stedloop.config import LoadedConfig
+    from stedloop.config.schema import StedloopConfig
     from stedloop.events import SessionEvent
+    from stedloop.instrument import OpenDriver
+    from stedloop.session.runner import Session, SessionSummary
+    from stedloop.store.session_store import SessionStore
 
 
 def _overrides(
@@ -98,7 +103,7 @@ class _Progress:
         self(Log(level=level, message=message))
 
 
-def _run_in_foreground(session: Any, progress: _Progress) -> Any:
+def _run_in_foreground(session: Session, progress: _Progress) -> SessionSummary:
     """Run the session in a thread; Ctrl-C stops after the frame, twice aborts it."""
     from stedloop.session import SessionControl
 
@@ -142,10 +147,11 @@ def _run_in_foreground(session: Any, progress: _Progress) -> Any:
         signal.signal(signal.SIGINT, previous)
     if "error" in result:
         raise result["error"]
-    return result["summary"]
+    summary: SessionSummary = result["summary"]
+    return summary
 
 
-def _report_end(summary: Any, progress: _Progress, as_json: bool) -> None:
+def _report_end(summary: SessionSummary, progress: _Progress, as_json: bool) -> None:
     """The summary, how to go on where going on makes sense, and exit code 1 (EXIT_FAILURES)
     when the session failed or not one of its frames could be scored."""
     none_scored = summary.best_score is None and summary.frames > 0
@@ -341,15 +347,15 @@ def register(app: typer.Typer) -> None:
 
 
 def _run_session(
-    loaded: Any,
-    store: Any,
+    loaded: LoadedConfig,
+    store: SessionStore,
     resume: str | None,
     force: bool,
     name: str | None,
     as_json: bool,
     progress: _Progress,
     share_driver: bool,
-) -> Any:
+) -> SessionSummary:
     from stedloop.session import Session
 
     with _create_driver(loaded.config, progress, share_driver) as instrument:
@@ -370,12 +376,12 @@ def _run_session(
 
 
 def _resume_config(
-    store: Any,
+    store: SessionStore,
     session_id: str,
     cli_overrides: dict[str, Any] | None,
     force: bool,
     progress: _Progress,
-) -> Any:
+) -> LoadedConfig:
     from stedloop.config.resume import resume_settings
 
     record = store.open(session_id, readonly=True)
@@ -390,7 +396,7 @@ def _resume_config(
     return loaded
 
 
-def _create_driver(config: Any, progress: _Progress, share_driver: bool) -> Any:
+def _create_driver(config: StedloopConfig, progress: _Progress, share_driver: bool) -> OpenDriver:
     from stedloop.instrument import open_driver
 
     # One process drives a microscope: refuse to start a second driver beside a daemon.

@@ -81,12 +81,12 @@ class Client:
         # This client's secret: the daemon scopes request ids and idempotency keys by it, so
         # a retry after a reconnect still finds its reply and nobody else can.
         self.client_id = secrets.token_urlsafe(24)
-        self._context = zmq.Context.instance()
-        self._socket: zmq.Socket | None = None
+        self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
+        self._socket: zmq.Socket[bytes] | None = None
         self._watch: ConnectionWatch | None = None
 
     # -- requests -------------------------------------------------------------------------
-    def _connect(self) -> zmq.Socket:
+    def _connect(self) -> zmq.Socket[bytes]:
         if self._socket is None:
             socket = self._context.socket(zmq.DEALER)
             socket.setsockopt(zmq.LINGER, 0)
@@ -133,7 +133,7 @@ class Client:
                 problem = watch.problem()
                 if socket not in ready:
                     continue
-                reply = json.loads(socket.recv_multipart()[-1])
+                reply: dict[str, Any] = json.loads(socket.recv_multipart()[-1])
                 if reply.get("id") == request_id:
                     return reply
                 # A late reply to an earlier, timed-out request: not ours, drop it.
@@ -175,7 +175,7 @@ class Client:
         return time.perf_counter() - started
 
     # -- events ---------------------------------------------------------------------------
-    def _sub_socket(self, event_address: str) -> zmq.Socket:
+    def _sub_socket(self, event_address: str) -> zmq.Socket[bytes]:
         socket = self._context.socket(zmq.SUB)
         socket.setsockopt(zmq.LINGER, 0)
         if self.curve is not None:

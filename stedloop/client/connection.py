@@ -32,7 +32,7 @@ _EVENTS = (
 class ConnectionWatch:
     """Follows one socket's connection; ``problem()`` says why no reply can come, if known."""
 
-    def __init__(self, socket: zmq.Socket, address: str, curve: bool) -> None:
+    def __init__(self, socket: zmq.Socket[bytes], address: str, curve: bool) -> None:
         self._socket = socket
         self._address = address
         self._curve = curve

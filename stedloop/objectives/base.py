@@ -90,7 +90,7 @@ def foreground_mask(confocal: np.ndarray, smoothing_px: float = 1.0) -> np.ndarr
     Photon-count confocals have means of a few counts, so Otsu on the raw counts cuts through
     shot noise; a 1-pixel Gaussian first (below the ~11-pixel confocal PSF) removes most of it.
     """
-    smooth = ndimage.gaussian_filter(np.asarray(confocal, dtype=float), smoothing_px)
+    smooth: np.ndarray = ndimage.gaussian_filter(np.asarray(confocal, dtype=float), smoothing_px)
     mask = smooth > otsu_threshold(smooth)
     if not mask.any() or mask.all():
         raise DataError("no foreground/background split in the confocal image")

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from stedloop.config.schema import StedloopConfig
 from stedloop.frame import Frame
 from stedloop.objectives.base import BaseObjective
+from stedloop.quality.scorer_protocol import Scorer
 
 
 class QualityObjective(BaseObjective):
@@ -19,11 +18,11 @@ class QualityObjective(BaseObjective):
     direction = "maximize"
     bounds = (0.0, 1.0)
 
-    def __init__(self, scorer: Any) -> None:
+    def __init__(self, scorer: Scorer) -> None:
         self.scorer = scorer
 
     @classmethod
-    def from_config(cls, config: StedloopConfig, scorer: Any = None) -> QualityObjective:
+    def from_config(cls, config: StedloopConfig, scorer: Scorer | None = None) -> QualityObjective:
         """Use ``scorer`` (e.g. the daemon's, loaded once) or load the configured network."""
         if scorer is None:
             from stedloop.quality.scorer import CNNScorer

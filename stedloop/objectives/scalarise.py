@@ -79,15 +79,16 @@ class Scalariser:
             u = 1.0 - u
         return min(1.0, max(0.0, u))
 
-    def combine(self, values: Mapping[str, float]) -> float:
+    def combine(self, values: Mapping[str, float | None]) -> float:
         """The combined score; NaN when any value is missing or not finite."""
-        if any(values.get(n) is None or not math.isfinite(values[n]) for n in self.names):
+        known = {n: v for n in self.names if (v := values.get(n)) is not None and math.isfinite(v)}
+        if any(n not in known for n in self.names):
             return float("nan")
-        utilities = {n: self.utility(n, values[n]) for n in self.names}
+        utilities = {n: self.utility(n, known[n]) for n in self.names}
         if self.method == "weighted_sum":
-            return sum(self.weights[n] * utilities[n] for n in self.names)
+            return float(sum(self.weights[n] * utilities[n] for n in self.names))
         if self.method == "product":
-            return math.prod(utilities[n] ** self.weights[n] for n in self.names)
+            return float(math.prod(utilities[n] ** self.weights[n] for n in self.names))
         shortfalls = [self.weights[n] * (1.0 - utilities[n]) for n in self.names]
         return 1.0 - max(shortfalls) - CHEBYSHEV_RHO * sum(shortfalls)
 

@@ -98,7 +98,7 @@ class BayesianOptimizer:
         self._params_told: list[ImagingParams] = []
         self._unit_excluded: list[np.ndarray] = []  # failed points
         self._design = self._initial_design()
-        self._kernel = None  # hyper-parameters of the last refit (without the noise term)
+        self._kernel: Any = None  # sklearn kernel (untyped); hyper-parameters of the last refit (without the noise term)
         self._noise: float | None = None
         self._refit_at = 0  # re-optimise hyper-parameters once this many points are told
         self._hyper_lock = threading.Lock()
@@ -189,7 +189,8 @@ class BayesianOptimizer:
 
     def _allowed_unit(self, unit: np.ndarray) -> np.ndarray:
         snapped, values = self._round_trip(unit)
-        return snapped[self.space.allowed_values(values)]
+        allowed: np.ndarray = snapped[self.space.allowed_values(values)]
+        return allowed
 
     def _allowed_inputs(self, inputs: np.ndarray) -> np.ndarray:
         """Box coordinates of the input rows that lie in the box and that the caps allow."""
@@ -352,7 +353,8 @@ class BayesianOptimizer:
                 acq_func=self.settings.acquisition,
                 acq_func_kwargs=kwargs,
             )
-            return candidates[int(np.argmin(values))]
+            best: np.ndarray = candidates[int(np.argmin(values))]
+            return best
         # GP-Hedge (Hoffman et al. 2011), as skopt does it: each acquisition nominates a point,
         # and is rewarded by the model's later prediction at the point it nominated.
         if self._hedge_last is not None:
@@ -366,7 +368,8 @@ class BayesianOptimizer:
         self._hedge_last = np.array(nominees)
         logits = self._hedge_gains - np.max(self._hedge_gains)
         probs = np.exp(logits) / np.sum(np.exp(logits))
-        return nominees[int(np.argmax(rng.multinomial(1, probs)))]
+        chosen: np.ndarray = nominees[int(np.argmax(rng.multinomial(1, probs)))]
+        return chosen
 
 
 def resolve_score_transform(settings: OptimizerSection, scalarisation: str) -> OptimizerSection:

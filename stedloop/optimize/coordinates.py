@@ -70,7 +70,7 @@ class LightDoseCoordinates:
         unit = np.atleast_2d(np.asarray(unit, dtype=float))
         values = self.space.unit_to_values(unit)
         dose = values[:, DWELL] * values[:, EXCITATION]
-        inputs = unit.copy()
+        inputs: np.ndarray = unit.copy()
         inputs[:, EXCITATION] = self._scaled_log_dose(dose)
         return inputs
 
@@ -89,7 +89,8 @@ class LightDoseCoordinates:
 
     def _scaled_log_dose(self, dose: np.ndarray) -> np.ndarray:
         log_dose = np.log(np.maximum(dose, np.exp(self._log_low)))
-        return (log_dose - self._log_low) / (self._log_high - self._log_low)
+        scaled: np.ndarray = (log_dose - self._log_low) / (self._log_high - self._log_low)
+        return scaled
 
 
 def make_coordinates(kind: CoordinateKind, space: SearchSpace) -> Coordinates:

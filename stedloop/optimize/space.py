@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import numpy.typing as npt
 from skopt.space import Integer, Real, Space
 from skopt.utils import normalize_dimensions
 
@@ -69,7 +70,11 @@ class SearchSpace:
         """The optimizer's coordinates of ``params``; refuses values off the grid or outside
         the box."""
         self.params.validate_point(params)
-        return self.points_to_unit(self.values_to_points(np.array([params.as_vector()])))[0]
+        unit: np.ndarray = self.points_to_unit(
+            self.values_to_points(np.array([params.as_vector()]))
+        )
+        row: np.ndarray = unit[0]
+        return row
 
     def unit_to_params(self, unit: np.ndarray) -> ImagingParams:
         """The proposal at ``unit`` as ImagingParams, after the authoritative caps check
@@ -81,7 +86,7 @@ class SearchSpace:
         return params
 
     # -- the caps as a filter --------------------------------------------------------------
-    def allowed_values(self, values: np.ndarray) -> np.ndarray:
+    def allowed_values(self, values: npt.NDArray[np.float64]) -> npt.NDArray[np.bool_]:
         """Boolean mask over rows of physical values (n, 3): True where the caps allow."""
         return self.caps.allows_values(values)
 

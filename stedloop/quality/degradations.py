@@ -24,12 +24,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from stedloop.errors import DataError
 from stedloop.quality.dataset import read_scorable_image
+from stedloop.quality.scorer_protocol import Scorer
 
 #: ``<family>_<level>`` once ``.tif``/``.tiff`` (and ``.ome``) are taken off the name.
 LEVEL_NAME = re.compile(r"^(?P<family>.+)_(?P<level>[0-9]+)$")
@@ -37,10 +38,6 @@ TIFF_SUFFIXES = (".tif", ".tiff")
 #: The issue's bar for a model that sees a degradation: the most degraded level scores at
 #: most half of the original.
 HALF = 0.5
-
-
-class Scorer(Protocol):
-    def score(self, images: Sequence[np.ndarray], names: Sequence[str] | None = None) -> Any: ...
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import json
 import math
 import shutil
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -344,15 +345,12 @@ def write_report(report: EvaluationReport, out: Path) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
     labels = [row["bin"] for row in report.network["per_bin"]]
     x = np.arange(len(labels))
-    for ax, (title, getter) in zip(
-        axes,
-        (
-            ("RMSE", lambda blk: [r["rmse"] or 0 for r in blk["per_bin"]]),
-            ("confusion", lambda blk: [c["mean"] or 0 for c in blk["user_study"]["confusion"]]),
-            ("domination", lambda blk: [c["mean"] or 0 for c in blk["user_study"]["domination"]]),
-        ),
-        strict=True,
-    ):
+    getters: tuple[tuple[str, Callable[[dict[str, Any]], list[float]]], ...] = (
+        ("RMSE", lambda blk: [r["rmse"] or 0 for r in blk["per_bin"]]),
+        ("confusion", lambda blk: [c["mean"] or 0 for c in blk["user_study"]["confusion"]]),
+        ("domination", lambda blk: [c["mean"] or 0 for c in blk["user_study"]["domination"]]),
+    )
+    for ax, (title, getter) in zip(axes, getters, strict=True):
         ax.bar(x - 0.2, getter(report.network), width=0.4, label="network")
         ax.bar(x + 0.2, getter(report.random), width=0.4, label="random")
         ax.set_xticks(x, labels)

@@ -48,7 +48,8 @@ def scale_counts(counts: np.ndarray, scaling: str = "linear") -> np.ndarray:
     """Counts in [0, 65535] to [0, 1] by ``scaling`` (see the module docstring)."""
     if check_count_scaling(scaling) == "linear":
         return counts / MAX_COUNT
-    return np.sqrt(counts + 0.375) / np.sqrt(MAX_COUNT + 0.375)
+    stabilised: np.ndarray = np.sqrt(counts + 0.375) / np.sqrt(MAX_COUNT + 0.375)
+    return stabilised
 
 
 def scale_images(images: np.ndarray, scaling: str, photon_scale: str = "none") -> np.ndarray:

@@ -50,7 +50,8 @@ class CNNScorer:
         self._torch = torch
         model = ckpt.model.eval().to(self.device)
         if self.device == "cpu":
-            model = model.to(memory_format=torch.channels_last)
+            # Module.to(memory_format=...) works at runtime; torch's overloads omit it.
+            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self._model = model
         self._graphs: dict[int, Any] = {}
         self._warm_up()
@@ -77,7 +78,9 @@ class CNNScorer:
         )
 
     # -- scoring ------------------------------------------------------------------------
-    def score(self, images: Sequence[np.ndarray], names: Sequence[str] | None = None) -> np.ndarray:
+    def score(
+        self, images: Sequence[np.ndarray] | np.ndarray, names: Sequence[str] | None = None
+    ) -> np.ndarray:
         """One float64 score in [0, 1] per 2-D image; DataError for unusable images."""
         if isinstance(images, np.ndarray) and images.ndim == 2:
             raise DataError("score() takes a sequence of images; wrap a single image in a list")
@@ -117,10 +120,12 @@ class CNNScorer:
                 parts = [
                     self._model(x[s : s + CPU_MICRO_BATCH]) for s in range(0, n, CPU_MICRO_BATCH)
                 ]
-            return torch.cat(parts).float().numpy().astype(np.float64)
+            scores: np.ndarray = torch.cat(parts).float().numpy().astype(np.float64)
+            return scores
         with torch.inference_mode():
             x = torch.from_numpy(chunk).to(self.device)
-            return self._model(x).float().cpu().numpy().astype(np.float64)
+            scores = self._model(x).float().cpu().numpy().astype(np.float64)
+            return scores
 
     # -- warm-up and the CUDA graph path ------------------------------------------------
     def _warm_up(self) -> None:
@@ -167,4 +172,5 @@ class CNNScorer:
         static_in.zero_()
         static_in[:n].copy_(torch.from_numpy(chunk), non_blocking=False)
         graph.replay()
-        return static_out[:n].float().cpu().numpy().astype(np.float64)
+        scores: np.ndarray = static_out[:n].float().cpu().numpy().astype(np.float64)
+        return scores

@@ -149,7 +149,7 @@ def synthesize(
     while originals < n:
         sample_seed = int(rng.integers(0, 2**31 - 1))
         opts = SimulatorOptions(
-            structure=structure,
+            structure=structure,  # type: ignore[arg-type]  # checked against STRUCTURES above
             seed=sample_seed,
             sample_fields=SAMPLE_FIELDS,
             include_ground_truth=True,

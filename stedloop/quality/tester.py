@@ -56,9 +56,9 @@ class SimulatedTester:
 
 
 def user_study(
-    targets: Sequence[float],
-    predictions: Sequence[float],
-    true_scores: Sequence[float],
+    targets: Sequence[float] | np.ndarray,
+    predictions: Sequence[float] | np.ndarray,
+    true_scores: Sequence[float] | np.ndarray,
     n_testers: int,
     seed: int,
 ) -> dict[str, list[dict[str, float | int | None]]]:

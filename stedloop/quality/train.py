@@ -317,7 +317,8 @@ def train(
             f"{cfg.freeze_layers} conv block(s) frozen, lr {cfg.lr:g}"
         )
     frozen = freeze_blocks(model, cfg.freeze_layers)
-    model = model.to(device).to(memory_format=torch.channels_last)
+    # Module.to(memory_format=...) works at runtime; torch's overloads omit it.
+    model = model.to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimizer = _sgd(model, cfg.lr, cfg.momentum)
     gen = torch.Generator().manual_seed(cfg.seed)
     history: list[dict[str, float]] = []
@@ -378,14 +379,14 @@ def train(
             order = torch.randperm(len(x_train), generator=gen)
             sq_err, seen = 0.0, 0
             for s in range(0, len(order), cfg.batch_size):
-                idx = order[s : s + cfg.batch_size]
-                if len(idx) < 2:  # batch norm needs two samples
+                batch = order[s : s + cfg.batch_size]
+                if len(batch) < 2:  # batch norm needs two samples
                     continue
-                xb = x_train[idx]
+                xb = x_train[batch]
                 if cfg.augment:
                     xb = random_dihedral(xb, gen)
                 xb = xb.to(device).contiguous(memory_format=torch.channels_last)
-                yb = y_train[idx].to(device)
+                yb = y_train[batch].to(device)
                 with torch.autocast(device, dtype=torch.bfloat16, enabled=autocast):
                     pred = model(xb)
                 loss = mse_loss(pred, yb)
@@ -394,7 +395,7 @@ def train(
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                sq_err += float(loss.detach()) * len(idx)
+                sq_err += float(loss.detach()) * len(batch)
                 seen += len(idx)
             train_rmse = math.sqrt(sq_err / max(seen, 1))
             # Own random stream per epoch: the weight trajectory does not depend on it.

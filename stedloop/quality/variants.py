@@ -48,7 +48,8 @@ def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
 
 
 def _to_uint16(values: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(values), 0, MAX_COUNT).astype(np.uint16)
+    counts: np.ndarray = np.clip(np.rint(values), 0, MAX_COUNT).astype(np.uint16)
+    return counts
 
 
 def make_variant(

@@ -19,7 +19,8 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
@@ -54,6 +55,11 @@ from stedloop.wire.security import (
     start_authenticator,
 )
 
+if TYPE_CHECKING:
+    from zmq.auth.thread import ThreadAuthenticator
+
+    from stedloop.driver import Driver
+
 log = get_logger(__name__)
 
 #: How often the loop wakes without traffic (signals, watchdog), in ms.
@@ -87,7 +93,7 @@ class Daemon:
         self._signals_seen = 0
         self.endpoints: Endpoints | None = None
         self.curve = False
-        self.driver: Any = None
+        self.driver: Driver  # set by _open_driver, before anything uses it
         self.host: SessionHost | None = None
         self.scorer = ScorerLoader(self.config.quality)
         self.driver_info: dict[str, Any] = {}
@@ -132,8 +138,8 @@ class Daemon:
         return load_server_keys(keys_dir) if keys_dir is not None else None
 
     def _bind(
-        self, context: zmq.Context, server_keys: tuple[bytes, bytes] | None
-    ) -> tuple[zmq.Socket, zmq.Socket, Any]:
+        self, context: zmq.Context[zmq.Socket[bytes]], server_keys: tuple[bytes, bytes] | None
+    ) -> tuple[zmq.Socket[bytes], zmq.Socket[bytes], ThreadAuthenticator | None]:
         section = self.config.daemon
         keys_dir = keys_dir_of(self.loaded)
         auth = start_authenticator(context, keys_dir) if keys_dir is not None else None
@@ -170,7 +176,7 @@ class Daemon:
             if number is not None:
                 signal.signal(number, self._on_signal)
 
-    def _on_signal(self, number: int, _frame: Any) -> None:
+    def _on_signal(self, number: int, _frame: FrameType | None) -> None:
         self._signals_seen += 1
         self._stop_signal = signal.Signals(number).name
         if self._signals_seen > 1 and self.host is not None:
@@ -244,7 +250,7 @@ class Daemon:
             self._shutdown(router, auth, context)
         return 0
 
-    def _loop(self, router: zmq.Socket) -> None:
+    def _loop(self, router: zmq.Socket[bytes]) -> None:
         poller = zmq.Poller()
         poller.register(router, zmq.POLLIN)
         while self._stop_signal is None:
@@ -258,11 +264,14 @@ class Daemon:
                         break
                     # With CURVE, the handshake proved the sender's public key: ZAP hands it
                     # over as the message's User-Id.
-                    curve_key = message[-1].get("User-Id") if self.curve else None
-                    self._answer(router, [frame.bytes for frame in message], curve_key or None)
+                    user_id = message[-1].get("User-Id") if self.curve else None
+                    curve_key = user_id if isinstance(user_id, str) and user_id else None
+                    self._answer(router, [frame.bytes for frame in message], curve_key)
             self.notifier.watchdog_due()
 
-    def _answer(self, router: zmq.Socket, frames: list[bytes], curve_key: str | None) -> None:
+    def _answer(
+        self, router: zmq.Socket[bytes], frames: list[bytes], curve_key: str | None
+    ) -> None:
         identity, rest = frames[0], frames[1:]
         envelope, payload = split_envelope(rest)
         if len(payload) != 1:
@@ -352,7 +361,12 @@ class Daemon:
             log.exception("driver_close_failed")
 
     # -- shutdown -------------------------------------------------------------------------
-    def _shutdown(self, router: zmq.Socket, auth: Any, context: zmq.Context) -> None:
+    def _shutdown(
+        self,
+        router: zmq.Socket[bytes],
+        auth: ThreadAuthenticator | None,
+        context: zmq.Context[zmq.Socket[bytes]],
+    ) -> None:
         reason = self._stop_signal or "loop ended"
         log.info("daemon_stopping", reason=reason)
         self.notifier.stopping()

@@ -46,7 +46,7 @@ class EventBus:
             raise ValueError(f"unknown event topic {topic!r}")
         with self._lock:
             self._seq += 1
-            event = {
+            event: dict[str, Any] = {
                 "seq": self._seq,
                 "topic": topic,
                 "time_s": time.time(),
@@ -56,7 +56,7 @@ class EventBus:
             }
             self._buffer.append(event)
             self._outbox.put(event)
-        return event["seq"]
+        return int(event["seq"])
 
     def since(self, seq: int, limit: int = 1000) -> dict[str, Any]:
         """Buffered events with a number above ``seq`` (oldest first, at most ``limit``)."""
@@ -75,7 +75,7 @@ class EventBus:
             "boot_id": self.boot_id,
         }
 
-    def start_publisher(self, pub: zmq.Socket) -> None:
+    def start_publisher(self, pub: zmq.Socket[bytes]) -> None:
         """Hand the (bound) PUB socket to the publisher thread, which owns it from now on."""
         self._thread = threading.Thread(
             target=self._run_publisher, args=(pub,), name="stedloop-publisher", daemon=True
@@ -90,7 +90,7 @@ class EventBus:
         self._thread.join(timeout_s)
         self._thread = None
 
-    def _run_publisher(self, pub: zmq.Socket) -> None:
+    def _run_publisher(self, pub: zmq.Socket[bytes]) -> None:
         try:
             while True:
                 event = self._outbox.get()

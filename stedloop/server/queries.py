@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -14,8 +14,12 @@ from stedloop.server.methods import FrameGetParams, SessionGetParams, SessionsLi
 from stedloop.server.sessions import SessionHost
 from stedloop.wire.protocol import ProtocolError
 
+if TYPE_CHECKING:
+    from stedloop.store.history import SessionHistory
+    from stedloop.store.session_store import SessionRecord, SessionStore
 
-def _open(store: Any, session_id: str, *, readonly: bool = True) -> Any:
+
+def _open(store: SessionStore, session_id: str, *, readonly: bool = True) -> SessionRecord:
     from stedloop.store import SessionNotFound
 
     try:
@@ -26,7 +30,7 @@ def _open(store: Any, session_id: str, *, readonly: bool = True) -> Any:
         raise _unreadable(session_id, exc) from None
 
 
-def _history(record: Any) -> Any:
+def _history(record: SessionRecord) -> SessionHistory:
     try:
         return record.history()
     except (DataError, StorageError) as exc:
@@ -37,7 +41,7 @@ def _unreadable(session_id: str, exc: Exception) -> ProtocolError:
     return ProtocolError("storage", f"session {session_id} is unreadable: {exc}")
 
 
-def resolve_session_id(store: Any, asked: str) -> str:
+def resolve_session_id(store: SessionStore, asked: str) -> str:
     """The full id of the session ``asked`` names (exactly or by a unique prefix); not_found
     otherwise. Anything keyed by session id (files, tokens) must use this, never ``asked``."""
     record = _open(store, asked)
@@ -52,7 +56,9 @@ def expanded_from(asked: str, session_id: str) -> str | None:
     return asked if asked != session_id else None
 
 
-def sessions_list(store: Any, host: SessionHost, params: SessionsListParams) -> dict[str, Any]:
+def sessions_list(
+    store: SessionStore, host: SessionHost, params: SessionsListParams
+) -> dict[str, Any]:
     current = host.snapshot()
     running_id = current["id"] if current and host.running else None
     sessions = []
@@ -68,7 +74,7 @@ def sessions_list(store: Any, host: SessionHost, params: SessionsListParams) -> 
     return {"sessions": sessions}
 
 
-def session_get(store: Any, host: SessionHost, params: SessionGetParams) -> dict[str, Any]:
+def session_get(store: SessionStore, host: SessionHost, params: SessionGetParams) -> dict[str, Any]:
     record = _open(store, params.session_id)
     try:
         history = _history(record)
@@ -116,7 +122,7 @@ def session_get(store: Any, host: SessionHost, params: SessionGetParams) -> dict
     }
 
 
-def frame_get(store: Any, params: FrameGetParams) -> dict[str, Any]:
+def frame_get(store: SessionStore, params: FrameGetParams) -> dict[str, Any]:
     record = _open(store, params.session_id)
     try:
         history = _history(record)
@@ -167,7 +173,8 @@ def _read_channel(path: Path, name: str) -> np.ndarray:
     stack = np.asarray(stack)
     if stack.ndim != 3 or stack.shape[0] != len(IMAGE_NAMES):
         raise ProtocolError("internal", f"frame file {path} has shape {stack.shape}, not (3, H, W)")
-    return stack[IMAGE_NAMES.index(name)]
+    channel: np.ndarray = stack[IMAGE_NAMES.index(name)]
+    return channel
 
 
 def thumbnail(image: np.ndarray, max_px: int) -> np.ndarray:
@@ -183,4 +190,5 @@ def thumbnail(image: np.ndarray, max_px: int) -> np.ndarray:
     )
     low, high = np.percentile(small, [0.5, 99.5])
     scaled = (small - low) / (high - low) if high > low else np.zeros_like(small)
-    return np.clip(np.rint(scaled * 255), 0, 255).astype(np.uint8)
+    pixels: np.ndarray = np.clip(np.rint(scaled * 255), 0, 255).astype(np.uint8)
+    return pixels

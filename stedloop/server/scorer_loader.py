@@ -14,6 +14,7 @@ from typing import Any
 
 from stedloop.config.schema import QualitySection
 from stedloop.logs import get_logger
+from stedloop.quality.scorer_protocol import Scorer
 from stedloop.wire.protocol import ProtocolError
 
 log = get_logger(__name__)
@@ -28,7 +29,7 @@ class ScorerLoader:
         self._quality = quality
         self._lock = threading.Lock()
         self._state = "idle"
-        self._scorer: Any = None
+        self._scorer: Scorer | None = None
         self._error = ""
         self._load_s: float | None = None
         self._thread: threading.Thread | None = None
@@ -74,7 +75,7 @@ class ScorerLoader:
             load_s=round(self._load_s, 2),
         )
 
-    def scorer_for(self, objective_names: list[str] | tuple[str, ...]) -> Any:
+    def scorer_for(self, objective_names: list[str] | tuple[str, ...]) -> Scorer | None:
         """The scorer if these objectives need it (None otherwise); ``ProtocolError`` if not
         available yet (``busy``) or at all (``unavailable``)."""
         if QUALITY_OBJECTIVE not in objective_names:

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stedloop import events as ev
 from stedloop.config import LoadedConfig, with_overrides
@@ -35,6 +35,13 @@ from stedloop.server.methods import OVERRIDABLE_SECTIONS, StartParams
 from stedloop.server.scorer_loader import ScorerLoader
 from stedloop.wire.protocol import ProtocolError
 
+if TYPE_CHECKING:  # the session runner loads numpy and the optimizer: only when one starts
+    from stedloop.driver import Driver
+    from stedloop.quality.scorer_protocol import Scorer
+    from stedloop.session.control import SessionControl
+    from stedloop.session.runner import Session
+    from stedloop.store.session_store import SessionStore
+
 log = get_logger(__name__)
 
 #: How long to wait for a session thread after an abort before giving up on it.
@@ -50,7 +57,7 @@ class LiveSession:
 
     id: str
     token: str
-    control: Any  # SessionControl
+    control: SessionControl
     budget_frames: int
     objectives: list[str]
     resumed: bool
@@ -85,8 +92,8 @@ class SessionHost:
     def __init__(
         self,
         loaded: LoadedConfig,
-        driver: Any,
-        store: Any,
+        driver: Driver,
+        store: SessionStore,
         bus: EventBus,
         scorer: ScorerLoader,
     ) -> None:
@@ -171,7 +178,7 @@ class SessionHost:
                 f"may override only {', '.join(OVERRIDABLE_SECTIONS)} (safety caps, driver and "
                 "daemon settings belong to the site config)",
             )
-        overrides = json.loads(json.dumps(params.overrides))
+        overrides: dict[str, Any] = json.loads(json.dumps(params.overrides))
         if params.budget_frames is not None:
             overrides.setdefault("session", {})["budget_frames"] = params.budget_frames
         if params.objectives is not None:
@@ -231,7 +238,9 @@ class SessionHost:
         except ConfigError as exc:
             raise ProtocolError("invalid_params", str(exc)) from None
 
-    def _open_session(self, params: StartParams, loaded: LoadedConfig, scorer: Any) -> Any:
+    def _open_session(
+        self, params: StartParams, loaded: LoadedConfig, scorer: Scorer | None
+    ) -> Session:
         from stedloop.session.runner import Session
         from stedloop.store import SessionNotFound
 
@@ -263,7 +272,7 @@ class SessionHost:
 
     def _launch(
         self,
-        session: Any,
+        session: Session,
         loaded: LoadedConfig,
         objectives: list[str],
         resumed: bool,
@@ -293,10 +302,10 @@ class SessionHost:
         live.thread.start()
         return live
 
-    def _run(self, session: Any, live: LiveSession) -> None:
+    def _run(self, session: Session, live: LiveSession) -> None:
         def on_event(event: ev.SessionEvent) -> None:
             with self._lock:
-                if isinstance(event, ev.Progress) and event.frames_done is not None:
+                if isinstance(event, ev.CarriesProgress) and event.frames_done is not None:
                     live.progress = ev.Progress(
                         frames_done=event.frames_done,
                         best_score=event.best_score,

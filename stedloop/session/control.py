@@ -34,8 +34,7 @@ class SessionControl:
                 return
             self._stop = True
             self._abort = self._abort or abort
-            if self._state != "finished":
-                self._state = "stopping"
+            self._state = "stopping"
             hook = self._abort_hook if abort else None
             self._cond.notify_all()
         if hook is not None:

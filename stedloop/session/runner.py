@@ -42,6 +42,7 @@ from stedloop.objectives.base import Objective, describe
 from stedloop.objectives.scalarise import Scalariser
 from stedloop.optimize import BayesianOptimizer, SearchSpace, resolve_score_transform
 from stedloop.params import ImagingParams
+from stedloop.quality.scorer_protocol import Scorer
 from stedloop.session.control import SessionControl
 from stedloop.session.regions import RegionTiler, SampleExhausted
 from stedloop.store.frames import read_frame, remove_stale_temp_files, set_aside, write_frame
@@ -157,7 +158,7 @@ class Session:
         *,
         store: SessionStore | None = None,
         objectives: list[Objective] | None = None,
-        scorer: Any = None,
+        scorer: Scorer | None = None,
         name: str | None = None,
     ) -> Session:
         """Create a new session (its folder and ledger) for a connected ``driver``."""
@@ -191,7 +192,7 @@ class Session:
         *,
         store: SessionStore | None = None,
         objectives: list[Objective] | None = None,
-        scorer: Any = None,
+        scorer: Scorer | None = None,
         force: bool = False,
     ) -> Session:
         """Continue a stopped or crashed session, rebuilding the optimizer from its ledger.

@@ -136,8 +136,10 @@ def _check_payload(event: Event) -> None:
         _expect(all(_is_number(v) for v in p["params"].values()), "params")
     elif event.kind == L.ACQUIRING:
         region = p.get("region")
-        _expect(isinstance(region, dict), "region")
-        _expect(all(_is_number(region.get(k)) for k in REGION_KEYS), "region")
+        _expect(
+            isinstance(region, dict) and all(_is_number(region.get(k)) for k in REGION_KEYS),
+            "region",
+        )
     elif event.kind == L.ACQUIRED:
         _expect(p.get("tiff") is None or isinstance(p["tiff"], str), "tiff")
         _expect(p.get("region") is None or isinstance(p["region"], dict), "region")

@@ -167,7 +167,9 @@ class Ledger:
                 )
             except sqlite3.Error as exc:  # "database or disk is full", "disk I/O error"...
                 raise StorageError(f"cannot write to ledger {self.path}: {exc}") from None
-            return int(cursor.lastrowid)
+            if cursor.lastrowid is None:  # sqlite3 sets it after every successful INSERT
+                raise StorageError(f"ledger {self.path} gave no row id for the new event")
+            return cursor.lastrowid
 
     def record(self, event: SessionEvent) -> int:
         """Write a session event durably (the ledger is its first subscriber)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from pathlib import Path
 
 from stedloop.params import PARAM_NAMES, PARAM_UNITS
@@ -24,16 +25,20 @@ def write_plots(history: SessionHistory, folder: Path) -> list[Path]:
 
     fig, ax = plt.subplots(figsize=(7, 4))
     xs = [f.frame for f in told]
-    ys = [f.combined for f in told]
-    best, running = [], float("-inf")
+    # A told frame without a combined value (all objectives failed) is a gap: NaN.
+    ys = [math.nan if f.combined is None else f.combined for f in told]
+    best: list[float] = []
+    running = float("-inf")
     for y in ys:
-        running = max(running, y if y is not None else running)
+        if not math.isnan(y):
+            running = max(running, y)
         best.append(running)
     ax.plot(xs, ys, "o", label="combined objective")
     ax.step(xs, best, where="post", label="best so far")
     failed = [f.frame for f in frames if f.status == "failed"]
     if failed:
-        ax.plot(failed, [min(ys, default=0)] * len(failed), "x", color="red", label="failed")
+        lowest = min((y for y in ys if not math.isnan(y)), default=0.0)
+        ax.plot(failed, [lowest] * len(failed), "x", color="red", label="failed")
     ax.set_xlabel("frame")
     ax.set_ylabel("combined objective")
     ax.legend()
@@ -52,7 +57,9 @@ def write_plots(history: SessionHistory, folder: Path) -> list[Path]:
     names = list(directions)
     scored = [f for f in frames if f.values and all(f.values.get(n) is not None for n in names)]
     front = {f.frame for f in session_pareto(history)}
-    pairs = list(itertools.combinations(names, 2)) or [(names[0], None)] if names else []
+    pairs: list[tuple[str, str | None]] = (
+        list(itertools.combinations(names, 2)) or [(names[0], None)] if names else []
+    )
     fig, axes = plt.subplots(
         1, max(1, len(pairs)), figsize=(5 * max(1, len(pairs)), 4), squeeze=False
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -48,11 +49,11 @@ class _PngCache:
     """A small LRU of rendered PNGs keyed by row index (rendering costs a few ms)."""
 
     def __init__(self, size: int = 64) -> None:
-        self._items: OrderedDict[Any, bytes] = OrderedDict()
+        self._items: OrderedDict[Hashable, bytes] = OrderedDict()
         self._size = size
         self._lock = threading.Lock()
 
-    def get(self, key: Any, make: Any) -> bytes:
+    def get(self, key: Hashable, make: Callable[[], bytes]) -> bytes:
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)

@@ -118,7 +118,7 @@ def _params_of(path: Path) -> dict[str, float]:
     except ImportError:
         return {}
     try:
-        frame: Any = read_frame_tiff(path)
+        frame = read_frame_tiff(path)
     except Exception:  # a plain TIFF without stedloop metadata: nothing to record
         return {}
     params = getattr(frame, "params", None)

@@ -15,8 +15,9 @@ import base64
 import json
 import threading
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from fastapi import FastAPI, HTTPException
@@ -25,6 +26,9 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from stedloop import events as ev
 from stedloop.errors import StedloopError
 from stedloop.study.render import render_png
+
+if TYPE_CHECKING:
+    from stedloop.client import Client
 
 _NO_STORE = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 MAX_LOGS = 50
@@ -68,7 +72,7 @@ class LiveHub:
         self._request_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._request_client: Any = None
+        self._request_client: Client | None = None
         self.version = 0
         self.connected = False
         self.error: str | None = None
@@ -136,7 +140,7 @@ class LiveHub:
                 client.close()
             self._stop.wait(RECONNECT_S)
 
-    def _load_status(self, client: Any, status: dict[str, Any]) -> None:
+    def _load_status(self, client: Client, status: dict[str, Any]) -> None:
         session = status.get("session")
         detail = None
         if session and session.get("id"):
@@ -176,7 +180,7 @@ class LiveHub:
                     "status": record.get("status"),
                 }
 
-    def _apply(self, client: Any, event: dict[str, Any]) -> None:
+    def _apply(self, client: Client, event: dict[str, Any]) -> None:
         topic = event.get("topic")
         session_id = event.get("session_id")
         if topic == "gap":
@@ -270,7 +274,7 @@ def add_live_routes(app: FastAPI, address: str, event_address: str | None = None
     async def events() -> StreamingResponse:
         hub.start()
 
-        async def stream():  # type: ignore[no-untyped-def]
+        async def stream() -> AsyncIterator[str]:
             sent = -1
             last_beat = time.monotonic()
             while True:

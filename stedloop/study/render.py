@@ -31,7 +31,8 @@ def auto_contrast(image: np.ndarray, low_pct: float = 0.5, high_pct: float = 99.
         low, high = float(data.min()), float(data.max())
     if high <= low:
         return np.zeros_like(data)
-    return np.clip((data - low) / (high - low), 0.0, 1.0)
+    scaled: np.ndarray = np.clip((data - low) / (high - low), 0.0, 1.0)
+    return scaled
 
 
 def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:

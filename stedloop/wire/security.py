@@ -83,7 +83,7 @@ class CurveKeys:
     public: bytes
     secret: bytes
 
-    def apply(self, socket: zmq.Socket) -> None:
+    def apply(self, socket: zmq.Socket[bytes]) -> None:
         socket.curve_serverkey = self.server_public
         socket.curve_publickey = self.public
         socket.curve_secretkey = self.secret
@@ -148,7 +148,9 @@ def load_client_keys(keys_dir: Path, client_name: str = "client") -> CurveKeys:
     return CurveKeys(server_public=server_public, public=public, secret=secret)
 
 
-def start_authenticator(context: zmq.Context, keys_dir: Path) -> ThreadAuthenticator:
+def start_authenticator(
+    context: zmq.Context[zmq.Socket[bytes]], keys_dir: Path
+) -> ThreadAuthenticator:
     """ZAP handler admitting only clients whose public key is in ``authorized_clients``."""
     auth = ThreadAuthenticator(context)
     auth.start()
@@ -157,8 +159,8 @@ def start_authenticator(context: zmq.Context, keys_dir: Path) -> ThreadAuthentic
 
 
 def make_server_socket(
-    context: zmq.Context, kind: int, server_keys: tuple[bytes, bytes] | None
-) -> zmq.Socket:
+    context: zmq.Context[zmq.Socket[bytes]], kind: int, server_keys: tuple[bytes, bytes] | None
+) -> zmq.Socket[bytes]:
     socket = context.socket(kind)
     if server_keys is not None:
         socket.curve_publickey, socket.curve_secretkey = server_keys

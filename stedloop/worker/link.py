@@ -18,6 +18,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -56,7 +57,7 @@ class WorkerLink:
 
     def __init__(
         self,
-        context: zmq.Context,
+        context: zmq.Context[zmq.Socket[bytes]],
         settings: WorkerSection,
         python_executable: str,
         log_level: str = "info",
@@ -100,6 +101,7 @@ class WorkerLink:
         self.started_at = time.monotonic()
         self.last_heartbeat = self.started_at
         self._closed = False
+        self.python_executable = python_executable
         self.process = self._spawn(python_executable, log_level)
         self.pid = self.process.pid
         self._thread = threading.Thread(
@@ -169,7 +171,7 @@ class WorkerLink:
             if code is not None:
                 raise DriverDisconnected(
                     f"the driver worker exited with code {code} while starting; is stedloop "
-                    f"installed for {self.process.args[0]!r}? (see its log above)"
+                    f"installed for {self.python_executable!r}? (see its log above)"
                 )
             if time.monotonic() > deadline:
                 raise DriverDisconnected(
@@ -259,7 +261,7 @@ class WorkerLink:
                 return False
             self._to_worker(parts)
 
-    def _to_worker(self, parts: list[Any]) -> None:
+    def _to_worker(self, parts: Sequence[bytes | zmq.Frame]) -> None:
         if self.hello is None:
             return  # not connected yet: callers only send after wait_hello
         try:
@@ -267,7 +269,7 @@ class WorkerLink:
         except zmq.ZMQError as exc:  # EHOSTUNREACH: the worker went away
             self._fail_request(parts[0], DriverDisconnected(f"the driver worker is gone ({exc})"))
 
-    def _fail_request(self, header_part: Any, error: Exception) -> None:
+    def _fail_request(self, header_part: bytes | zmq.Frame, error: Exception) -> None:
         raw = header_part if isinstance(header_part, bytes) else header_part.buffer
         try:
             request_id = protocol.decode_header(raw).get("id")

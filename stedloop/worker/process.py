@@ -27,6 +27,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import zmq
@@ -67,7 +68,8 @@ def _build_driver(spec: dict[str, Any]) -> Driver:
     options = parse_driver_options(cls, name, dict(spec.get("options", {})))
     if not isinstance(spec.get("caps"), dict):  # never fall back to default caps
         raise ConfigError("the worker's init carries no safety caps; the driver is not built")
-    return cls(options, SafetyCaps.model_validate(spec["caps"]))
+    driver: Driver = cls(options, SafetyCaps.model_validate(spec["caps"]))
+    return driver
 
 
 class _DriverThread:
@@ -77,7 +79,7 @@ class _DriverThread:
     frame goes straight from this thread to the daemon without waking the main thread.
     """
 
-    def __init__(self, context: zmq.Context, address: str, token: str) -> None:
+    def __init__(self, context: zmq.Context[zmq.Socket[bytes]], address: str, token: str) -> None:
         self._jobs: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self._context = context
         self._address = address
@@ -253,7 +255,7 @@ class WorkerLoop:
     def stop_on_signals(self) -> None:
         """SIGTERM, SIGINT and SIGHUP end the loop through the safe exit (main thread only)."""
 
-        def on_signal(signum: int, _frame: Any) -> None:
+        def on_signal(signum: int, _frame: FrameType | None) -> None:
             self.stop_signal = signum
 
         signal.set_wakeup_fd(self._wake_writer.fileno(), warn_on_full_buffer=False)

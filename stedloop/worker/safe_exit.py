@@ -21,7 +21,10 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from stedloop.driver import Driver
 
 #: How often the abort is repeated while the call in flight has not returned.
 ABORT_REPEAT_S = 0.02
@@ -30,7 +33,7 @@ ABORT_REPEAT_S = 0.02
 class DriverRunner(Protocol):
     """The worker's driver thread, as seen from here."""
 
-    driver: Any
+    driver: Driver | None
     driver_closed: bool
 
     def status(self) -> dict[str, Any]: ...

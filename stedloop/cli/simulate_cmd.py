@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from stedloop.cli.common import ConfigOption, fail, load_cli_config, output_folder
+from stedloop.driver import AcquireRequest
 
 DEFAULT_DWELL_TIME_US = 10.0
 DEFAULT_EXCITATION_UW = 5.0
@@ -90,7 +91,7 @@ def register(app: typer.Typer) -> None:
             for index, path in enumerate(paths):
                 ix, iy = index % fields, index // fields
                 region = Region(ix * field_um, iy * field_um, parsed.field_px, parsed.field_px)
-                frame = driver.acquire(params, region)
+                frame = driver.acquire(AcquireRequest(params, region))
                 write_frame_tiff(
                     path, frame, {"generator": "stedloop simulate"}, overwrite=overwrite
                 )

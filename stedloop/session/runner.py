@@ -24,7 +24,7 @@ import numpy as np
 from stedloop import __version__
 from stedloop.config import LoadedConfig
 from stedloop.config.resume import recorded_space_beyond_caps
-from stedloop.driver import Driver, DriverDescription
+from stedloop.driver import AcquireRequest, Driver, DriverDescription, RawOutput
 from stedloop.errors import (
     AcquisitionAborted,
     ConfigError,
@@ -40,6 +40,7 @@ from stedloop.objectives.base import Objective, describe
 from stedloop.objectives.scalarise import Scalariser
 from stedloop.optimize import BayesianOptimizer, SearchSpace, resolve_score_transform
 from stedloop.params import ImagingParams
+from stedloop.session.applied import told_params
 from stedloop.session.control import SessionControl
 from stedloop.session.regions import RegionTiler, SampleExhausted
 from stedloop.store import ledger as L
@@ -279,7 +280,7 @@ class Session:
                 score = self.scalariser.combine(record.values)
                 score = score if math.isfinite(score) else None
             if scored and score is not None:
-                self._tell(params, score, record.params)
+                self._tell(self._told(params, record.acquired), score, record.params)
                 self._done += 1
                 if record.status == "scored":  # stopped before its told event: record it now
                     told = {"score": score, "timings_ms": {}, "from_ledger": True}
@@ -320,6 +321,16 @@ class Session:
         except StedloopError:
             return None
 
+    def _told(self, params: ImagingParams, acquired: dict[str, Any] | None) -> ImagingParams:
+        """The point a replayed frame was told: from its recorded applied values, as live."""
+        applied = (acquired or {}).get("params_applied")
+        if not applied:
+            return params
+        try:
+            return told_params(self.config.params, params, ImagingParams.from_mapping(applied))
+        except (StedloopError, TypeError, ValueError):
+            return params
+
     def _tell(self, params: ImagingParams, score: float, params_dict: dict[str, float]) -> None:
         try:
             self.optimizer.tell(params, score)
@@ -348,7 +359,7 @@ class Session:
         try:
             if self._resumed:  # temporary files of frame writes a kill cut short
                 remove_stale_temp_files(self.folder / FRAMES_DIR)
-            control.attach_abort(getattr(self.driver, "request_abort", None))
+            control.attach_abort(self.driver.request_abort)
             self.record.ledger.append(
                 L.OPENED,
                 {
@@ -525,7 +536,9 @@ class Session:
             L.SCORED, {"values": values, "errors": errors, "combined": combined}, frame=frame_no
         )
         if math.isfinite(combined):
-            self._tell(params, combined, params.as_dict())
+            # The model learns from what the sample saw: the values the driver applied.
+            told = told_params(self.config.params, params, frame.params)
+            self._tell(told, combined, params.as_dict())
             status = "told"
             self.record.ledger.append(
                 L.TOLD, {"score": combined, "timings_ms": timings}, frame=frame_no
@@ -557,12 +570,11 @@ class Session:
         )
         return None
 
-    def _point_raw_output(self, frame_no: int) -> None:
-        """Drivers that save raw data (Imspector's .obf) put it beside the frame's OME-TIFF."""
-        set_raw_output = getattr(self.driver, "set_raw_output", None)
-        if callable(set_raw_output):
-            frame_path = self.record.frame_path(frame_no)
-            set_raw_output(frame_path.parent, f"{frame_no:04d}")
+    def _request(self, frame_no: int, params: ImagingParams, region: Region) -> AcquireRequest:
+        """The frame's request; drivers that save raw data (Imspector's .obf) put it beside
+        the frame's OME-TIFF."""
+        folder = self.record.frame_path(frame_no).parent
+        return AcquireRequest(params, region, RawOutput(folder, f"{frame_no:04d}"))
 
     def _acquire(
         self,
@@ -580,11 +592,10 @@ class Session:
             self.record.ledger.append(
                 L.ACQUIRING, {"attempt": attempt, "region": region.as_dict()}, frame=frame_no
             )
-            self._point_raw_output(frame_no)
             started = time.perf_counter()
             try:
                 self.config.safety.check(params)  # the session's own check, whatever the driver
-                frame = self.driver.acquire(params, region)
+                frame = self.driver.acquire(self._request(frame_no, params, region))
                 self._check_applied(frame)
                 timings["acquire_ms"] = (time.perf_counter() - started) * 1e3
                 return frame, None

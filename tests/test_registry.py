@@ -63,8 +63,29 @@ MODULES = {
 
             def describe(self): pass
             def acquire(self, request): pass
+            def request_abort(self): pass
             def safe_state(self): pass
             def close(self): pass
+
+        class NoAbortDriver(PlainDriver):  # the protocol's request_abort is missing
+            request_abort = None
+            def connect(self): pass
+
+        class OneArgDriver(BaseDriver):  # stedloop builds drivers as cls(options, caps)
+            API_VERSION = "2.0"
+
+            def __init__(self, options):
+                super().__init__(options)
+            def connect(self): pass
+            def describe(self): pass
+            def _acquire(self, request): pass
+            def safe_state(self): pass
+            def close(self): pass
+
+        class NoOptionsModel(OneArgDriver):
+            Options = dict
+            def __init__(self, options=None, caps=None):
+                super().__init__(options)
 
         class NoEvaluate(BaseObjective):
             name = "noeval"
@@ -84,6 +105,9 @@ labdriver = {PACKAGE}.good:LabDriver
 brokendriver = {PACKAGE}.broken:Nothing
 halfdriver = {PACKAGE}.incomplete:HalfDriver
 plaindriver = {PACKAGE}.incomplete:PlainDriver
+noabort = {PACKAGE}.incomplete:NoAbortDriver
+oneargdriver = {PACKAGE}.incomplete:OneArgDriver
+nooptions = {PACKAGE}.incomplete:NoOptionsModel
 
 [stedloop.objectives]
 old = {PACKAGE}.oldapi:Old
@@ -168,6 +192,21 @@ def test_version_and_name_problems(plugins: Path, name: str, text: str) -> None:
 def test_missing_methods_are_named(plugins: Path) -> None:
     with pytest.raises(PluginError, match="lacks score"):
         registry.load(registry.SCORERS, "half")
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("noabort", "lacks request_abort, which stedloop.drivers plugins must provide"),
+        ("oneargdriver", r"cannot be built as OneArgDriver\(options, caps\)"),
+        ("nooptions", "has no Options model"),
+    ],
+)
+def test_a_driver_breaking_the_protocol_is_refused_at_load(
+    plugins: Path, name: str, text: str
+) -> None:
+    with pytest.raises(PluginError, match=text):
+        registry.load(registry.DRIVERS, name)
 
 
 @pytest.mark.parametrize(

@@ -36,6 +36,9 @@ from stedloop.params import PARAM_NAMES, ImagingParams, SafetyCaps
 #: ranges): a moderate STED setting inside the default caps.
 DEFAULT_TEST_POINT = ImagingParams(dwell_time_us=10.0, excitation_uw=5.0, depletion_mw=50.0)
 
+#: Frames are stored as uint16 photon counts (tiffio.py).
+MAX_COUNT = 65535.0
+
 DriverFactory = Callable[[SafetyCaps], Driver]
 
 
@@ -177,6 +180,11 @@ def _check_frame(
             bool(np.isfinite(image).all()) and float(image.min()) >= 0,
             f"{label}: frame image {name} holds negative, NaN or infinite values; images are "
             "photon counts (>= 0)",
+        )
+        _require(
+            float(image.max()) <= MAX_COUNT and bool(np.array_equal(image, np.round(image))),
+            f"{label}: frame image {name} holds counts that are not whole numbers in "
+            f"0..{MAX_COUNT:g}; a session stores frames as 16-bit counts and refuses others",
         )
     _require(frame.region == request.region, f"{label}: frame.region is not the requested region")
     _require(

@@ -122,7 +122,7 @@ def test_a_range_refusal_is_not_retried(
 def test_base_driver_holds_the_reported_applied_values_to_the_caps() -> None:
     class Miscalibrated(SimulatorDriver):
         def _acquire(self, request: AcquireRequest) -> Frame:
-            params, region = request.params, request.region
+            params = request.params
             frame = super()._acquire(request)
             return dataclasses.replace(
                 frame, params=dataclasses.replace(params, depletion_mw=params.depletion_mw * 1.5)

@@ -57,8 +57,12 @@ def take_test_frame(config: StedloopConfig, timeout_s: float) -> Frame:
             f"no test frame: {exc}", "stop the session or daemon using it, then run again"
         ) from None
     outcome: dict[str, Any] = {}
-    driver = create_driver(config)
-    params = first_params(config)
+    try:
+        driver = create_driver(config)
+        params = first_params(config)
+    except BaseException:
+        claim.release()
+        raise
 
     def acquire() -> None:
         try:

@@ -170,10 +170,23 @@ def test_unknown_path_raises_and_leaves_lasers_safe(path: str, text: str) -> Non
         assert fake.run_log == []
 
 
+def test_a_power_beyond_the_calibrated_full_scale_is_refused_before_any_set() -> None:
+    fake = make_fake()
+    # 15 µW is within the safety cap, but with 10 µW at full scale it is 150 %.
+    with make_driver(fake, excitation_uw_at_full_scale=10.0) as driver:
+        fake.set_log.clear()
+        with pytest.raises(ParameterRejected, match=r"excitation_uw=15 µW is outside .* 0\.\.10"):
+            driver.acquire(AcquireRequest(ImagingParams(10.0, 15.0, 50.0), REGION))
+        assert fake.set_log == [] and fake.run_log == []
+        assert driver.describe().parameter_ranges["excitation_uw"] == (0.0, 10.0)
+
+
 def test_refused_value_raises_and_leaves_lasers_safe() -> None:
     fake = make_fake()
-    # 15 µW is within the safety cap, but with 10 µW at full scale it is 150 %: refused.
-    with make_driver(fake, excitation_uw_at_full_scale=10.0) as driver:
+    # A full scale configured as 200 where Imspector's values end at 100: 15 µW of 20 µW at
+    # "200" is sent as 150, which Imspector refuses.
+    options = {"excitation_uw_at_full_scale": 20.0, "power_full_scale": 200.0}
+    with make_driver(fake, **options) as driver:
         stops_before = fake.stop_calls
         with pytest.raises(
             DriverError, match=re.escape(f"Invalid argument for parameter '{CURRENT_EXC}'")
@@ -447,3 +460,12 @@ def test_a_retried_frame_never_overwrites_its_raw_files(tmp_path: Path) -> None:
         "0003-2.confocal_after.obf",
     ]
     assert {p: Path(p).read_bytes() for p in before} == before
+
+
+def test_the_imspector_driver_keeps_the_plugin_contract() -> None:
+    from stedloop.testing import check_driver
+
+    options = ImspectorOptions(excitation_uw_at_full_scale=20.0, depletion_mw_at_full_scale=350.0)
+    check_driver(
+        lambda caps: ImspectorDriver(options, caps, specpy_module=make_fake(), wait=lambda s: None)
+    )

@@ -38,7 +38,7 @@ from stedloop.errors import (
     StedloopError,
 )
 from stedloop.frame import Frame, Region
-from stedloop.params import ImagingParams, SafetyCaps
+from stedloop.params import PARAM_UNITS, ImagingParams, SafetyCaps
 
 log = structlog.get_logger("stedloop.drivers.imspector")
 
@@ -219,18 +219,12 @@ class ImspectorDriver(BaseDriver):
     # -- description ------------------------------------------------------------------------
     def describe(self) -> DriverDescription:
         opts = self.options
-        cal = self._calibration
-        full = opts.power_full_scale
         return DriverDescription(
             name="imspector",
             pixel_size_nm=opts.pixel_size_nm,
             field_of_view_px=(opts.field_px, opts.field_px),
             sample_extent_um=opts.sample_extent_um,
-            parameter_ranges={
-                "dwell_time_us": tuple(opts.dwell_time_range_us),
-                "excitation_uw": (0.0, cal.excitation_from_imspector(full)),
-                "depletion_mw": (0.0, cal.depletion_from_imspector(full)),
-            },
+            parameter_ranges=self._ranges(),
             details={
                 "host": opts.host,
                 "port": opts.effective_port,
@@ -246,7 +240,7 @@ class ImspectorDriver(BaseDriver):
     def _acquire(self, request: AcquireRequest) -> Frame:
         params, region = request.params, request.region
         with self._lock:
-            self._check_dwell(params.dwell_time_us)
+            self._check_ranges(params)
             self._ensure_connected()  # between frames: never reconnect mid-frame
             started = time.time()
             try:
@@ -255,13 +249,32 @@ class ImspectorDriver(BaseDriver):
                 self.safe_state()  # any failure: lasers off, measurement stopped
                 raise
 
-    def _check_dwell(self, dwell_time_us: float) -> None:
-        low, high = self.options.dwell_time_range_us
-        if not low <= dwell_time_us <= high:
-            raise ParameterRejected(
-                f"dwell_time_us={dwell_time_us:g} is outside this Imspector setup's range "
-                f"{low:g}..{high:g} (drivers.imspector.dwell_time_range_us)"
-            )
+    def _check_ranges(self, params: ImagingParams) -> None:
+        """Refuse, before anything is sent, a value this setup cannot set: the dwell range
+        of the options, a power beyond the calibrated full scale (ParameterRejected: the
+        same answer on any region, so a session does not retry it)."""
+        for name, (low, high) in self._ranges().items():
+            value = getattr(params, name)
+            if not low <= value <= high:
+                where = {
+                    "dwell_time_us": "drivers.imspector.dwell_time_range_us",
+                    "excitation_uw": "drivers.imspector.excitation_uw_at_full_scale",
+                    "depletion_mw": "drivers.imspector.depletion_mw_at_full_scale",
+                }[name]
+                raise ParameterRejected(
+                    f"{name}={value:g} {PARAM_UNITS[name]} is outside this Imspector setup's "
+                    f"range {low:g}..{high:g} ({where})"
+                )
+
+    def _ranges(self) -> dict[str, tuple[float, float]]:
+        """What this setup can set, in stedloop units (``describe().parameter_ranges``)."""
+        full = self.options.power_full_scale
+        low_us, high_us = self.options.dwell_time_range_us
+        return {
+            "dwell_time_us": (float(low_us), float(high_us)),
+            "excitation_uw": (0.0, self._calibration.excitation_from_imspector(full)),
+            "depletion_mw": (0.0, self._calibration.depletion_from_imspector(full)),
+        }
 
     def _points(self, params: ImagingParams) -> dict[str, ImagingParams]:
         """Configuration name -> the point applied there (confocals: depletion off)."""

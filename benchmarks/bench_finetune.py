@@ -47,6 +47,8 @@ from pathlib import Path
 import numpy as np
 from machine import cpu_name
 
+from stedloop.driver import AcquireRequest
+
 #: The "different microscope" (see the module docstring).
 DOMAIN = {
     "structure": "tubulin",
@@ -111,7 +113,7 @@ def make_domain_set(out: Path, n: int, seed: int) -> Path:
                 if d < 0.5 * np.median(density) or len(rows) >= n:
                     continue
                 params = draw_params(rng, space, caps)
-                frame = driver.acquire(params, region)
+                frame = driver.acquire(AcquireRequest(params, region))
                 meta = frame.metadata
                 measures = expert_measures(
                     frame.sted,

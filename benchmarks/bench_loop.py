@@ -31,11 +31,11 @@ from typing import Any
 import numpy as np
 
 from stedloop.config import load_config
+from stedloop.driver import AcquireRequest
 from stedloop.drivers import create_driver
 from stedloop.events import FrameOutcome, SessionEvent
-from stedloop.frame import Frame, Region
+from stedloop.frame import Frame
 from stedloop.objectives import build_objectives
-from stedloop.params import ImagingParams
 from stedloop.session import Session
 from stedloop.store import SessionStore
 
@@ -51,9 +51,9 @@ class PaddedDriver:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    def acquire(self, params: ImagingParams, region: Region) -> Frame:
+    def acquire(self, request: AcquireRequest) -> Frame:
         started = time.perf_counter()
-        frame = self.inner.acquire(params, region)
+        frame = self.inner.acquire(request)
         remaining = self.frame_s - (time.perf_counter() - started)
         if remaining > 0:
             time.sleep(remaining)

@@ -58,6 +58,7 @@ from machine import cpu_name
 from scipy import ndimage
 
 from stedloop.config.schema import OptimizerSection
+from stedloop.driver import AcquireRequest
 from stedloop.drivers.simulator import SimulatorDriver
 from stedloop.drivers.simulator.driver import SimulatorOptions
 from stedloop.frame import Frame
@@ -201,7 +202,7 @@ class ExpectedObjective:
         for r in range(self.reps):
             driver = simulator(REFERENCE_SEED + r, 1)
             region = RegionTiler(driver.describe()).take()
-            values.append(self.objective(driver.acquire(params, region)))
+            values.append(self.objective(driver.acquire(AcquireRequest(params, region))))
         self.evaluations += 1
         return float(np.mean(values))
 
@@ -231,7 +232,7 @@ def run_ours(
     for k in range(budget):
         params = optimizer.ask(k).params
         optimizer.prepare()
-        observed = truth.objective(driver.acquire(params, tiler.take()))
+        observed = truth.objective(driver.acquire(AcquireRequest(params, tiler.take())))
         optimizer.tell(params, observed)
         judged.append(truth(params))
     return judged
@@ -252,7 +253,7 @@ def run_skopt_stock(seed: int, budget: int, truth: ExpectedObjective) -> list[fl
     for _ in range(budget):
         point = optimizer.ask()
         params = search.to_params(point)
-        observed = truth.objective(driver.acquire(params, tiler.take()))
+        observed = truth.objective(driver.acquire(AcquireRequest(params, tiler.take())))
         optimizer.tell(point, -observed)
         judged.append(truth(params))
     return judged

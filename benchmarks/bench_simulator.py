@@ -31,6 +31,7 @@ import numpy as np  # noqa: E402
 import scipy  # noqa: E402
 from machine import cpu_name  # noqa: E402
 
+from stedloop.driver import AcquireRequest  # noqa: E402
 from stedloop.drivers.simulator import SimulatorDriver, SimulatorOptions, physics  # noqa: E402
 from stedloop.frame import Region  # noqa: E402
 from stedloop.params import ImagingParams  # noqa: E402
@@ -72,7 +73,7 @@ def _time_acquires(
         tile = i % (fields * fields)
         region = Region((tile % fields) * field_um, (tile // fields) * field_um, 224, 224)
         started, started_cpu = time.perf_counter(), time.process_time()
-        driver.acquire(params, region)
+        driver.acquire(AcquireRequest(params, region))
         wall.append(time.perf_counter() - started)
         cpu.append(time.process_time() - started_cpu)
     return wall, cpu
@@ -252,7 +253,9 @@ def _compare_with_pysted(structure: str, frames: int) -> None:
     padded = driver.fluorophore_map(
         Region(field_um - pad_px * px_um, field_um - pad_px * px_um, n + 2 * pad_px, n + 2 * pad_px)
     )
-    ours = driver.acquire(params, region)  # first acquire of this region: same ground truth
+    ours = driver.acquire(
+        AcquireRequest(params, region)
+    )  # first acquire of this region: same ground truth
     if not np.array_equal(ours.metadata["ground_truth"], padded[pad_px:-pad_px, pad_px:-pad_px]):
         raise RuntimeError("the map given to pySTED is not the simulator's ground truth")
     ours_means = [
@@ -272,7 +275,7 @@ def _compare_with_pysted(structure: str, frames: int) -> None:
     our_wall, our_cpu = [], []
     for _ in range(50):
         t0, c0 = time.perf_counter(), time.process_time()
-        driver.acquire(params, region)
+        driver.acquire(AcquireRequest(params, region))
         our_wall.append(time.perf_counter() - t0)
         our_cpu.append(time.process_time() - c0)
 

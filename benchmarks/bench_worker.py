@@ -38,6 +38,7 @@ import zmq
 from machine import cpu_name
 
 from stedloop.config.schema import WorkerSection
+from stedloop.driver import AcquireRequest
 from stedloop.drivers.simulator import SimulatorDriver, SimulatorOptions
 from stedloop.errors import AcquisitionAborted
 from stedloop.frame import Region
@@ -92,7 +93,7 @@ def control_while_busy(rounds: int) -> None:
 
             def run(done: threading.Event = done) -> None:
                 with contextlib.suppress(AcquisitionAborted):
-                    driver.acquire(PARAMS, FIELD)
+                    driver.acquire(AcquireRequest(PARAMS, FIELD))
                 done.set()
 
             thread = threading.Thread(target=run)
@@ -175,7 +176,7 @@ def abort_to_safe(repeats: int, grace_s: float) -> None:
 
                 def run(driver: WorkerDriver = driver, outcome: list[float] = outcome) -> None:
                     try:
-                        driver.acquire(PARAMS, FIELD)
+                        driver.acquire(AcquireRequest(PARAMS, FIELD))
                     except AcquisitionAborted:
                         outcome.append(time.perf_counter())
 
@@ -211,7 +212,7 @@ def transfer_overhead(frames: int) -> None:
 
     def overhead(driver: Any, region: Region) -> float:
         started = time.perf_counter()
-        frame = driver.acquire(PARAMS, region)
+        frame = driver.acquire(AcquireRequest(PARAMS, region))
         wall = time.perf_counter() - started
         assert frame.stack().shape == (3, 224, 224) and frame.sted.dtype == np.uint16
         return wall - (frame.finished_at_s - frame.started_at_s)
@@ -227,7 +228,7 @@ def transfer_overhead(frames: int) -> None:
         interleaved: list[float] = []
         pings: list[float] = []
         for index in range(frames):
-            local.acquire(PARAMS, regions[index % 4])
+            local.acquire(AcquireRequest(PARAMS, regions[index % 4]))
             if index % 2:
                 started = time.perf_counter()
                 remote.ping()

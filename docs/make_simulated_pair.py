@@ -12,6 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from stedloop.driver import AcquireRequest
 from stedloop.drivers.simulator import SimulatorDriver, SimulatorOptions
 from stedloop.frame import Region
 from stedloop.params import ImagingParams
@@ -23,7 +24,7 @@ PARAMS = ImagingParams(dwell_time_us=10.0, excitation_uw=5.0, depletion_mw=150.0
 def main() -> None:
     driver = SimulatorDriver(SimulatorOptions(structure="actin", seed=2, sample_fields=4))
     driver.connect()
-    frame = driver.acquire(PARAMS, Region(4.48, 4.48, 224, 224))
+    frame = driver.acquire(AcquireRequest(PARAMS, Region(4.48, 4.48, 224, 224)))
     fig, axes = plt.subplots(1, 2, figsize=(8, 4.3), dpi=90)
     field_um = frame.shape[1] * frame.pixel_size_nm / 1000
     panels = (

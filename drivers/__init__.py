@@ -14,20 +14,12 @@ from pydantic import BaseModel, ValidationError
 from stedloop import registry
 from stedloop.config.schema import StedloopConfig
 from stedloop.driver import Driver, DriverDescription
-from stedloop.errors import ConfigError, PluginError
+from stedloop.errors import ConfigError
 
 
 def driver_class(name: str) -> Any:
     """The class registered under ``name`` (version-checked; only that plugin is imported)."""
-    cls = registry.load(registry.DRIVERS, name)
-    if not isinstance(getattr(cls, "Options", None), type) or not issubclass(
-        cls.Options, BaseModel
-    ):
-        raise PluginError(
-            f"driver plugin {name!r} has no Options model; set Options = <pydantic model> "
-            "(stedloop.driver.NoOptions if it takes none)"
-        )
-    return cls
+    return registry.load(registry.DRIVERS, name)  # validated there (Options, constructor)
 
 
 def _non_finite_keys(value: Any, key: str) -> list[str]:

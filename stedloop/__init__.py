@@ -8,4 +8,4 @@ __version__ = "0.1.0"
 
 #: Version of the plugin API (drivers, objectives, scorers). A plugin declares the version it
 #: was written for in its ``API_VERSION`` attribute; the major number must match.
-PLUGIN_API_VERSION = "1.0"
+PLUGIN_API_VERSION = "2.0"

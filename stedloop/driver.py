@@ -4,6 +4,10 @@ A backend is a class registered in the entry-point group ``stedloop.drivers``. T
 ever sees the ``Driver`` protocol; ``BaseDriver`` is an optional helper that makes the safety
 checks impossible to forget: its ``acquire`` checks the caps and the region, then calls the
 backend's ``_acquire``.
+
+Everything one frame needs travels in its ``AcquireRequest`` (parameters, region, where raw
+data goes), so the request crosses a process boundary whole: the worker (stedloop.worker)
+forwards every method of the protocol and nothing is found by ``getattr``.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
@@ -47,9 +52,52 @@ class DriverDescription:
         }
 
 
+@dataclass(frozen=True)
+class RawOutput:
+    """Where a backend that saves raw instrument data (Imspector's .obf) puts one frame's:
+    files ``<folder>/<stem>.<image name>.<ext>``. Backends without raw data ignore it."""
+
+    folder: Path
+    stem: str  # e.g. "0007", the session's frame number
+
+
+@dataclass(frozen=True)
+class AcquireRequest:
+    """Everything one frame needs: what to set, where to image, where raw data goes."""
+
+    params: ImagingParams
+    region: Region
+    #: None: the backend's own default (e.g. ``raw_output_dir`` in its options, or nothing).
+    raw_output: RawOutput | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready (the worker sends requests as JSON)."""
+        raw = self.raw_output
+        return {
+            "params": self.params.as_dict(),
+            "region": self.region.as_dict(),
+            "raw_output": {"folder": str(raw.folder), "stem": raw.stem} if raw else None,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AcquireRequest:
+        """Inverse of ``as_dict``; KeyError/TypeError/ValueError or a StedloopError if malformed."""
+        raw = data.get("raw_output")
+        return cls(
+            ImagingParams.from_mapping(data["params"]),
+            Region.from_dict(data["region"]),
+            RawOutput(Path(str(raw["folder"])), str(raw["stem"])) if raw else None,
+        )
+
+
 @runtime_checkable
 class Driver(Protocol):
-    """A microscope backend. Usable as a context manager (connect ... safe_state + close)."""
+    """A microscope backend. Usable as a context manager (connect ... safe_state + close).
+
+    Threads: ``connect``, ``describe``, ``acquire``, ``safe_state`` and ``close`` are called
+    one at a time from one thread (the session's, or the worker's driver thread);
+    ``request_abort`` comes from another thread while ``acquire`` runs, and must return at
+    once. The worker forwards every method here; a backend needs no other method."""
 
     def connect(self) -> None:
         """Open the connection. Raises ``DriverDisconnected`` with what to check."""
@@ -57,10 +105,17 @@ class Driver(Protocol):
     def describe(self) -> DriverDescription:
         """Name, parameter ranges, pixel size and field of view."""
 
-    def acquire(self, params: ImagingParams, region: Region) -> Frame:
-        """Image ``region`` confocal-before, STED, confocal-after with ``params``.
+    def acquire(self, request: AcquireRequest) -> Frame:
+        """Image ``request.region`` confocal-before, STED, confocal-after with
+        ``request.params``; save raw data to ``request.raw_output`` if the backend has any.
 
-        Checks the safety caps right before applying anything; refuses (never clips)."""
+        Checks the safety caps right before applying anything; refuses (never clips) with
+        ``ParameterRejected`` (``SafetyCapExceeded`` for a cap). The frame's ``params`` are
+        the values the instrument reports as applied."""
+
+    def request_abort(self) -> None:
+        """Ask the ``acquire`` in flight to stop soon (raising ``AcquisitionAborted``).
+        Called from another thread; returns at once; does nothing when idle."""
 
     def safe_state(self) -> None:
         """Put every laser to zero and stop any measurement. Must not raise if avoidable."""
@@ -145,11 +200,11 @@ class BaseDriver(SafeStateContext, ABC):
     @abstractmethod
     def describe(self) -> DriverDescription: ...
 
-    def acquire(self, params: ImagingParams, region: Region) -> Frame:
-        self.caps.check(params)  # the request, before anything reaches the instrument
-        self.check_region(region)
+    def acquire(self, request: AcquireRequest) -> Frame:
+        self.caps.check(request.params)  # the request, before anything reaches the instrument
+        self.check_region(request.region)
         self._abort.clear()
-        frame = self._acquire(params, region)
+        frame = self._acquire(request)
         # What the backend reports as applied (read back) must be within the caps as well.
         self.check_sent(frame.params, "applied, as the driver reports")
         return frame
@@ -165,7 +220,9 @@ class BaseDriver(SafeStateContext, ABC):
             raise SafetyCapExceeded(f"{what}: {sent.describe()}: " + "; ".join(problems))
 
     @abstractmethod
-    def _acquire(self, params: ImagingParams, region: Region) -> Frame: ...
+    def _acquire(self, request: AcquireRequest) -> Frame:
+        """The backend's acquisition; caps and region are checked already. Check
+        ``abort_requested`` between steps and raise ``AcquisitionAborted`` when it is set."""
 
     @abstractmethod
     def safe_state(self) -> None: ...

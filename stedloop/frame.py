@@ -53,6 +53,9 @@ class Region:
 class Frame:
     """Confocal-before, STED and confocal-after images of one region, as photon counts.
 
+    Each image is 2-D, ``(region.height_px, region.width_px)`` (rows, columns), of an
+    integer or float dtype holding whole counts in 0..65535 (frames are stored as uint16).
+
     ``params`` are the values as actually applied (read back from the instrument), which
     may differ slightly from what was asked. Times are seconds since the epoch.
     """

@@ -1,7 +1,10 @@
-"""Plugin discovery through entry points, with an API-version check.
+"""Plugin discovery through entry points, and the one place a plugin is validated.
 
 Groups: ``stedloop.drivers``, ``stedloop.objectives``, ``stedloop.scorers``. Only the plugin
 asked for is imported, so a broken or heavy plugin that is not configured costs nothing.
+``load`` checks what can be checked before a plugin is used (``validate``: API version,
+required methods, a driver's ``Options`` and constructor); ``check_objective`` checks a
+built objective's attributes. The contract itself is in docs/plugins.md.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ GROUPS = (DRIVERS, OBJECTIVES, SCORERS)
 
 #: What a plugin of each group must provide (checked at load, before it is used).
 REQUIRED_ATTRIBUTES: dict[str, tuple[str, ...]] = {
-    DRIVERS: ("connect", "describe", "acquire", "safe_state", "close"),
+    DRIVERS: ("connect", "describe", "acquire", "request_abort", "safe_state", "close"),
     OBJECTIVES: ("evaluate",),
     SCORERS: ("from_config", "score"),
 }
@@ -124,6 +127,54 @@ def describe(group: str) -> list[dict[str, str]]:
     return sorted(rows, key=lambda row: row["name"])
 
 
+def validate(group: str, obj: Any, label: str) -> None:
+    """Refuse a plugin that breaks its group's contract, with one line naming what to fix."""
+    check_api_version(obj, label)
+    missing = [a for a in REQUIRED_ATTRIBUTES[group] if not callable(getattr(obj, a, None))]
+    if missing:
+        raise PluginError(f"{label} lacks {', '.join(missing)}, which {group} plugins must provide")
+    abstract = unimplemented_methods(obj, REQUIRED_ATTRIBUTES[group])
+    if abstract:
+        raise PluginError(
+            f"{label} does not implement {', '.join(abstract)}, which its base class leaves "
+            "abstract; define them in the plugin class"
+        )
+    if group == DRIVERS:
+        _validate_driver_class(obj, label)
+
+
+def _validate_driver_class(cls: Any, label: str) -> None:
+    from pydantic import BaseModel
+
+    options = getattr(cls, "Options", None)
+    if not (isinstance(options, type) and issubclass(options, BaseModel)):
+        raise PluginError(
+            f"{label} has no Options model; set Options = <pydantic model> "
+            "(stedloop.plugin_api.NoOptions if it takes none)"
+        )
+    try:  # stedloop builds every driver as cls(options, caps)
+        inspect.signature(cls).bind(object(), object())
+    except TypeError:
+        raise PluginError(
+            f"{label} cannot be built as {getattr(cls, '__name__', 'cls')}(options, caps); "
+            "its __init__ must take the options model and the SafetyCaps as its two "
+            "positional arguments"
+        ) from None
+    except ValueError:  # no signature to inspect (a C type): built and seen at first use
+        pass
+
+
+def check_objective(objective: Any, label: str) -> None:
+    """A built objective has a name, a unit, a direction and ``evaluate``."""
+    for attribute in ("name", "unit", "direction", "evaluate"):
+        if not hasattr(objective, attribute):
+            raise PluginError(f"{label} has no {attribute!r}")
+    if objective.direction not in ("maximize", "minimize"):
+        raise PluginError(
+            f"{label} has direction {objective.direction!r}; expected 'maximize' or 'minimize'"
+        )
+
+
 def load(group: str, name: str) -> Any:
     """Import and return the object registered as ``name`` in ``group``, version-checked."""
     registered = _entry_points(group)
@@ -137,14 +188,5 @@ def load(group: str, name: str) -> Any:
         raise
     except Exception as exc:  # any import failure is reported, with its cause
         raise PluginError(f"cannot import {label}: {type(exc).__name__}: {exc}") from exc
-    check_api_version(obj, label)
-    missing = [a for a in REQUIRED_ATTRIBUTES[group] if not callable(getattr(obj, a, None))]
-    if missing:
-        raise PluginError(f"{label} lacks {', '.join(missing)}, which {group} plugins must provide")
-    abstract = unimplemented_methods(obj, REQUIRED_ATTRIBUTES[group])
-    if abstract:
-        raise PluginError(
-            f"{label} does not implement {', '.join(abstract)}, which its base class leaves "
-            "abstract; define them in the plugin class"
-        )
+    validate(group, obj, label)
     return obj

@@ -11,6 +11,7 @@ import pytest
 from pydantic import BaseModel
 
 from stedloop.config import LoadedConfig, load_config
+from stedloop.driver import AcquireRequest
 from stedloop.drivers import create_driver
 from stedloop.drivers.imspector import ImspectorDriver
 from stedloop.drivers.imspector.fake_specpy import FakeSpecpy, noise_image_source
@@ -58,11 +59,12 @@ class RecordingDriver:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    def acquire(self, params: ImagingParams, region: Region) -> Frame:
+    def acquire(self, request: AcquireRequest) -> Frame:
         self.acquires += 1
         if self.raises is not None:
             raise self.raises
-        frame = self.inner.acquire(params, region)
+        frame = self.inner.acquire(request)
+        params = request.params
         applied = dataclasses.replace(
             params, depletion_mw=params.depletion_mw * self.applied_factor
         )
@@ -119,8 +121,9 @@ def test_a_range_refusal_is_not_retried(
 
 def test_base_driver_holds_the_reported_applied_values_to_the_caps() -> None:
     class Miscalibrated(SimulatorDriver):
-        def _acquire(self, params: ImagingParams, region: Region) -> Frame:
-            frame = super()._acquire(params, region)
+        def _acquire(self, request: AcquireRequest) -> Frame:
+            params = request.params
+            frame = super()._acquire(request)
             return dataclasses.replace(
                 frame, params=dataclasses.replace(params, depletion_mw=params.depletion_mw * 1.5)
             )
@@ -131,7 +134,7 @@ def test_base_driver_holds_the_reported_applied_values_to_the_caps() -> None:
         Miscalibrated(options, loaded.config.safety) as driver,
         pytest.raises(SafetyCapExceeded, match="applied, as the driver reports"),
     ):
-        driver.acquire(ImagingParams(10.0, 5.0, 80.0), Region(0.0, 0.0, 64, 64))
+        driver.acquire(AcquireRequest(ImagingParams(10.0, 5.0, 80.0), Region(0.0, 0.0, 64, 64)))
 
 
 def test_imspector_checks_the_converted_value_before_it_is_sent() -> None:
@@ -145,7 +148,7 @@ def test_imspector_checks_the_converted_value_before_it_is_sent() -> None:
     calibration.depletion_to_imspector = lambda mw: correct(mw) * 1.5  # type: ignore[method-assign]
     fake.set_log.clear()
     with pytest.raises(SafetyCapExceeded, match="to be sent to configuration"):
-        driver.acquire(ImagingParams(10.0, 5.0, 300.0), Region(0.0, 0.0, 224, 224))
+        driver.acquire(AcquireRequest(ImagingParams(10.0, 5.0, 300.0), Region(0.0, 0.0, 224, 224)))
     assert [r for r in fake.set_log if r.path == CURRENT_DEP and r.value != 0.0] == []
     driver.close()
 
@@ -224,11 +227,11 @@ def test_a_frame_in_flight_beyond_todays_caps_is_recorded_failed_not_redone(
     )
 
     class StopsAtFrame2(RecordingDriver):
-        def acquire(self, params: ImagingParams, region: Region) -> Frame:
+        def acquire(self, request: AcquireRequest) -> Frame:
             if self.acquires == 2:
                 self.acquires += 1
                 raise KeyboardInterrupt  # Ctrl-C in the middle of frame 2
-            return super().acquire(params, region)
+            return super().acquire(request)
 
     store = SessionStore(tmp_path / "sessions")
     session = Session.start(

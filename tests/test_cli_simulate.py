@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -91,3 +92,54 @@ def test_help_names_every_option() -> None:
     assert result.returncode == 0
     for option in ("--structure", "--n", "--out", "--seed", "--dwell-time-us", "--excitation-uw", "--depletion-mw", "--config"):  # fmt: skip
         assert option in result.stdout
+
+
+def imspector_config(path: Path) -> Path:
+    path.write_text(
+        '[driver]\nname = "imspector"\n[drivers.imspector]\n'
+        'specpy_module = "stedloop.drivers.imspector.fake_specpy"\n'
+        "excitation_uw_at_full_scale = 20.0\ndepletion_mw_at_full_scale = 350.0\n"
+        f"[store]\ndata_dir = {str(path.parent / 'data')!r}\n"
+    )
+    return path
+
+
+def test_another_configured_driver_is_never_replaced_silently(tmp_path: Path) -> None:
+    config = imspector_config(tmp_path / "site.toml")
+    out = tmp_path / "out"
+    result = run_simulate("--n", "1", "--out", str(out), "--config", str(config))
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert "the configured driver is 'imspector', not the simulator" in line
+    assert "--driver simulator" in line and "--driver imspector" in line
+    assert not out.exists()
+    named = run_simulate(
+        "--n", "1", "--out", str(out), "--config", str(config), "--driver", "simulator"
+    )
+    assert named.returncode == 0, named.stderr
+    assert [p.name for p in out.iterdir()] == ["actin_0000.ome.tif"]
+
+
+def test_frames_through_a_plugin_driver_named_with_driver(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    info = site / "stedloop_toy-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: stedloop-toy\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[stedloop.drivers]\ntoy = stedloop_toy:ToyDriver\n")
+    toy = Path(__file__).resolve().parent / "toy_plugin"
+    config = tmp_path / "site.toml"
+    config.write_text(
+        "[drivers.toy]\ndepletion_mw_per_volt = 50.0\nexcitation_uw_per_volt = 5.0\n"
+        f"field_px = 32\n[store]\ndata_dir = {str(tmp_path / 'data')!r}\n"
+    )
+    out = tmp_path / "out"
+    env = {"PYTHONPATH": os.pathsep.join([str(site), str(toy)])}
+    common = ("--n", "2", "--out", str(out), "--config", str(config), "--driver", "toy")
+    refused = run_simulate(*common, "--structure", "beads", env=env)
+    assert refused.returncode == 2 and "--structure and --seed" in refused.stderr
+    result = run_simulate(*common, env=env)
+    assert result.returncode == 0, result.stderr
+    frames = [read_frame_tiff(out / f"toy_{i:04d}.ome.tif") for i in range(2)]
+    assert all(f.shape == (32, 32) for f in frames)
+    assert frames[0].region != frames[1].region  # fresh regions
+    assert all(f.params == ImagingParams(10.0, 5.0, 150.0) for f in frames)  # read back

@@ -123,3 +123,46 @@ def test_missing_specpy_says_how_to_install(tmp_path: Path) -> None:
     driver = by_name(result)["driver"]
     assert driver["ok"] is False
     assert "pip install 'stedloop[imspector]'" in driver["fix"]
+
+
+def simulator_config(path: Path, field_px: int, objectives: list[str]) -> Path:
+    request, event = free_port(), free_port()
+    path.write_text(
+        f'[driver]\nname = "simulator"\n[drivers.simulator]\nfield_px = {field_px}\n'
+        f"[objectives]\nnames = {json.dumps(objectives)}\n"
+        f'[daemon]\nrequest_address = "tcp://127.0.0.1:{request}"\n'
+        f'event_address = "tcp://127.0.0.1:{event}"\n'
+        f"[store]\ndata_dir = {json.dumps(str(path.parent / 'data'))}\n"
+    )
+    return path
+
+
+def test_acquire_reports_frames_the_quality_network_cannot_score(tmp_path: Path) -> None:
+    """A 64 px driver with the quality objective: the session would finish with no score."""
+    config = simulator_config(tmp_path / "site.toml", 64, ["quality", "resolution"])
+    result = doctor(config, "--json", "--acquire")
+    assert result.returncode == 1, result.stdout + result.stderr
+    checks = by_name(result)
+    assert checks["driver"]["ok"] is True
+    scoring = checks["scoring"]
+    assert scoring["ok"] is False
+    assert (
+        "64x64 px fields, smaller than the quality network's 224x224 px input"
+        in (scoring["detail"])
+    )
+    acquire = checks["acquire"]
+    assert acquire["ok"] is False
+    assert "took a 64x64 px frame at dwell_time_us=" in acquire["detail"]
+    assert "objective 'quality' cannot score it: DataError" in acquire["detail"]
+    assert "'resolution'" not in acquire["detail"]  # it could score it
+    assert "at least 224 px" in acquire["fix"]
+
+
+def test_acquire_takes_and_scores_one_frame(tmp_path: Path) -> None:
+    config = simulator_config(tmp_path / "site.toml", 64, ["resolution", "bleaching"])
+    result = doctor(config, "--acquire")
+    lines = result.stdout.splitlines()
+    acquire = next(line for line in lines if " acquire " in line)
+    assert acquire.startswith("OK"), result.stdout
+    assert "took a 64x64 px frame" in acquire and "scored: resolution " in acquire
+    assert "bleaching " in acquire

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from stedloop.driver import BaseDriver, Driver, DriverDescription
+from stedloop.driver import AcquireRequest, BaseDriver, Driver, DriverDescription
 from stedloop.errors import RegionError, SafetyCapExceeded
 from stedloop.frame import Frame, Region
 from stedloop.params import ImagingParams, SafetyCaps
@@ -33,7 +33,8 @@ class RecordingDriver(BaseDriver):
             parameter_ranges={},
         )
 
-    def _acquire(self, params: ImagingParams, region: Region) -> Frame:
+    def _acquire(self, request: AcquireRequest) -> Frame:
+        params, region = request.params, request.region
         self.applied.append(params)
         image = np.ones((8, 8), dtype=np.uint16)
         now = time.time()
@@ -53,18 +54,18 @@ def test_base_driver_satisfies_the_protocol() -> None:
 def test_capped_values_never_reach_the_backend() -> None:
     driver = RecordingDriver(SafetyCaps(max_depletion_mw=100))
     with pytest.raises(SafetyCapExceeded):
-        driver.acquire(ImagingParams(10.0, 1.0, 150.0), Region(0, 0, 8, 8))
+        driver.acquire(AcquireRequest(ImagingParams(10.0, 1.0, 150.0), Region(0, 0, 8, 8)))
     assert driver.applied == []
 
 
 def test_region_checks() -> None:
     driver = RecordingDriver(SafetyCaps())
     params = ImagingParams(10.0, 1.0, 50.0)
-    driver.acquire(params, Region(0.16, 0.16, 8, 8))  # the last tile fits exactly
+    driver.acquire(AcquireRequest(params, Region(0.16, 0.16, 8, 8)))  # the last tile fits exactly
     with pytest.raises(RegionError, match="outside the sample"):
-        driver.acquire(params, Region(0.2, 0.0, 8, 8))
+        driver.acquire(AcquireRequest(params, Region(0.2, 0.0, 8, 8)))
     with pytest.raises(RegionError, match="this backend images 8x8 px"):
-        driver.acquire(params, Region(0, 0, 16, 16))
+        driver.acquire(AcquireRequest(params, Region(0, 0, 16, 16)))
     with pytest.raises(RegionError, match="positive integer"):
         Region(0, 0, 0, 8)
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from stedloop.config import load_config
+from stedloop.driver import AcquireRequest, RawOutput
 from stedloop.drivers import create_driver
 from stedloop.drivers.imspector import ImspectorDriver, ImspectorOptions
 from stedloop.drivers.imspector.fake_specpy import FakeSpecpy, noise_image_source
@@ -62,7 +63,7 @@ def test_happy_path_sets_runs_reads_back_and_records() -> None:
     fake = make_fake()
     with make_driver(fake) as driver:
         fake.set_log.clear()
-        frame = driver.acquire(PARAMS, REGION)
+        frame = driver.acquire(AcquireRequest(PARAMS, REGION))
         assert fake.run_log == ["Confocal", "STED", "Confocal"]
         # What Imspector holds, in its units (s, % of full power, m).
         assert fake.value("STED", CURRENT_DWELL) == pytest.approx(10e-6)
@@ -91,7 +92,7 @@ def test_happy_path_sets_runs_reads_back_and_records() -> None:
 def test_confocal_settings_from_options() -> None:
     fake = make_fake()
     with make_driver(fake, confocal_excitation_uw=2.0, confocal_dwell_time_us=5.0) as driver:
-        driver.acquire(PARAMS, REGION)
+        driver.acquire(AcquireRequest(PARAMS, REGION))
         assert fake.value("Confocal", CURRENT_EXC) == pytest.approx(10.0)
         assert fake.value("Confocal", CURRENT_DWELL) == pytest.approx(5e-6)
         assert fake.value("STED", CURRENT_EXC) == pytest.approx(25.0)
@@ -105,7 +106,7 @@ def test_image_axes_follow_imspector_order() -> None:
 
     fake = make_fake(image_source=gradient)
     with make_driver(fake) as driver:
-        frame = driver.acquire(PARAMS, REGION)
+        frame = driver.acquire(AcquireRequest(PARAMS, REGION))
     assert (frame.sted[0] == np.arange(224)).all()
     assert (frame.sted[:, 5] == 5).all()
 
@@ -113,7 +114,7 @@ def test_image_axes_follow_imspector_order() -> None:
 def test_legacy_profile() -> None:
     fake = make_fake(profile="legacy")
     with make_driver(fake, path_profile="legacy") as driver:
-        frame = driver.acquire(PARAMS, REGION)
+        frame = driver.acquire(AcquireRequest(PARAMS, REGION))
         assert fake.value("STED", "ExpControl/scan/dwelltime") == pytest.approx(10e-6)
         assert fake.value(
             "STED", "ExpControl/lasers/power_calibrated/6/value/calibrated"
@@ -130,7 +131,7 @@ def test_path_override_moves_one_quantity() -> None:
     fake = make_fake()
     other = "ExpControl/measurement/channels/0/lasers/7/power/calibrated"
     with make_driver(fake, paths={"depletion_power": other}) as driver:
-        driver.acquire(PARAMS, REGION)
+        driver.acquire(AcquireRequest(PARAMS, REGION))
         assert fake.value("STED", other) == pytest.approx(28.57)
         assert fake.value("STED", CURRENT_DEP) == 0.0
 
@@ -147,7 +148,7 @@ def test_unknown_override_key_is_a_config_error() -> None:
 def test_current_paths_on_a_legacy_build_fail_clearly() -> None:
     fake = make_fake(profile="legacy")
     with make_driver(fake) as driver, pytest.raises(DriverError) as info:
-        driver.acquire(PARAMS, REGION)
+        driver.acquire(AcquireRequest(PARAMS, REGION))
     assert "No parameter 'ExpControl/measurement/pixel_steps/step_duration/0'" in str(info.value)
     assert "configuration 'Confocal'" in str(info.value)
 
@@ -164,20 +165,33 @@ def test_unknown_path_raises_and_leaves_lasers_safe(path: str, text: str) -> Non
     with make_driver(fake, paths={"depletion_power": path}) as driver:
         # Excitation was set before the refused depletion path in this configuration.
         with pytest.raises(DriverError, match=re.escape(text)):
-            driver.acquire(PARAMS, REGION)
+            driver.acquire(AcquireRequest(PARAMS, REGION))
         assert fake.value("Confocal", CURRENT_EXC) == 0.0
         assert fake.run_log == []
 
 
+def test_a_power_beyond_the_calibrated_full_scale_is_refused_before_any_set() -> None:
+    fake = make_fake()
+    # 15 µW is within the safety cap, but with 10 µW at full scale it is 150 %.
+    with make_driver(fake, excitation_uw_at_full_scale=10.0) as driver:
+        fake.set_log.clear()
+        with pytest.raises(ParameterRejected, match=r"excitation_uw=15 µW is outside .* 0\.\.10"):
+            driver.acquire(AcquireRequest(ImagingParams(10.0, 15.0, 50.0), REGION))
+        assert fake.set_log == [] and fake.run_log == []
+        assert driver.describe().parameter_ranges["excitation_uw"] == (0.0, 10.0)
+
+
 def test_refused_value_raises_and_leaves_lasers_safe() -> None:
     fake = make_fake()
-    # 15 µW is within the safety cap, but with 10 µW at full scale it is 150 %: refused.
-    with make_driver(fake, excitation_uw_at_full_scale=10.0) as driver:
+    # A full scale configured as 200 where Imspector's values end at 100: 15 µW of 20 µW at
+    # "200" is sent as 150, which Imspector refuses.
+    options = {"excitation_uw_at_full_scale": 20.0, "power_full_scale": 200.0}
+    with make_driver(fake, **options) as driver:
         stops_before = fake.stop_calls
         with pytest.raises(
             DriverError, match=re.escape(f"Invalid argument for parameter '{CURRENT_EXC}'")
         ):
-            driver.acquire(ImagingParams(10.0, 15.0, 50.0), REGION)
+            driver.acquire(AcquireRequest(ImagingParams(10.0, 15.0, 50.0), REGION))
         assert lasers_are_off(fake)
         assert fake.stop_calls > stops_before
         assert fake.run_log == []
@@ -195,7 +209,7 @@ def test_a_value_imspector_changes_is_caught_on_read_back() -> None:
     fake._set = doubling  # type: ignore[method-assign]
     with make_driver(fake) as driver:
         with pytest.raises(DriverError, match="applied .* but .* was asked"):
-            driver.acquire(PARAMS, REGION)
+            driver.acquire(AcquireRequest(PARAMS, REGION))
         assert lasers_are_off(fake)
         assert fake.run_log == []
 
@@ -214,7 +228,7 @@ def test_wrong_stack_shape_or_dtype(hook: Any, text: str) -> None:
     with make_driver(fake) as driver:
         fake.stack_hook = hook
         with pytest.raises(DriverError, match=re.escape(text)) as info:
-            driver.acquire(PARAMS, REGION)
+            driver.acquire(AcquireRequest(PARAMS, REGION))
         assert "stack 'ExpControl Ch1 {1}' of configuration 'Confocal'" in str(info.value)
         assert lasers_are_off(fake)
 
@@ -225,11 +239,11 @@ def test_caps_refused_before_any_set() -> None:
     driver.connect()
     fake.set_log.clear()
     with pytest.raises(SafetyCapExceeded, match="max_depletion_mw"):
-        driver.acquire(ImagingParams(10.0, 5.0, 400.0), REGION)
+        driver.acquire(AcquireRequest(ImagingParams(10.0, 5.0, 400.0), REGION))
     assert fake.set_log == []
     # The driver re-checks right before each set, not only in BaseDriver.acquire.
     with pytest.raises(SafetyCapExceeded, match="light dose"):
-        driver._acquire(ImagingParams(100.0, 5.0, 300.0), REGION)
+        driver._acquire(AcquireRequest(ImagingParams(100.0, 5.0, 300.0), REGION))
     assert [r for r in fake.set_log if r.value != 0.0] == []
     driver.close()
 
@@ -239,7 +253,7 @@ def test_dwell_outside_the_setup_range_is_refused_before_any_set() -> None:
     with make_driver(fake, dwell_time_range_us=(1.0, 50.0)) as driver:
         fake.set_log.clear()
         with pytest.raises(ParameterRejected, match="dwell_time_range_us"):
-            driver.acquire(ImagingParams(80.0, 1.0, 0.0), REGION)
+            driver.acquire(AcquireRequest(ImagingParams(80.0, 1.0, 0.0), REGION))
         assert fake.set_log == []
 
 
@@ -266,21 +280,21 @@ def test_disconnect_mid_session_then_reconnect_with_backoff() -> None:
     waits: list[float] = []
     driver = make_driver(fake, waits, reconnect_attempts=2, reconnect_backoff_s=0.5)
     driver.connect()
-    driver.acquire(PARAMS, REGION)
+    driver.acquire(AcquireRequest(PARAMS, REGION))
     fake.lose_connection_on_run = 5  # the STED run of the second frame
     with pytest.raises(DriverDisconnected, match="Run Server") as info:
-        driver.acquire(PARAMS, REGION)
+        driver.acquire(AcquireRequest(PARAMS, REGION))
     assert "the next frame reconnects" in str(info.value)
     assert not driver.connected
     # Still closed: every retry is refused, with doubling waits, then a clear error.
     with pytest.raises(DriverDisconnected, match="cannot connect"):
-        driver.acquire(PARAMS, REGION)
+        driver.acquire(AcquireRequest(PARAMS, REGION))
     assert waits == [0.5, 1.0]
     # Imspector is back: the next frame reconnects, goes safe first, then images.
     fake.go_online()
     connections = fake.connections
     fake.set_log.clear()
-    frame = driver.acquire(PARAMS, REGION)
+    frame = driver.acquire(AcquireRequest(PARAMS, REGION))
     assert fake.connections == connections + 1
     first = fake.set_log[:4]
     assert {r.path for r in first} == {CURRENT_EXC, CURRENT_DEP} and all(
@@ -308,7 +322,7 @@ def test_abort_stops_a_slow_run() -> None:
     threading.Timer(0.2, driver.request_abort).start()
     started = time.monotonic()
     with pytest.raises(AcquisitionAborted):
-        driver.acquire(PARAMS, REGION)
+        driver.acquire(AcquireRequest(PARAMS, REGION))
     assert time.monotonic() - started < 5.0
     assert lasers_are_off(fake)
     driver.close()
@@ -318,20 +332,19 @@ def test_raw_measurement_saved_beside_the_frames(tmp_path: Path) -> None:
     fake = make_fake()
     frames = tmp_path / "session" / "frames"
     with make_driver(fake) as driver:
-        driver.set_raw_output(frames, "0007")
-        frame = driver.acquire(PARAMS, REGION)
-        second = driver.acquire(PARAMS, REGION)
+        frame = driver.acquire(AcquireRequest(PARAMS, REGION, RawOutput(frames, "0007")))
+        second = driver.acquire(AcquireRequest(PARAMS, REGION))  # asks for no raw files
     names = [Path(p).name for p in frame.metadata["raw_files"]]
     assert names == ["0007.confocal_before.obf", "0007.sted.obf", "0007.confocal_after.obf"]
     assert all(Path(p).is_file() for p in frame.metadata["raw_files"])
-    assert len(second.metadata["raw_files"]) == 3
-    assert second.metadata["raw_files"][0] != frame.metadata["raw_files"][0]
+    assert second.metadata["raw_files"] == []
+    assert sorted(p.name for p in frames.iterdir()) == sorted(names)
 
 
 def test_raw_output_dir_from_options(tmp_path: Path) -> None:
     fake = make_fake()
     with make_driver(fake, raw_output_dir=tmp_path) as driver:
-        frame = driver.acquire(PARAMS, REGION)
+        frame = driver.acquire(AcquireRequest(PARAMS, REGION))
     assert [Path(p).parent for p in frame.metadata["raw_files"]] == [tmp_path] * 3
 
 
@@ -364,7 +377,7 @@ def test_built_from_config_through_the_entry_point(tmp_path: Path) -> None:
     driver = create_driver(load_config(site).config)
     assert isinstance(driver, ImspectorDriver)
     with driver:
-        frame = driver.acquire(PARAMS, REGION)
+        frame = driver.acquire(AcquireRequest(PARAMS, REGION))
     assert frame.params.excitation_uw == pytest.approx(5.0)
     assert driver.describe().parameter_ranges["depletion_mw"] == (0.0, 350.0)
 
@@ -402,8 +415,10 @@ def test_fake_serves_simulator_images_driven_by_the_parameters() -> None:
     fake = FakeSpecpy()  # default image source: the simulator when installed
     assert isinstance(fake.image_source, SimulatorImageSource)
     with make_driver(fake) as driver:
-        strong = driver.acquire(ImagingParams(20.0, 10.0, 300.0), REGION)
-        elsewhere = driver.acquire(ImagingParams(20.0, 10.0, 300.0), Region(4.48, 0.0, 224, 224))
+        strong = driver.acquire(AcquireRequest(ImagingParams(20.0, 10.0, 300.0), REGION))
+        elsewhere = driver.acquire(
+            AcquireRequest(ImagingParams(20.0, 10.0, 300.0), Region(4.48, 0.0, 224, 224))
+        )
     # Strong depletion bleaches: the confocal image after is dimmer than before.
     assert strong.confocal_after.mean() < 0.95 * strong.confocal_before.mean()
     # Another region of the sample shows other structures.
@@ -435,14 +450,22 @@ def test_a_retried_frame_never_overwrites_its_raw_files(tmp_path: Path) -> None:
     fake = make_fake()
     frames = tmp_path / "session" / "frames"
     with make_driver(fake) as driver:
-        driver.set_raw_output(frames, "0003")
-        first = driver.acquire(PARAMS, REGION)
+        raw = RawOutput(frames, "0003")
+        first = driver.acquire(AcquireRequest(PARAMS, REGION, raw))
         before = {p: Path(p).read_bytes() for p in first.metadata["raw_files"]}
-        driver.set_raw_output(frames, "0003")  # the same frame number, e.g. a retry
-        again = driver.acquire(PARAMS, REGION)
+        again = driver.acquire(AcquireRequest(PARAMS, REGION, raw))  # the same frame: a retry
     assert [Path(p).name for p in again.metadata["raw_files"]] == [
         "0003-2.confocal_before.obf",
         "0003-2.sted.obf",
         "0003-2.confocal_after.obf",
     ]
     assert {p: Path(p).read_bytes() for p in before} == before
+
+
+def test_the_imspector_driver_keeps_the_plugin_contract() -> None:
+    from stedloop.testing import check_driver
+
+    options = ImspectorOptions(excitation_uw_at_full_scale=20.0, depletion_mw_at_full_scale=350.0)
+    check_driver(
+        lambda caps: ImspectorDriver(options, caps, specpy_module=make_fake(), wait=lambda s: None)
+    )

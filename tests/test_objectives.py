@@ -125,7 +125,7 @@ def test_resolution_objective_on_a_frame() -> None:
 
 
 class Named:
-    API_VERSION = "1.0"
+    API_VERSION = "2.0"
 
     def __init__(self, name: str, direction: str, bounds: tuple[float, float]) -> None:
         self.name, self.direction, self.bounds, self.unit = name, direction, bounds, "u"

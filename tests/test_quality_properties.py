@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from stedloop.driver import AcquireRequest
 from stedloop.quality import shipped_model_path
 from stedloop.quality.degradations import evaluate_degradations
 
@@ -73,7 +74,7 @@ def simulated_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for i, (values, (ix, iy)) in enumerate(zip(good, fields, strict=True)):
             region = Region(ix * 4.48, iy * 4.48, 224, 224)
             assert driver.fluorophore_map(region).mean() > 0.3  # the field is not empty
-            frame = driver.acquire(ImagingParams(*values), region)
+            frame = driver.acquire(AcquireRequest(ImagingParams(*values), region))
             series = folder / f"simulated_{i}"
             series.mkdir()
             for family, images in degradation_series(frame.sted, seed=i).items():

@@ -16,6 +16,7 @@ import pytest
 import tifffile
 from cli_helpers import run_stedloop
 
+from stedloop.driver import AcquireRequest
 from stedloop.drivers.simulator import SimulatorDriver, SimulatorOptions
 from stedloop.frame import Region
 from stedloop.params import ImagingParams
@@ -51,7 +52,9 @@ def _session_frames(folder: Path, n: int) -> list[Path]:
     paths = []
     for i in range(n):
         frame = driver.acquire(
-            ImagingParams(5.0 + 10 * i, 3.0 + i, 60.0 + 60 * i), Region(4.0 * i, 0.0, 224, 224)
+            AcquireRequest(
+                ImagingParams(5.0 + 10 * i, 3.0 + i, 60.0 + 60 * i), Region(4.0 * i, 0.0, 224, 224)
+            )
         )
         paths.append(write_frame(folder / f"{i:04d}.ome.tif", frame, {"session": "s"}))
     return paths

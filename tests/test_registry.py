@@ -12,6 +12,7 @@ import pytest
 
 from stedloop import PLUGIN_API_VERSION, registry
 from stedloop.config import load_config
+from stedloop.driver import AcquireRequest
 from stedloop.drivers import create_driver
 from stedloop.errors import PluginError
 from stedloop.frame import Region
@@ -33,15 +34,15 @@ MODULES = {
             gain: float = 1.0
 
         class LabDriver(BaseDriver):
-            API_VERSION = "1.0"
+            API_VERSION = "2.0"
             Options = Options
 
             def connect(self): self.connected = True
             def describe(self):
                 return DriverDescription("lab", 50.0, (16, 16), None, {})
-            def _acquire(self, params, region):
+            def _acquire(self, request):
                 image = np.full((16, 16), self.options.gain)
-                return Frame(image, image, image, params, region, 50.0, 0.0, 1.0)
+                return Frame(image, image, image, request.params, request.region, 50.0, 0.0, 1.0)
             def safe_state(self): pass
             def close(self): pass
     """,
@@ -50,7 +51,7 @@ MODULES = {
         from stedloop.objectives.base import BaseObjective
 
         class HalfDriver(BaseDriver):  # no _acquire, no close
-            API_VERSION = "1.0"
+            API_VERSION = "2.0"
 
             def connect(self): pass
             def describe(self):
@@ -58,23 +59,44 @@ MODULES = {
             def safe_state(self): pass
 
         class PlainDriver(SafeStateContext):  # not an ABC: connect is the base's placeholder
-            API_VERSION = "1.0"
+            API_VERSION = "2.0"
 
             def describe(self): pass
-            def acquire(self, params, region): pass
+            def acquire(self, request): pass
+            def request_abort(self): pass
             def safe_state(self): pass
             def close(self): pass
+
+        class NoAbortDriver(PlainDriver):  # the protocol's request_abort is missing
+            request_abort = None
+            def connect(self): pass
+
+        class OneArgDriver(BaseDriver):  # stedloop builds drivers as cls(options, caps)
+            API_VERSION = "2.0"
+
+            def __init__(self, options):
+                super().__init__(options)
+            def connect(self): pass
+            def describe(self): pass
+            def _acquire(self, request): pass
+            def safe_state(self): pass
+            def close(self): pass
+
+        class NoOptionsModel(OneArgDriver):
+            Options = dict
+            def __init__(self, options=None, caps=None):
+                super().__init__(options)
 
         class NoEvaluate(BaseObjective):
             name = "noeval"
     """,
     "broken.py": "raise ImportError('this plugin needs labhardware, which is not installed')",
     "oldapi.py": "class Old:\n    API_VERSION = '0.9'\n    def evaluate(self, frame): return 1.0",
-    "newminor.py": "class New:\n    API_VERSION = '1.99'\n    def evaluate(self, frame): return 1.0",
+    "newminor.py": "class New:\n    API_VERSION = '2.99'\n    def evaluate(self, frame): return 1.0",
     "noversion.py": "class Bare:\n    def evaluate(self, frame): return 1.0",
     "badversion.py": "class Odd:\n    API_VERSION = 'one'\n    def evaluate(self, frame): return 1.0",
-    "scorer.py": "class Half:\n    API_VERSION = '1.0'\n    @classmethod\n    def from_config(cls, q): return cls()",
-    "clash.py": "class A:\n    API_VERSION = '1.0'\nclass B:\n    API_VERSION = '1.0'",
+    "scorer.py": "class Half:\n    API_VERSION = '2.0'\n    @classmethod\n    def from_config(cls, q): return cls()",
+    "clash.py": "class A:\n    API_VERSION = '2.0'\nclass B:\n    API_VERSION = '2.0'",
 }
 
 ENTRY_POINTS = f"""
@@ -83,6 +105,9 @@ labdriver = {PACKAGE}.good:LabDriver
 brokendriver = {PACKAGE}.broken:Nothing
 halfdriver = {PACKAGE}.incomplete:HalfDriver
 plaindriver = {PACKAGE}.incomplete:PlainDriver
+noabort = {PACKAGE}.incomplete:NoAbortDriver
+oneargdriver = {PACKAGE}.incomplete:OneArgDriver
+nooptions = {PACKAGE}.incomplete:NoOptionsModel
 
 [stedloop.objectives]
 old = {PACKAGE}.oldapi:Old
@@ -137,7 +162,7 @@ def test_only_the_configured_plugin_is_imported(plugins: Path, tmp_path: Path) -
     site.write_text('[driver]\nname = "labdriver"\n[drivers.labdriver]\ngain = 3.0\n')
     driver = create_driver(load_config(site).config)
     with driver:
-        frame = driver.acquire(ImagingParams(1.0, 1.0, 0.0), Region(0, 0, 16, 16))
+        frame = driver.acquire(AcquireRequest(ImagingParams(1.0, 1.0, 0.0), Region(0, 0, 16, 16)))
     assert float(frame.sted.mean()) == 3.0
     assert f"{PACKAGE}.good" in sys.modules
     assert f"{PACKAGE}.broken" not in sys.modules  # the broken plugin never mattered
@@ -153,7 +178,7 @@ def test_broken_plugin_fails_clearly_when_configured(plugins: Path) -> None:
     ("name", "text"),
     [
         ("old", f"written for plugin API 0.9, but this stedloop provides {PLUGIN_API_VERSION}"),
-        ("newer", "written for plugin API 1.99"),
+        ("newer", "written for plugin API 2.99"),
         ("bare", "does not declare API_VERSION"),
         ("odd", "not 'MAJOR.MINOR'"),
         ("clashing", "registered twice"),
@@ -167,6 +192,21 @@ def test_version_and_name_problems(plugins: Path, name: str, text: str) -> None:
 def test_missing_methods_are_named(plugins: Path) -> None:
     with pytest.raises(PluginError, match="lacks score"):
         registry.load(registry.SCORERS, "half")
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("noabort", "lacks request_abort, which stedloop.drivers plugins must provide"),
+        ("oneargdriver", r"cannot be built as OneArgDriver\(options, caps\)"),
+        ("nooptions", "has no Options model"),
+    ],
+)
+def test_a_driver_breaking_the_protocol_is_refused_at_load(
+    plugins: Path, name: str, text: str
+) -> None:
+    with pytest.raises(PluginError, match=text):
+        registry.load(registry.DRIVERS, name)
 
 
 @pytest.mark.parametrize(

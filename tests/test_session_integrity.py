@@ -19,9 +19,9 @@ import tifffile
 from test_session_loop import SpyDriver, config, objectives
 
 from stedloop import events as ev
+from stedloop.driver import AcquireRequest
 from stedloop.errors import DataError, StorageError
 from stedloop.frame import Frame
-from stedloop.params import ImagingParams
 from stedloop.server.events import EventBus
 from stedloop.server.methods import StartParams
 from stedloop.server.scorer_loader import ScorerLoader
@@ -260,8 +260,8 @@ class OverflowOn:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.driver, name)
 
-    def acquire(self, params: ImagingParams, region: Any) -> Frame:
-        frame = self.driver.acquire(params, region)
+    def acquire(self, request: AcquireRequest) -> Frame:
+        frame = self.driver.acquire(request)
         self.calls += 1
         if self.calls - 1 != self.frame:
             return frame

@@ -14,6 +14,7 @@ import tifffile
 from stedloop import events as ev
 from stedloop.config import LoadedConfig, load_config
 from stedloop.config.schema import OptimizerSection
+from stedloop.driver import AcquireRequest
 from stedloop.drivers import create_driver
 from stedloop.errors import ConfigError
 from stedloop.frame import Frame
@@ -50,11 +51,11 @@ class SpyDriver:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    def acquire(self, params: ImagingParams, region: Any) -> Frame:
+    def acquire(self, request: AcquireRequest) -> Frame:
         self.acquires += 1
         if self.interrupt_on is not None and self.acquires - 1 == self.interrupt_on:
             raise KeyboardInterrupt  # what Ctrl-C would do in the middle of a frame
-        return self.inner.acquire(params, region)
+        return self.inner.acquire(request)
 
     def safe_state(self) -> None:
         self.safe_calls += 1
@@ -147,7 +148,7 @@ def test_spent_retries_with_continue_policy_skip_the_point(tmp_path: Path) -> No
 
 
 class FlakyObjective:
-    API_VERSION = "1.0"
+    API_VERSION = "2.0"
     name, unit, direction, bounds = "flaky", "u", "maximize", (0.0, 1.0)
 
     def __init__(self) -> None:
@@ -378,7 +379,7 @@ def test_pause_requested_after_a_driver_fault_takes_effect_before_the_retry(
 class InterruptOnce:
     """An objective during which the process is interrupted once (after the TIFF is written)."""
 
-    API_VERSION = "1.0"
+    API_VERSION = "2.0"
     name, unit, direction, bounds = "resolution", "nm", "minimize", (40.0, 250.0)
 
     def __init__(self, interrupt_on: int | None) -> None:

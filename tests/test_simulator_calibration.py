@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from stedloop.driver import AcquireRequest
 from stedloop.drivers.simulator import SimulatorDriver, SimulatorOptions
 from stedloop.frame import Region
 from stedloop.params import ImagingParams
@@ -40,7 +41,7 @@ def simulated_stats() -> dict[str, float]:
     driver = SimulatorDriver(SimulatorOptions(structure="actin", seed=0, sample_fields=3))
     driver.connect()
     per_frame = [
-        _stats(driver.acquire(TYPICAL, Region(ix * 4.48, iy * 4.48, 224, 224)).sted)
+        _stats(driver.acquire(AcquireRequest(TYPICAL, Region(ix * 4.48, iy * 4.48, 224, 224))).sted)
         for ix in range(3)
         for iy in range(3)
     ]

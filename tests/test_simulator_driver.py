@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from stedloop.config.schema import StedloopConfig
-from stedloop.driver import Driver
+from stedloop.driver import AcquireRequest, Driver
 from stedloop.drivers import create_driver, parse_driver_options
 from stedloop.drivers.simulator import STRUCTURES, SimulatorDriver, SimulatorOptions
 from stedloop.errors import (
@@ -55,7 +55,7 @@ def test_describe_reports_sample_extent_and_ranges() -> None:
 
 
 def test_frame_contents_and_metadata_are_json_facts() -> None:
-    frame = make().acquire(TYPICAL, FIELD)
+    frame = make().acquire(AcquireRequest(TYPICAL, FIELD))
     assert frame.shape == (224, 224)
     for image in (frame.confocal_before, frame.sted, frame.confocal_after):
         assert image.dtype == np.uint16
@@ -84,7 +84,7 @@ def test_frame_contents_and_metadata_are_json_facts() -> None:
 def test_ground_truth_is_the_map_before_the_frame() -> None:
     driver = make(include_ground_truth=True)
     before = driver.fluorophore_map(FIELD)
-    frame = driver.acquire(TYPICAL, FIELD)
+    frame = driver.acquire(AcquireRequest(TYPICAL, FIELD))
     truth = frame.metadata["ground_truth"]
     assert truth.dtype == np.float32 and truth.shape == (224, 224)
     np.testing.assert_array_equal(truth, before)
@@ -93,19 +93,19 @@ def test_ground_truth_is_the_map_before_the_frame() -> None:
 
 @pytest.mark.parametrize("structure", STRUCTURES)
 def test_same_seed_same_frames(structure: str) -> None:
-    a = make(structure=structure, seed=11).acquire(TYPICAL, FIELD)
-    b = make(structure=structure, seed=11).acquire(TYPICAL, FIELD)
+    a = make(structure=structure, seed=11).acquire(AcquireRequest(TYPICAL, FIELD))
+    b = make(structure=structure, seed=11).acquire(AcquireRequest(TYPICAL, FIELD))
     np.testing.assert_array_equal(a.stack(), b.stack())
-    c = make(structure=structure, seed=12).acquire(TYPICAL, FIELD)
+    c = make(structure=structure, seed=12).acquire(AcquireRequest(TYPICAL, FIELD))
     assert not np.array_equal(a.stack(), c.stack())
 
 
 def test_fresh_regions_differ_and_reimaging_is_dimmer() -> None:
     driver = make(seed=7)
-    first = driver.acquire(TYPICAL, FIELD)
-    other = driver.acquire(TYPICAL, Region(4.48, 0.0, 224, 224))
+    first = driver.acquire(AcquireRequest(TYPICAL, FIELD))
+    other = driver.acquire(AcquireRequest(TYPICAL, Region(4.48, 0.0, 224, 224)))
     assert not np.array_equal(first.confocal_before, other.confocal_before)
-    again = driver.acquire(TYPICAL, FIELD)
+    again = driver.acquire(AcquireRequest(TYPICAL, FIELD))
     assert again.confocal_before.mean() < 0.9 * first.confocal_before.mean()
     assert again.metadata["mean_fluorophores_per_px"] < first.metadata["mean_fluorophores_per_px"]
     # Within one acquire the confocal-after is dimmer than the confocal-before.
@@ -118,7 +118,7 @@ def test_neighbourhood_is_bleached_too() -> None:
     driver = make(seed=8)
     neighbour = Region(4.48, 0.0, 224, 224)
     before = driver.fluorophore_map(neighbour)
-    driver.acquire(ImagingParams(40.0, 10.0, 300.0), FIELD)
+    driver.acquire(AcquireRequest(ImagingParams(40.0, 10.0, 300.0), FIELD))
     after = driver.fluorophore_map(neighbour)
     assert after[:, :3].sum() < before[:, :3].sum()
     np.testing.assert_array_equal(after[:, 40:], before[:, 40:])
@@ -131,9 +131,9 @@ def test_safety_cap_refused_before_anything_happens() -> None:
     driver.connect()
     before = driver.fluorophore_map()
     with pytest.raises(SafetyCapExceeded, match="max_depletion_mw"):
-        driver.acquire(ImagingParams(10.0, 5.0, 150.0), FIELD)
+        driver.acquire(AcquireRequest(ImagingParams(10.0, 5.0, 150.0), FIELD))
     with pytest.raises(SafetyCapExceeded, match="light dose"):
-        driver.acquire(ImagingParams(300.0, 5.0, 99.0), FIELD)
+        driver.acquire(AcquireRequest(ImagingParams(300.0, 5.0, 99.0), FIELD))
     np.testing.assert_array_equal(driver.fluorophore_map(), before)  # nothing bleached
     assert driver.frames_acquired == 0
     assert driver.laser_levels == {"excitation_uw": 0.0, "depletion_mw": 0.0}
@@ -143,7 +143,7 @@ def test_value_beyond_simulated_hardware_is_rejected() -> None:
     driver = make()
     before = driver.fluorophore_map()
     with pytest.raises(ParameterRejected, match="dwell_time_us"):
-        driver.acquire(ImagingParams(5000.0, 0.5, 0.0), FIELD)
+        driver.acquire(AcquireRequest(ImagingParams(5000.0, 0.5, 0.0), FIELD))
     np.testing.assert_array_equal(driver.fluorophore_map(), before)
 
 
@@ -166,25 +166,25 @@ def test_nan_and_negative_parameters_are_refused() -> None:
 def test_region_outside_sample_is_refused(region: Region) -> None:
     driver = make()
     with pytest.raises(RegionError):
-        driver.acquire(TYPICAL, region)
+        driver.acquire(AcquireRequest(TYPICAL, region))
     assert driver.frames_acquired == 0
 
 
 def test_acquire_needs_connect_and_close_disconnects() -> None:
     driver = SimulatorDriver(SimulatorOptions(sample_fields=1))
     with pytest.raises(DriverDisconnected):
-        driver.acquire(TYPICAL, FIELD)
+        driver.acquire(AcquireRequest(TYPICAL, FIELD))
     driver.connect()
-    driver.acquire(TYPICAL, FIELD)
+    driver.acquire(AcquireRequest(TYPICAL, FIELD))
     driver.close()
     driver.close()  # idempotent
     with pytest.raises(DriverDisconnected):
-        driver.acquire(TYPICAL, FIELD)
+        driver.acquire(AcquireRequest(TYPICAL, FIELD))
 
 
 def test_context_manager_ends_in_safe_state() -> None:
     with SimulatorDriver(SimulatorOptions(sample_fields=1)) as driver:
-        driver.acquire(TYPICAL, FIELD)
+        driver.acquire(AcquireRequest(TYPICAL, FIELD))
         assert driver.laser_levels == {"excitation_uw": 5.0, "depletion_mw": 150.0}
     assert driver.laser_levels == {"excitation_uw": 0.0, "depletion_mw": 0.0}
     assert not driver.connected
@@ -199,10 +199,10 @@ def test_unknown_option_is_a_config_error() -> None:
 
 def test_fail_on_frame_raises_once() -> None:
     driver = make(fail_on_frame=1)
-    driver.acquire(TYPICAL, FIELD)
+    driver.acquire(AcquireRequest(TYPICAL, FIELD))
     with pytest.raises(DriverError, match="simulated driver failure"):
-        driver.acquire(TYPICAL, FIELD)
-    driver.acquire(TYPICAL, FIELD)  # a retry succeeds
+        driver.acquire(AcquireRequest(TYPICAL, FIELD))
+    driver.acquire(AcquireRequest(TYPICAL, FIELD))  # a retry succeeds
 
 
 def test_delay_is_abortable() -> None:
@@ -210,14 +210,14 @@ def test_delay_is_abortable() -> None:
     threading.Timer(0.2, driver.request_abort).start()
     started = time.monotonic()
     with pytest.raises(AcquisitionAborted):
-        driver.acquire(TYPICAL, FIELD)
+        driver.acquire(AcquireRequest(TYPICAL, FIELD))
     assert time.monotonic() - started < 5.0
 
 
 def test_realtime_sleeps_for_the_scan_time() -> None:
     driver = make(realtime=True)
     started = time.monotonic()
-    driver.acquire(ImagingParams(1.0, 5.0, 0.0), FIELD)
+    driver.acquire(AcquireRequest(ImagingParams(1.0, 5.0, 0.0), FIELD))
     assert time.monotonic() - started >= 3 * 224 * 224 * 1e-6
 
 
@@ -229,6 +229,7 @@ def _child(code: str, tmp_path: Path) -> subprocess.Popen[bytes]:
 
 CHILD_PRELUDE = """
     import threading
+    from stedloop.driver import AcquireRequest
     from stedloop.drivers.simulator import SimulatorDriver, SimulatorOptions
     from stedloop.frame import Region
     from stedloop.params import ImagingParams
@@ -242,8 +243,8 @@ def test_crash_on_frame_kills_the_process(tmp_path: Path) -> None:
         CHILD_PRELUDE
         + """
     d = SimulatorDriver(SimulatorOptions(sample_fields=1, crash_on_frame=1)); d.connect()
-    d.acquire(p, r)
-    d.acquire(p, r)
+    d.acquire(AcquireRequest(p, r))
+    d.acquire(AcquireRequest(p, r))
     print("survived")
     """,
         tmp_path,
@@ -259,7 +260,7 @@ def test_hang_on_frame_ignores_aborts(tmp_path: Path) -> None:
     d = SimulatorDriver(SimulatorOptions(sample_fields=1, hang_on_frame=0)); d.connect()
     open({str(flag)!r}, "w").close()
     threading.Timer(0.2, d.request_abort).start()
-    d.acquire(p, r)
+    d.acquire(AcquireRequest(p, r))
     """,
         tmp_path,
     )

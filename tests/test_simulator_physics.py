@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy.optimize import curve_fit
 
+from stedloop.driver import AcquireRequest
 from stedloop.drivers.simulator import SimulatorDriver, SimulatorOptions, physics
 from stedloop.frame import Region
 from stedloop.params import ImagingParams
@@ -61,7 +62,7 @@ def test_fwhm_measured_on_simulated_bead_images(depletion_mw: int) -> None:
     images, truths = [], []
     for x_um in (0.0, 4.48):
         for y_um in (0.0, 4.48):
-            frame = driver.acquire(params, Region(x_um, y_um, 224, 224))
+            frame = driver.acquire(AcquireRequest(params, Region(x_um, y_um, 224, 224)))
             images.append(frame.sted.astype(float))
             truths.append(frame.metadata["ground_truth"])
     measured = _bead_fwhm_nm(images, truths)
@@ -73,7 +74,7 @@ def test_one_frame_bleaching_survival(depletion_mw: int, reference: float) -> No
     """Survival of one STED frame at 10 µs dwell and the reference excitation (5 µW)."""
     driver = SimulatorDriver(SimulatorOptions(structure="actin", seed=1, sample_fields=1))
     driver.connect()
-    frame = driver.acquire(ImagingParams(10.0, 5.0, depletion_mw), FIELD)
+    frame = driver.acquire(AcquireRequest(ImagingParams(10.0, 5.0, depletion_mw), FIELD))
     assert frame.metadata["sted_surviving_fraction"] == pytest.approx(reference, rel=0.10)
 
 
@@ -84,7 +85,7 @@ def test_a_less_photostable_dye_bleaches_by_its_factor(scale: float) -> None:
     def sted_survival(options: SimulatorOptions, depletion_mw: float) -> float:
         driver = SimulatorDriver(options)
         driver.connect()
-        frame = driver.acquire(ImagingParams(10.0, 5.0, depletion_mw), FIELD)
+        frame = driver.acquire(AcquireRequest(ImagingParams(10.0, 5.0, depletion_mw), FIELD))
         return frame.metadata["sted_surviving_fraction"]
 
     for depletion_mw in (0.0, 150.0):  # excitation-only, then mostly STED-driven bleaching
@@ -107,7 +108,7 @@ def test_bleaching_draws_match_the_expected_survival() -> None:
     driver = SimulatorDriver(SimulatorOptions(structure="actin", seed=2, sample_fields=1))
     driver.connect()
     before = driver.fluorophore_map(FIELD).sum()
-    frame = driver.acquire(ImagingParams(10.0, 5.0, 150.0), FIELD)
+    frame = driver.acquire(AcquireRequest(ImagingParams(10.0, 5.0, 150.0), FIELD))
     after = driver.fluorophore_map(FIELD).sum()
     expected = frame.metadata["sted_surviving_fraction"]
     # Interior survival of the whole acquire ≈ confocal × STED × confocal survival.
@@ -132,7 +133,7 @@ def test_photon_counts_scale_linearly_with_dwell_time() -> None:
     for dwell_us in (5.0, 10.0, 20.0, 40.0):
         driver = SimulatorDriver(SimulatorOptions(structure="actin", seed=4, sample_fields=1))
         driver.connect()
-        frame = driver.acquire(ImagingParams(dwell_us, 5.0, 100.0), FIELD)
+        frame = driver.acquire(AcquireRequest(ImagingParams(dwell_us, 5.0, 100.0), FIELD))
         # The confocal-before image sees the unbleached sample: counts ∝ dwell exactly.
         sums[dwell_us] = float(frame.confocal_before.sum())
     for dwell_us, total in sums.items():
@@ -154,7 +155,7 @@ def test_depletion_narrows_and_dims_the_sted_image() -> None:
     for depletion_mw in (0.0, 150.0):
         driver = SimulatorDriver(SimulatorOptions(structure="actin", seed=5, sample_fields=1))
         driver.connect()
-        frame = driver.acquire(ImagingParams(10.0, 5.0, depletion_mw), FIELD)
+        frame = driver.acquire(AcquireRequest(ImagingParams(10.0, 5.0, depletion_mw), FIELD))
         results[depletion_mw] = frame
     assert results[150.0].sted.mean() < 0.5 * results[0.0].sted.mean()
     assert results[150.0].metadata["effective_fwhm_nm"] < results[0.0].metadata["effective_fwhm_nm"]

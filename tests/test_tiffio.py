@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from stedloop.driver import AcquireRequest
 from stedloop.drivers.simulator import SimulatorDriver, SimulatorOptions
 from stedloop.errors import DataError
 from stedloop.frame import Frame, Region
@@ -31,7 +32,9 @@ OME_NS = "{http://www.openmicroscopy.org/Schemas/OME/2016-06}"
 def frame() -> Frame:
     driver = SimulatorDriver(SimulatorOptions(sample_fields=1, include_ground_truth=True))
     driver.connect()
-    return driver.acquire(ImagingParams(12.5, 4.0, 120.0), Region(0.0, 0.0, 224, 224))
+    return driver.acquire(
+        AcquireRequest(ImagingParams(12.5, 4.0, 120.0), Region(0.0, 0.0, 224, 224))
+    )
 
 
 def test_round_trip_keeps_images_params_region_times_metadata(frame: Frame, tmp_path: Path) -> None:

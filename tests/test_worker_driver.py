@@ -13,6 +13,7 @@ import pytest
 
 from stedloop import errors
 from stedloop.config import load_config
+from stedloop.driver import AcquireRequest
 from stedloop.drivers.simulator import SimulatorDriver, SimulatorOptions
 from stedloop.frame import Region
 from stedloop.params import ImagingParams, SafetyCaps
@@ -53,12 +54,15 @@ def test_frames_through_the_worker_equal_in_process_frames(transport: str) -> No
         assert remote.health()["state"] == "ready"
         region2 = Region(4.48, 0.0, 224, 224)
         for region in (FIELD, FIELD, region2):  # the second shows the first one's bleaching
-            _assert_same_frame(remote.acquire(PARAMS, region), local.acquire(PARAMS, region))
+            _assert_same_frame(
+                remote.acquire(AcquireRequest(PARAMS, region)),
+                local.acquire(AcquireRequest(PARAMS, region)),
+            )
         assert remote.describe() == local.describe()
 
 
 def test_ground_truth_metadata_array_crosses_as_a_buffer(worker: WorkerDriver) -> None:
-    frame = worker.acquire(PARAMS, FIELD)
+    frame = worker.acquire(AcquireRequest(PARAMS, FIELD))
     truth = frame.metadata["ground_truth"]
     assert truth.dtype == np.float32 and truth.shape == (224, 224) and truth.sum() > 0
 
@@ -68,7 +72,7 @@ def test_typed_errors_cross_the_boundary(worker: WorkerDriver) -> None:
     outcomes = []
     for _ in range(2):
         try:
-            worker.acquire(PARAMS, FIELD)
+            worker.acquire(AcquireRequest(PARAMS, FIELD))
             outcomes.append("ok")
         except errors.DriverError as exc:
             outcomes.append(f"{type(exc).__name__}: {exc}")
@@ -76,9 +80,9 @@ def test_typed_errors_cross_the_boundary(worker: WorkerDriver) -> None:
         outcomes == ["ok", "ok"]  # the module's first test already used up frame 1
     )
     with pytest.raises(errors.RegionError, match="outside"):
-        worker.acquire(PARAMS, Region(100.0, 0.0, 224, 224))
+        worker.acquire(AcquireRequest(PARAMS, Region(100.0, 0.0, 224, 224)))
     with pytest.raises(errors.ParameterRejected, match="simulator's range"):
-        worker.acquire(ImagingParams(2000.0, 0.0, 0.0), FIELD)
+        worker.acquire(AcquireRequest(ImagingParams(2000.0, 0.0, 0.0), FIELD))
     assert worker.health()["state"] == "ready" and worker.health()["restarts"] == 0
 
 
@@ -86,7 +90,7 @@ def test_driver_disconnected_and_config_errors_are_typed() -> None:
     remote = simulator_worker()
     try:
         with pytest.raises(errors.DriverDisconnected, match="connect"):
-            remote.acquire(PARAMS, FIELD)  # started but never connected
+            remote.acquire(AcquireRequest(PARAMS, FIELD))  # started but never connected
     finally:
         remote.close()
     bad = simulator_worker({"no_such_option": 1})
@@ -101,7 +105,7 @@ def test_caps_are_refused_in_the_daemon_and_again_in_the_worker(worker: WorkerDr
     too_strong = ImagingParams(10.0, 5.0, 400.0)  # depletion beyond the 350 mW cap
     before = worker.ping()["calls_done"]
     with pytest.raises(errors.SafetyCapExceeded, match="max_depletion_mw"):
-        worker.acquire(too_strong, FIELD)
+        worker.acquire(AcquireRequest(too_strong, FIELD))
     assert worker.ping()["calls_done"] == before  # refused before anything was sent
     # Straight to the worker, past the daemon-side check: the driver refuses it there too.
     link = worker._ready_link()
@@ -115,7 +119,9 @@ def test_control_calls_answer_while_the_driver_is_busy() -> None:
     with simulator_worker({"acquire_delay_s": 3.0}) as remote:
         result: list[object] = []
         thread = threading.Thread(
-            target=lambda: result.append(_catch(lambda: remote.acquire(PARAMS, FIELD)))
+            target=lambda: result.append(
+                _catch(lambda: remote.acquire(AcquireRequest(PARAMS, FIELD)))
+            )
         )
         thread.start()
         wait_for(lambda: remote.health()["busy"] == "acquire", 5, "the acquisition to start")
@@ -143,7 +149,9 @@ def test_abort_during_a_slow_acquire_is_honoured_quickly() -> None:
         pid = remote.health()["pid"]
         outcome: list[object] = []
         thread = threading.Thread(
-            target=lambda: outcome.append(_catch(lambda: remote.acquire(PARAMS, FIELD)))
+            target=lambda: outcome.append(
+                _catch(lambda: remote.acquire(AcquireRequest(PARAMS, FIELD)))
+            )
         )
         thread.start()
         wait_for(lambda: remote.health()["busy"] == "acquire", 5, "the acquisition to start")
@@ -169,7 +177,7 @@ def test_close_leaves_no_process_and_no_socket_behind() -> None:
         wait_for(lambda pid=pid: process_gone(pid), 5, f"worker {pid} to exit")
     assert not any(folder.exists() for folder in folders)
     with pytest.raises(errors.DriverDisconnected, match="closed"):
-        remote.acquire(PARAMS, FIELD)
+        remote.acquire(AcquireRequest(PARAMS, FIELD))
 
 
 def test_python_executable_is_used_and_a_bad_one_is_a_clear_error(tmp_path: Path) -> None:
@@ -201,6 +209,6 @@ def test_create_worker_driver_follows_the_config(tmp_path: Path) -> None:
         remote.connect()
         assert remote._link is not None and remote._link.address.startswith("tcp://127.0.0.1:")
         with pytest.raises(errors.SafetyCapExceeded):
-            remote.acquire(ImagingParams(10.0, 5.0, 250.0), FIELD)
+            remote.acquire(AcquireRequest(ImagingParams(10.0, 5.0, 250.0), FIELD))
     finally:
         remote.close()

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from stedloop import errors
+from stedloop.driver import AcquireRequest
 from tests.worker_helpers import FIELD, PARAMS, process_gone, simulator_worker, wait_for
 
 
@@ -39,7 +40,7 @@ def _acquire_in_thread(remote) -> tuple[threading.Thread, list[object]]:  # type
 
     def run() -> None:
         try:
-            outcome.append(remote.acquire(PARAMS, FIELD))
+            outcome.append(remote.acquire(AcquireRequest(PARAMS, FIELD)))
         except Exception as exc:
             outcome.append((exc, time.monotonic()))
 
@@ -94,16 +95,16 @@ def test_a_crash_is_reported_and_the_worker_restarted() -> None:
     remote = simulator_worker({"crash_on_frame": 1}, on_fault=faults)
     try:
         remote.connect()
-        remote.acquire(PARAMS, FIELD)
+        remote.acquire(AcquireRequest(PARAMS, FIELD))
         first_pid = remote.health()["pid"]
         with pytest.raises(errors.DriverDisconnected, match="exited with code 3"):
-            remote.acquire(PARAMS, FIELD)
+            remote.acquire(AcquireRequest(PARAMS, FIELD))
         wait_for(lambda: faults.kinds() == ["worker_crashed"], 2, "the fault report")
         assert faults.calls[0][1]["exit_code"] == 3 and faults.calls[0][1]["pid"] == first_pid
         health = remote.health()
         assert health["state"] == "ready" and health["pid"] != first_pid
         assert health["restarts"] == 1 and health["faults"][0]["kind"] == "worker_crashed"
-        remote.acquire(PARAMS, FIELD)  # the fresh worker's frame 0: fine
+        remote.acquire(AcquireRequest(PARAMS, FIELD))  # the fresh worker's frame 0: fine
     finally:
         remote.close()
 
@@ -116,7 +117,7 @@ def test_a_call_past_its_timeout_counts_as_hung_without_any_abort() -> None:
         hung_pid = remote.health()["pid"]
         started = time.monotonic()
         with pytest.raises(errors.DriverDisconnected, match="has run"):
-            remote.acquire(PARAMS, FIELD)
+            remote.acquire(AcquireRequest(PARAMS, FIELD))
         assert time.monotonic() - started < 1.0 + 5.0  # timeout, then a cold restart
         wait_for(lambda: faults.kinds() == ["worker_hung"], 2, "the fault report")
         assert faults.calls[0][1]["reason"] == "call_timeout"
@@ -141,7 +142,7 @@ def test_a_frozen_worker_is_detected_by_missing_heartbeats() -> None:
         wait_for(lambda: remote.health()["state"] == "ready", 30, "the restart")
         assert remote.health()["pid"] != frozen
         wait_for(lambda: process_gone(frozen), 5, "the frozen worker to be killed")
-        remote.acquire(PARAMS, FIELD)
+        remote.acquire(AcquireRequest(PARAMS, FIELD))
     finally:
         remote.close()
 
@@ -159,9 +160,11 @@ def test_restarts_are_bounded_and_then_reported() -> None:
         assert faults.kinds() == ["worker_crashed", "worker_restart_failed"]
         assert faults.calls[1][1]["attempts"] == 2
         with pytest.raises(errors.DriverDisconnected, match="python_executable"):
-            remote.acquire(PARAMS, FIELD)
+            remote.acquire(AcquireRequest(PARAMS, FIELD))
         remote._python = sys.executable  # the interpreter is back: the next call recovers
-        remote.acquire(PARAMS, FIELD)  # started, connected and made safe again first
+        remote.acquire(
+            AcquireRequest(PARAMS, FIELD)
+        )  # started, connected and made safe again first
         assert remote.health()["state"] == "ready"
     finally:
         remote.close()

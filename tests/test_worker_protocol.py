@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -164,3 +166,28 @@ def test_backoff_first_attempt_at_once_then_doubles_to_the_cap() -> None:
 def test_heartbeat_timeout_must_exceed_two_intervals() -> None:
     with pytest.raises(ValueError, match="twice"):
         WorkerSection(heartbeat_interval_s=1.0, heartbeat_timeout_s=1.5)
+
+
+def test_the_worker_forwards_every_method_of_the_driver_protocol() -> None:
+    """A method added to the Driver protocol must cross the worker boundary too (raw output
+    once did not: it was found by getattr, outside the protocol)."""
+    from stedloop.driver import Driver
+    from stedloop.worker.client import WorkerDriver
+
+    methods = {n for n, v in vars(Driver).items() if callable(v) and not n.startswith("_")}
+    assert methods == {"connect", "describe", "acquire", "request_abort", "safe_state", "close"}
+    calls = set(protocol.CALL_METHODS) - {"init"}
+    assert methods == calls | {"request_abort"}  # an abort is its own message ("abort")
+    assert all(callable(getattr(WorkerDriver, name)) for name in methods)
+
+
+@pytest.mark.parametrize("raw", [None, ("frames", "0007")])
+def test_an_acquire_request_crosses_whole(raw: tuple[str, str] | None, tmp_path: Path) -> None:
+    import json
+
+    from stedloop.driver import AcquireRequest, RawOutput
+
+    raw_output = RawOutput(tmp_path / raw[0], raw[1]) if raw else None
+    request = AcquireRequest(ImagingParams(10.0, 5.0, 80.0), Region(1.5, 0.0, 64, 64), raw_output)
+    wire = json.loads(protocol.encode_header({"type": "call", "args": request.as_dict()}))
+    assert AcquireRequest.from_dict(wire["args"]) == request

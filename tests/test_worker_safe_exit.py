@@ -24,6 +24,7 @@ import pytest
 import zmq
 
 from stedloop import errors
+from stedloop.driver import AcquireRequest
 from stedloop.worker import protocol
 from stedloop.worker.client import WorkerDriver
 from tests.worker_helpers import PARAMS, fast_settings, process_gone, wait_for
@@ -61,6 +62,7 @@ def spy_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 PARENT = textwrap.dedent(
     """
     import sys, threading
+    from stedloop.driver import AcquireRequest
     from stedloop.worker.client import WorkerDriver
     from tests.worker_helpers import PARAMS, fast_settings
     from tests.worker_spy import SPY_FIELD
@@ -72,7 +74,8 @@ PARENT = textwrap.dedent(
         settings=fast_settings(abort_grace_period_s=grace),
     )
     remote.connect()
-    threading.Thread(target=remote.acquire, args=(PARAMS, SPY_FIELD), daemon=True).start()
+    request = AcquireRequest(PARAMS, SPY_FIELD)
+    threading.Thread(target=remote.acquire, args=(request,), daemon=True).start()
     print("WORKER_PID", remote.health()["pid"], flush=True)
     threading.Event().wait()
     """
@@ -281,7 +284,7 @@ def _frame_in_thread(remote: WorkerDriver) -> tuple[threading.Thread, list[BaseE
 
     def frame() -> None:
         try:
-            remote.acquire(PARAMS, SPY_FIELD)
+            remote.acquire(AcquireRequest(PARAMS, SPY_FIELD))
         except BaseException as exc:
             outcome.append(exc)
 

@@ -18,10 +18,9 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from stedloop.driver import BaseDriver, DriverDescription
+from stedloop.driver import AcquireRequest, BaseDriver, DriverDescription
 from stedloop.errors import AcquisitionAborted, DriverError
 from stedloop.frame import Frame, Region
-from stedloop.params import ImagingParams
 
 SPY_FIELD = Region(0.0, 0.0, 16, 16)
 
@@ -35,7 +34,7 @@ class SpyOptions(BaseModel):
 
 
 class SpyDriver(BaseDriver):
-    API_VERSION = "1.0"
+    API_VERSION = "2.0"
     Options = SpyOptions
     options: SpyOptions
 
@@ -51,7 +50,8 @@ class SpyDriver(BaseDriver):
         ranges["depletion_mw"] = (0.0, 500.0)
         return DriverDescription("spy", 50.0, (16, 16), None, ranges)
 
-    def _acquire(self, params: ImagingParams, region: Region) -> Frame:
+    def _acquire(self, request: AcquireRequest) -> Frame:
+        params, region = request.params, request.region
         self._log("acquire_start")
         started = time.time()
         end = time.monotonic() + self.options.acquire_s

@@ -27,7 +27,7 @@ import numpy as np
 import structlog
 
 from stedloop import PLUGIN_API_VERSION
-from stedloop.driver import BaseDriver, DriverDescription
+from stedloop.driver import AcquireRequest, BaseDriver, DriverDescription, RawOutput
 from stedloop.drivers.imspector.options import Calibration, ImspectorOptions
 from stedloop.errors import (
     AcquisitionAborted,
@@ -38,7 +38,7 @@ from stedloop.errors import (
     StedloopError,
 )
 from stedloop.frame import Frame, Region
-from stedloop.params import ImagingParams, SafetyCaps
+from stedloop.params import PARAM_UNITS, ImagingParams, SafetyCaps
 
 log = structlog.get_logger("stedloop.drivers.imspector")
 
@@ -85,10 +85,9 @@ class ImspectorDriver(BaseDriver):
         self._measurement: Any = None
         self._lock = threading.RLock()
         self._counter = 0
-        #: Folder for the raw measurement (.obf) of each frame; None = do not save.
+        #: Folder for the raw measurement (.obf) of frames whose request names none;
+        #: None = do not save them.
         self.raw_output_dir: Path | None = options.raw_output_dir
-        #: File stem for the next frame's raw files (a session sets e.g. "0007").
-        self.raw_output_name: str | None = None
         #: Whether the last safe_state reached Imspector.
         self.last_safe_state_ok: bool | None = None
 
@@ -96,11 +95,6 @@ class ImspectorDriver(BaseDriver):
     @property
     def connected(self) -> bool:
         return self._app is not None
-
-    def set_raw_output(self, folder: Path | None, name: str | None = None) -> None:
-        """Where the next frames' raw .obf files go (``None`` stops saving them)."""
-        self.raw_output_dir = Path(folder) if folder is not None else None
-        self.raw_output_name = name
 
     def _specpy(self) -> Any:
         if self._module is None:
@@ -225,18 +219,12 @@ class ImspectorDriver(BaseDriver):
     # -- description ------------------------------------------------------------------------
     def describe(self) -> DriverDescription:
         opts = self.options
-        cal = self._calibration
-        full = opts.power_full_scale
         return DriverDescription(
             name="imspector",
             pixel_size_nm=opts.pixel_size_nm,
             field_of_view_px=(opts.field_px, opts.field_px),
             sample_extent_um=opts.sample_extent_um,
-            parameter_ranges={
-                "dwell_time_us": opts.dwell_time_range_us,
-                "excitation_uw": (0.0, cal.excitation_from_imspector(full)),
-                "depletion_mw": (0.0, cal.depletion_from_imspector(full)),
-            },
+            parameter_ranges=self._ranges(),
             details={
                 "host": opts.host,
                 "port": opts.effective_port,
@@ -249,24 +237,44 @@ class ImspectorDriver(BaseDriver):
         )
 
     # -- acquisition ------------------------------------------------------------------------
-    def _acquire(self, params: ImagingParams, region: Region) -> Frame:
+    def _acquire(self, request: AcquireRequest) -> Frame:
+        params, region = request.params, request.region
         with self._lock:
-            self._check_dwell(params.dwell_time_us)
+            self._check_ranges(params)
             self._ensure_connected()  # between frames: never reconnect mid-frame
             started = time.time()
             try:
-                return self._acquire_connected(params, region, started)
+                return self._acquire_connected(params, region, started, request.raw_output)
             except BaseException:
                 self.safe_state()  # any failure: lasers off, measurement stopped
                 raise
 
-    def _check_dwell(self, dwell_time_us: float) -> None:
-        low, high = self.options.dwell_time_range_us
-        if not low <= dwell_time_us <= high:
-            raise ParameterRejected(
-                f"dwell_time_us={dwell_time_us:g} is outside this Imspector setup's range "
-                f"{low:g}..{high:g} (drivers.imspector.dwell_time_range_us)"
-            )
+    def _check_ranges(self, params: ImagingParams) -> None:
+        """Refuse, before anything is sent, a value this setup cannot set: the dwell range
+        of the options, a power beyond the calibrated full scale (ParameterRejected: the
+        same answer on any region, so a session does not retry it)."""
+        for name, (low, high) in self._ranges().items():
+            value = getattr(params, name)
+            if not low <= value <= high:
+                where = {
+                    "dwell_time_us": "drivers.imspector.dwell_time_range_us",
+                    "excitation_uw": "drivers.imspector.excitation_uw_at_full_scale",
+                    "depletion_mw": "drivers.imspector.depletion_mw_at_full_scale",
+                }[name]
+                raise ParameterRejected(
+                    f"{name}={value:g} {PARAM_UNITS[name]} is outside this Imspector setup's "
+                    f"range {low:g}..{high:g} ({where})"
+                )
+
+    def _ranges(self) -> dict[str, tuple[float, float]]:
+        """What this setup can set, in stedloop units (``describe().parameter_ranges``)."""
+        full = self.options.power_full_scale
+        low_us, high_us = self.options.dwell_time_range_us
+        return {
+            "dwell_time_us": (float(low_us), float(high_us)),
+            "excitation_uw": (0.0, self._calibration.excitation_from_imspector(full)),
+            "depletion_mw": (0.0, self._calibration.depletion_from_imspector(full)),
+        }
 
     def _points(self, params: ImagingParams) -> dict[str, ImagingParams]:
         """Configuration name -> the point applied there (confocals: depletion off)."""
@@ -285,7 +293,9 @@ class ImspectorDriver(BaseDriver):
         points[opts.sted_configuration] = params  # STED wins if a name is shared
         return points
 
-    def _acquire_connected(self, params: ImagingParams, region: Region, started: float) -> Frame:
+    def _acquire_connected(
+        self, params: ImagingParams, region: Region, started: float, raw: RawOutput | None
+    ) -> Frame:
         opts = self.options
         points = self._points(params)
         for name, point in points.items():  # every configuration's point, before the first set
@@ -296,7 +306,7 @@ class ImspectorDriver(BaseDriver):
             applied[name] = self._apply(name, point, region)
         images: dict[str, np.ndarray] = {}
         raw_files: list[str] = []
-        stem = self._raw_stem()
+        target = self._raw_target(raw)
         for role, name in opts.role_configurations().items():
             if self.abort_requested:
                 raise AcquisitionAborted(f"acquisition aborted before the {role} image")
@@ -310,8 +320,8 @@ class ImspectorDriver(BaseDriver):
             if self.abort_requested:
                 raise AcquisitionAborted(f"acquisition aborted during the {role} image")
             images[role] = self._read_stack(configuration, name)
-            if stem is not None:
-                raw_files.append(self._save_raw(stem, role))
+            if target is not None:
+                raw_files.append(self._save_raw(*target, role))
         finished = time.time()
         sted_applied = applied[opts.sted_configuration]["params"]
         metadata = {
@@ -455,24 +465,25 @@ class ImspectorDriver(BaseDriver):
             raise DriverError(f"{where}: image holds NaN or infinite values")
         return image
 
-    def _raw_stem(self) -> str | None:
-        if self.raw_output_dir is None:
-            return None
+    def _raw_target(self, raw: RawOutput | None) -> tuple[Path, str] | None:
+        """(folder, stem) for this frame's raw files: the request's, else the options'
+        folder with a time-stamped name; None when neither asks for raw files."""
         self._counter += 1
-        name = self.raw_output_name
-        self.raw_output_name = None  # one name per frame
-        if name is None:
+        if raw is not None:
+            folder, name = raw.folder, raw.stem
+        elif self.raw_output_dir is not None:
+            folder = self.raw_output_dir
             name = time.strftime("%Y%m%dT%H%M%S") + f"_{self._counter:04d}"
+        else:
+            return None
         # Raw files are write-once like frames: a retry or a redone frame gets its own stem.
         stem, attempt = name, 1
-        while any(self.raw_output_dir.glob(f"{glob.escape(stem)}.*.obf")):
+        while any(folder.glob(f"{glob.escape(stem)}.*.obf")):
             attempt += 1
             stem = f"{name}-{attempt}"
-        return stem
+        return folder, stem
 
-    def _save_raw(self, stem: str, role: str) -> str:
-        assert self.raw_output_dir is not None
-        folder = self.raw_output_dir
+    def _save_raw(self, folder: Path, stem: str, role: str) -> str:
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from stedloop.driver import AcquireRequest
 from stedloop.drivers.imspector.paths import PROFILES, ParameterPaths
 from stedloop.frame import Frame, Region
 from stedloop.params import ImagingParams
@@ -296,7 +297,7 @@ class SimulatorImageSource:
             self._pending, self._sted_done = None, False
             return image
         if self._pending is None or (is_sted and self._sted_done):
-            self._pending = simulator.acquire(sted_params, request.region)
+            self._pending = simulator.acquire(AcquireRequest(sted_params, request.region))
             self._sted_done = False
         frame: Frame = self._pending
         if is_sted:

@@ -17,7 +17,7 @@ import numpy as np
 import scipy.fft
 from pydantic import BaseModel, ConfigDict, Field
 
-from stedloop.driver import BaseDriver, DriverDescription
+from stedloop.driver import AcquireRequest, BaseDriver, DriverDescription
 from stedloop.drivers.simulator import physics
 from stedloop.drivers.simulator.structures import generate
 from stedloop.errors import (
@@ -214,7 +214,8 @@ class SimulatorDriver(BaseDriver):
             )
         return y0, x0
 
-    def _acquire(self, params: ImagingParams, region: Region) -> Frame:
+    def _acquire(self, request: AcquireRequest) -> Frame:
+        params, region = request.params, request.region
         sample = self._require_sample()
         for name in PARAM_NAMES:
             low, high = HARDWARE_RANGES[name]

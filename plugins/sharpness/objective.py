@@ -17,16 +17,14 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from scipy import ndimage
 
-from stedloop import PLUGIN_API_VERSION
-from stedloop.errors import DataError
-from stedloop.frame import Frame
+from stedloop.plugin_api import DataError, Frame
 
 
 class SharpnessObjective:
     """Objective plugin (contract: ``API_VERSION``, ``name``, ``unit``, ``direction``,
     ``evaluate(frame) -> float``)."""
 
-    API_VERSION: ClassVar[str] = PLUGIN_API_VERSION
+    API_VERSION: ClassVar[str] = "2.0"  # the plugin API this was written for, literally
     name: str = "sharpness"
     unit: str = "1/µm"
     direction: Literal["maximize", "minimize"] = "maximize"

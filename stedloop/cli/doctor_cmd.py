@@ -3,8 +3,10 @@
 Checks, in order: the config; the plugins it names; the configured driver (for Imspector:
 specpy importable, Imspector reachable; then connect, describe, safe state, close; the
 configured parameter ranges must lie within the driver's); the device scoring will use; the
-quality model file (loaded for real); whether the daemon's ports are free. Exit code 0 when
-everything is OK, 1 otherwise.
+quality model file (loaded for real); whether the driver's fields are large enough for the
+quality network; whether the daemon's ports are free. With ``--acquire``: one test frame
+through the driver, scored by every configured objective (doctor_acquire.py). Exit code 0
+when everything is OK, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ def check_plugins(config: StedloopConfig) -> str:
     return f"driver {config.driver.name!r}, objectives {', '.join(config.objectives.names)}"
 
 
-def check_driver(config: StedloopConfig, timeout_s: float) -> str:
+def check_driver(config: StedloopConfig, timeout_s: float, facts: dict[str, Any] | None = None) -> str:
     name = config.driver.name
     options = config.driver_options()
     if name == "imspector":
@@ -103,12 +105,12 @@ def check_driver(config: StedloopConfig, timeout_s: float) -> str:
     except InstrumentBusy as exc:
         return f"{name}: not touched, {str(exc).split(';')[0].removeprefix('the ')}"
     try:
-        return _exercise_driver(config, name, timeout_s)
+        return _exercise_driver(config, name, timeout_s, facts if facts is not None else {})
     finally:
         claim.release()
 
 
-def _exercise_driver(config: StedloopConfig, name: str, timeout_s: float) -> str:
+def _exercise_driver(config: StedloopConfig, name: str, timeout_s: float, facts: dict[str, Any]) -> str:
     from stedloop.drivers import create_driver
     from stedloop.errors import DriverDisconnected, StedloopError
 
@@ -144,6 +146,7 @@ def _exercise_driver(config: StedloopConfig, name: str, timeout_s: float) -> str
     if error is not None:
         raise _Failed(f"{type(error).__name__}: {error}", "this is a driver bug; report it")
     description = outcome["description"]
+    facts["description"] = description
     problems = config.params.outside_ranges(description.parameter_ranges)
     if problems:
         raise _Failed(
@@ -178,7 +181,7 @@ def check_compute(config: StedloopConfig) -> str:
     return f"CPU, {threads} threads (torch {torch.__version__}; no CUDA GPU found)"
 
 
-def check_model(config: StedloopConfig, device: str) -> str:
+def check_model(config: StedloopConfig, device: str, facts: dict[str, Any] | None = None) -> str:
     try:
         from stedloop.quality import shipped_model_path
         from stedloop.quality.scorer import CNNScorer
@@ -201,7 +204,59 @@ def check_model(config: StedloopConfig, device: str) -> str:
         raise _Failed(
             f"{path} cannot be loaded: {exc}", "retrain or replace the checkpoint"
         ) from None
+    if facts is not None:
+        facts["input_size_px"] = scorer.input_size_px
     return f"{path} loads on {scorer.device}"
+
+
+def check_scoring(config: Any, facts: dict[str, Any]) -> str:
+    """The quality network refuses images smaller than its input: say so before a session
+    whose every frame would fail to score."""
+    description, size = facts.get("description"), facts.get("input_size_px")
+    if description is None or size is None:
+        return "not checked (needs the driver's and the model's checks)"
+    width, height = description.field_of_view_px
+    if min(width, height) < size:
+        raise _Failed(
+            f"driver {description.name!r} images {width}x{height} px fields, smaller than the "
+            f"quality network's {size}x{size} px input: no frame could be scored",
+            f"set the driver's field to at least {size} px, or remove 'quality' from "
+            "objectives.names",
+        )
+    return f"{width}x{height} px fields fit the quality network's {size}x{size} px input"
+
+
+def check_acquire(config: Any, timeout_s: float, input_size_px: int | None) -> str:
+    from stedloop.cli.doctor_acquire import (
+        AcquireCheckFailed,
+        score_test_frame,
+        take_test_frame,
+    )
+
+    try:
+        frame = take_test_frame(config, timeout_s)
+    except AcquireCheckFailed as exc:
+        raise _Failed(str(exc), exc.fix) from None
+    height, width = frame.shape
+    taken = f"a {width}x{height} px frame at {frame.params.describe()}"
+    results = score_test_frame(config, frame)
+    failed = [r for r in results if r.error is not None]
+    if failed:
+        size = input_size_px or 224  # the shipped network's input
+        small = min(width, height) < size and any(r.name == "quality" for r in failed)
+        hint = (
+            f"the quality network needs frames of at least {size} px: set the driver's field "
+            "larger, or remove 'quality' from objectives.names"
+            if small
+            else "fix the objective or the driver's frames (docs/plugins.md: Frame images)"
+        )
+        raise _Failed(
+            f"took {taken}, but "
+            + "; ".join(f"objective {r.name!r} cannot score it: {r.error}" for r in failed),
+            hint,
+        )
+    scores = ", ".join(f"{r.name} {r.value:.4g}" for r in results)
+    return f"took {taken}; scored: {scores}"
 
 
 def _port_free(host: str, port: int) -> str | None:
@@ -251,7 +306,7 @@ def check_ports(config: StedloopConfig) -> str:
 # -- the command -----------------------------------------------------------------------------
 
 
-def run_checks(config_path: Path | None, timeout_s: float) -> list[Check]:
+def run_checks(config_path: Path | None, timeout_s: float, acquire: bool = False) -> list[Check]:
     from stedloop.errors import StedloopError
 
     checks: list[Check] = []
@@ -261,7 +316,8 @@ def run_checks(config_path: Path | None, timeout_s: float) -> list[Check]:
         checks.append(
             Check("config", False, str(exc), "correct the config (stedloop config validate)")
         )
-        for name in ("plugins", "driver", "compute", "model", "ports"):
+        names = ["plugins", "driver", "compute", "model", "scoring", "ports"]
+        for name in [*names, "acquire"] if acquire else names:
             checks.append(Check(name, None, "skipped: the config did not load"))
         return checks
     config = loaded.config
@@ -269,15 +325,24 @@ def run_checks(config_path: Path | None, timeout_s: float) -> list[Check]:
     checks.append(Check("config", True, f"valid ({files})"))
     plugins = _run("plugins", lambda: check_plugins(config))
     checks.append(plugins)
+    facts: dict[str, Any] = {}  # the driver's description, the network's input size
+    driver = Check("driver", None, "skipped: the driver plugin did not load")
     if plugins.ok:
-        checks.append(_run("driver", lambda: check_driver(config, timeout_s)))
-    else:
-        checks.append(Check("driver", None, "skipped: the driver plugin did not load"))
+        driver = _run("driver", lambda: check_driver(config, timeout_s, facts))
+    checks.append(driver)
     compute = _run("compute", lambda: check_compute(config))
     checks.append(compute)
     device = config.quality.device if compute.ok else "cpu"
-    checks.append(_run("model", lambda: check_model(config, device)))
+    checks.append(_run("model", lambda: check_model(config, device, facts)))
+    if "quality" in config.objectives.names:
+        checks.append(_run("scoring", lambda: check_scoring(config, facts)))
     checks.append(_run("ports", lambda: check_ports(config)))
+    if acquire:
+        if driver.ok and "description" in facts:
+            size = facts.get("input_size_px")
+            checks.append(_run("acquire", lambda: check_acquire(config, timeout_s, size)))
+        else:
+            checks.append(Check("acquire", None, "skipped: the driver was not exercised"))
     return checks
 
 
@@ -300,9 +365,15 @@ def register(app: typer.Typer) -> None:
             20.0, "--timeout", min=0.1, help="Seconds to wait for the driver to answer."
         ),
         as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+        acquire: bool = typer.Option(
+            False,
+            "--acquire",
+            help="Also take one test frame through the driver (lasers on: the sample is "
+            "exposed once) and score it with every configured objective.",
+        ),
     ) -> None:
         """Check the config, the driver connection, the GPU/CPU, the model and the daemon ports."""
-        checks = run_checks(config, timeout)
+        checks = run_checks(config, timeout, acquire)
         if as_json:
             print_json([asdict(c) for c in checks])
         else:

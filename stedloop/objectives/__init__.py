@@ -23,14 +23,7 @@ def build_objective(name: str, config: StedloopConfig, scorer: Scorer | None = N
         objective = factory(config, scorer=scorer)
     else:  # a plugin that needs no scorer may take the config alone
         objective = factory(config)
-    for attribute in ("name", "unit", "direction", "evaluate"):
-        if not hasattr(objective, attribute):
-            raise PluginError(f"objective plugin {name!r} has no {attribute!r}")
-    if objective.direction not in ("maximize", "minimize"):
-        raise PluginError(
-            f"objective plugin {name!r} has direction {objective.direction!r}; "
-            "expected 'maximize' or 'minimize'"
-        )
+    registry.check_objective(objective, f"objective plugin {name!r}")
     return objective
 
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from stedloop import PLUGIN_API_VERSION
 from stedloop.errors import DataError
 from stedloop.quality import shipped_model_path
 from stedloop.quality.checkpoint import Checkpoint, CheckpointError, load_checkpoint
@@ -34,7 +35,7 @@ CPU_MICRO_BATCH = 4
 class CNNScorer:
     """Scores 2-D STED images in [0, 1] with a quality-network checkpoint."""
 
-    API_VERSION = 1
+    API_VERSION = PLUGIN_API_VERSION
     name = "cnn"
 
     def __init__(self, ckpt: Checkpoint, device: str = "auto", batch_size: int = 16) -> None:

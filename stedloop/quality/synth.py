@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from stedloop.driver import AcquireRequest
 from stedloop.errors import DataError
 from stedloop.params import ImagingParams, ParamSpace, SafetyCaps
 
@@ -171,7 +172,7 @@ def synthesize(
                 if originals >= n:
                     break
                 params = draw_params(rng, space, caps)
-                frame = driver.acquire(params, region)
+                frame = driver.acquire(AcquireRequest(params, region))
                 meta = frame.metadata
                 measures = expert_measures(
                     frame.sted,

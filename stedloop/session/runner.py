@@ -26,7 +26,7 @@ from stedloop import __version__
 from stedloop import events as ev
 from stedloop.config import LoadedConfig
 from stedloop.config.resume import recorded_space_beyond_caps
-from stedloop.driver import Driver, DriverDescription
+from stedloop.driver import AcquireRequest, Driver, DriverDescription, RawOutput
 from stedloop.errors import (
     AcquisitionAborted,
     ConfigError,
@@ -43,6 +43,7 @@ from stedloop.objectives.scalarise import Scalariser
 from stedloop.optimize import BayesianOptimizer, SearchSpace, resolve_score_transform
 from stedloop.params import ImagingParams
 from stedloop.quality.scorer_protocol import Scorer
+from stedloop.session.applied import told_params
 from stedloop.session.control import SessionControl
 from stedloop.session.regions import RegionTiler, SampleExhausted
 from stedloop.store.frames import read_frame, remove_stale_temp_files, set_aside, write_frame
@@ -282,7 +283,7 @@ class Session:
                 score = self.scalariser.combine(record.values)
                 score = score if math.isfinite(score) else None
             if scored and score is not None:
-                self._tell(params, score, record.params)
+                self._tell(self._told(params, record.acquired), score, record.params)
                 self._done += 1
                 if record.status == "scored":  # stopped before its told event: record it now
                     self._unrecorded.append(
@@ -334,6 +335,16 @@ class Session:
         except StedloopError:
             return None
 
+    def _told(self, params: ImagingParams, acquired: ev.Acquired | None) -> ImagingParams:
+        """The point a replayed frame was told: from its recorded applied values, as live."""
+        applied = acquired.params_applied if acquired is not None else None
+        if not applied:
+            return params
+        try:
+            return told_params(self.config.params, params, ImagingParams.from_mapping(applied))
+        except (StedloopError, TypeError, ValueError):
+            return params
+
     def _tell(self, params: ImagingParams, score: float, params_dict: dict[str, float]) -> None:
         try:
             self.optimizer.tell(params, score)
@@ -362,7 +373,7 @@ class Session:
         try:
             if self._resumed:  # temporary files of frame writes a kill cut short
                 remove_stale_temp_files(self.folder / FRAMES_DIR)
-            control.attach_abort(getattr(self.driver, "request_abort", None))
+            control.attach_abort(self.driver.request_abort)
             self._emit(
                 ev.Opened(
                     resumed=self._resumed,
@@ -538,7 +549,10 @@ class Session:
             )
         )
         if finite:
-            self._tell(params, combined, params.as_dict())
+            # The model learns from what the sample saw: the values the driver applied.
+            self._tell(
+                told_params(self.config.params, params, frame.params), combined, params.as_dict()
+            )
         else:
             self._mark_failed(params)
         self._done += 1
@@ -576,12 +590,11 @@ class Session:
             **self._progress(),
         }
 
-    def _point_raw_output(self, frame_no: int) -> None:
-        """Drivers that save raw data (Imspector's .obf) put it beside the frame's OME-TIFF."""
-        set_raw_output = getattr(self.driver, "set_raw_output", None)
-        if callable(set_raw_output):
-            frame_path = self.record.frame_path(frame_no)
-            set_raw_output(frame_path.parent, f"{frame_no:04d}")
+    def _request(self, frame_no: int, params: ImagingParams, region: Region) -> AcquireRequest:
+        """The frame's request; drivers that save raw data (Imspector's .obf) put it beside
+        the frame's OME-TIFF."""
+        folder = self.record.frame_path(frame_no).parent
+        return AcquireRequest(params, region, RawOutput(folder, f"{frame_no:04d}"))
 
     def _acquire(
         self,
@@ -597,11 +610,10 @@ class Session:
         for attempt in range(1, attempts + 1):
             region = self.tiler.take()  # a fresh region per attempt: a failed one may be bleached
             self._emit(ev.Acquiring(frame=frame_no, attempt=attempt, region=region.as_dict()))
-            self._point_raw_output(frame_no)
             started = time.perf_counter()
             try:
                 self.config.safety.check(params)  # the session's own check, whatever the driver
-                frame = self.driver.acquire(params, region)
+                frame = self.driver.acquire(self._request(frame_no, params, region))
                 self._check_applied(frame)
                 timings["acquire_ms"] = (time.perf_counter() - started) * 1e3
                 return frame, None

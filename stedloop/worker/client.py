@@ -31,15 +31,15 @@ from typing import Any
 import zmq
 
 from stedloop.config.schema import StedloopConfig, WorkerSection
-from stedloop.driver import DriverDescription, SafeStateContext
+from stedloop.driver import AcquireRequest, DriverDescription, SafeStateContext
 from stedloop.errors import (
     AcquisitionAborted,
     DriverDisconnected,
     DriverError,
 )
-from stedloop.frame import Frame, Region
+from stedloop.frame import Frame
 from stedloop.logs import get_logger
-from stedloop.params import ImagingParams, SafetyCaps
+from stedloop.params import SafetyCaps
 from stedloop.worker.link import WorkerLink
 from stedloop.worker.watchdog import Fault, Observation, Watchdog, backoff_delays
 
@@ -153,18 +153,14 @@ class WorkerDriver(SafeStateContext):
             self._description = self._invoke("describe", {}, self.settings.call_timeout_s)
         return self._description
 
-    def acquire(self, params: ImagingParams, region: Region) -> Frame:
+    def acquire(self, request: AcquireRequest) -> Frame:
         # The caps are checked here, before anything leaves this process, and again in the
         # worker by the driver (BaseDriver.acquire) right before the instrument is touched.
-        self.caps.check(params)
+        self.caps.check(request.params)
         self._ensure_started()
-        # What the driver reports as applied is held to the caps by BaseDriver in the worker
-        # and by the session.
-        frame: Frame = self._invoke(
-            "acquire",
-            {"params": params.as_dict(), "region": region.as_dict()},
-            self.settings.acquire_timeout_s,
-        )
+        # The whole request crosses (raw output included); what the driver reports as
+        # applied is held to the caps by BaseDriver in the worker and by the session.
+        frame: Frame = self._invoke("acquire", request.as_dict(), self.settings.acquire_timeout_s)
         return frame
 
     def safe_state(self) -> None:

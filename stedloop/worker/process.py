@@ -33,11 +33,10 @@ from typing import Any
 import zmq
 
 from stedloop import __version__
-from stedloop.driver import Driver
+from stedloop.driver import AcquireRequest, Driver
 from stedloop.errors import ConfigError, DriverError
-from stedloop.frame import Region
 from stedloop.logs import configure_logging, get_logger
-from stedloop.params import ImagingParams, SafetyCaps
+from stedloop.params import SafetyCaps
 from stedloop.worker import protocol
 from stedloop.worker.safe_exit import abort_and_make_safe
 
@@ -160,9 +159,7 @@ class _DriverThread:
         elif method == "describe":
             return driver.describe().as_dict(), []
         elif method == "acquire":
-            frame = driver.acquire(
-                ImagingParams.from_mapping(args["params"]), Region.from_dict(args["region"])
-            )
+            frame = driver.acquire(AcquireRequest.from_dict(args))
             header, buffers = protocol.encode_frame(frame)
             return header, buffers
         elif method == "safe_state":
@@ -175,11 +172,11 @@ class _DriverThread:
         return None, []
 
     def request_abort(self) -> None:
-        abort = getattr(self.driver, "request_abort", None)
-        if not callable(abort):
+        driver = self.driver
+        if driver is None:
             return
         try:
-            abort()
+            driver.request_abort()
         except Exception as exc:  # e.g. the connection just dropped: safe_state must still come
             log.warning("worker_abort_failed", error=f"{type(exc).__name__}: {exc}")
 

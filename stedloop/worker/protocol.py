@@ -26,7 +26,7 @@ from stedloop.errors import DriverError
 from stedloop.frame import IMAGE_NAMES, Frame
 
 #: Bumped when a message changes shape; worker and daemon refuse to talk across versions.
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: acquire carries a whole AcquireRequest (raw output included)
 
 #: Appended to the worker's token to name the socket that carries the driver thread's replies.
 REPLY_SUFFIX = "r"

@@ -5,7 +5,7 @@ sent nothing for the parent timeout) or when the worker itself gets SIGTERM, SIG
 SIGHUP; a ``shutdown`` that arrives during a driver call is handled the same way. Nobody can
 make the lasers safe after that, so before exiting it:
 
-1. asks the driver to abort the call in flight (its ``request_abort``, if it has one), again
+1. asks the driver to abort the call in flight (its ``request_abort``), again
    every ``ABORT_REPEAT_S``: a driver clears its abort flag when a frame starts, and the abort
    may overtake the start of the call;
 2. waits up to ``abort_wait_s`` for that call to return;

@@ -35,15 +35,13 @@ def test_raw_measurements_are_saved_next_to_the_session_frames(
             "objectives": {"names": ["bleaching"]},
         }
     )
-    driver = open_driver(loaded.config)
-    try:
-        driver.connect()
+    with open_driver(loaded.config, "a test") as opened:
         store = SessionStore(tmp_path / "sessions")
-        session = Session.start(loaded, driver, store=store, objectives=[BleachingObjective()])
+        session = Session.start(
+            loaded, opened.driver, store=store, objectives=[BleachingObjective()]
+        )
         summary = session.run()
         session.close()
-    finally:
-        driver.close()
 
     assert summary.frames == 2
     frames_dir = session.folder / "frames"

@@ -61,7 +61,8 @@ def test_the_optimizer_is_told_the_applied_values_and_resume_rebuilds_them(
     history = store.open(session.id, readonly=True).history()
     for frame_no, told in zip(sorted(history.frames), live_told, strict=True):
         record = history.frames[frame_no]
-        applied = record.acquired["params_applied"]
+        assert record.acquired is not None
+        applied = record.acquired.params_applied
         assert told.depletion_mw == applied["depletion_mw"] != record.params["depletion_mw"]
     # The best point shown to a user stays the one to ask for (the request).
     assert summary.best_params in [history.frames[n].params for n in history.frames]

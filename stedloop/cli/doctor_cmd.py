@@ -85,7 +85,9 @@ def check_plugins(config: StedloopConfig) -> str:
     return f"driver {config.driver.name!r}, objectives {', '.join(config.objectives.names)}"
 
 
-def check_driver(config: StedloopConfig, timeout_s: float, facts: dict[str, Any] | None = None) -> str:
+def check_driver(
+    config: StedloopConfig, timeout_s: float, facts: dict[str, Any] | None = None
+) -> str:
     name = config.driver.name
     options = config.driver_options()
     if name == "imspector":
@@ -110,7 +112,9 @@ def check_driver(config: StedloopConfig, timeout_s: float, facts: dict[str, Any]
         claim.release()
 
 
-def _exercise_driver(config: StedloopConfig, name: str, timeout_s: float, facts: dict[str, Any]) -> str:
+def _exercise_driver(
+    config: StedloopConfig, name: str, timeout_s: float, facts: dict[str, Any]
+) -> str:
     from stedloop.drivers import create_driver
     from stedloop.errors import DriverDisconnected, StedloopError
 

@@ -28,6 +28,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from multiprocessing.connection import Client, Connection
 from types import FrameType
@@ -56,6 +57,7 @@ from stedloop.wire.protocol import ProtocolError
 
 if TYPE_CHECKING:
     from stedloop import events as ev
+    from stedloop.driver import Driver
     from stedloop.session.control import SessionControl
     from stedloop.session.runner import Session
     from stedloop.store.session_store import SessionStore
@@ -94,6 +96,9 @@ class Engine:
         self._run: _Run | None = None
         self._run_lock = threading.Lock()
         self._stop_signal: int | None = None
+        #: Set when the daemon is gone: the session thread stops at its next event.
+        self._exiting = threading.Event()
+        self._parked = threading.Event()
 
     # -- messages ---------------------------------------------------------------------------
     def _send(self, kind: str, **body: Any) -> None:
@@ -204,22 +209,38 @@ class Engine:
         log.error("engine_parent_lost", reason=why)
         instrument = self._instrument
         if instrument is not None and not self.config.driver.in_worker:
-            driver = instrument.driver
-            wait_s = self.config.worker.abort_grace_period_s
-
-            def make_safe() -> None:
-                with contextlib.suppress(Exception):
-                    request_abort = getattr(driver, "request_abort", None)
-                    if callable(request_abort):
-                        request_abort()
-                with contextlib.suppress(Exception):
-                    driver.safe_state()
-
-            thread = threading.Thread(target=make_safe, name="last-safe-state", daemon=True)
-            thread.start()
-            thread.join(wait_s)
+            self._make_safe_before_exit(instrument.driver)
         sys.stderr.flush()
         os._exit(EXIT_PARENT_LOST)
+
+    def _make_safe_before_exit(self, driver: Driver) -> None:
+        """The worker's exit rules (worker/safe_exit.py) for a driver in this process: park
+        the session thread at its next event (so no frame starts again), abort the frame in
+        flight, wait for it up to the abort grace period, then command the safe state, in a
+        thread of its own bounded by the call timeout."""
+        self._exiting.set()
+        with self._run_lock:
+            run = self._run
+        request_abort = getattr(driver, "request_abort", None)
+        if callable(request_abort):
+            with contextlib.suppress(Exception):
+                request_abort()
+        if run is not None:
+            deadline = time.monotonic() + self.config.worker.abort_grace_period_s
+            while not self._parked.is_set() and run.thread.is_alive():
+                if time.monotonic() >= deadline:
+                    break
+                self._parked.wait(0.02)
+
+        def make_safe() -> None:
+            try:
+                driver.safe_state()
+            except Exception:
+                log.exception("safe_state_failed")
+
+        thread = threading.Thread(target=make_safe, name="last-safe-state", daemon=True)
+        thread.start()
+        thread.join(self.config.worker.call_timeout_s)
 
     # -- faults of the driver worker (its watchdog thread) -----------------------------------
     def _on_worker_fault(self, kind: str, info: dict[str, Any]) -> None:
@@ -315,6 +336,9 @@ class Engine:
         session_id = str(session.id)
 
         def on_event(event: ev.SessionEvent) -> None:
+            if self._exiting.is_set():  # the daemon is gone: go no further, the process exits
+                self._parked.set()
+                threading.Event().wait()
             self._send("event", session_id=session_id, event=event.to_data())
 
         summary: dict[str, Any] | None = None

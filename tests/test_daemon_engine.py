@@ -36,6 +36,8 @@ hold_gil_s = {hold_gil_s}
 names = ["resolution"]
 [session]
 budget_frames = {budget}
+[daemon]
+shutdown_grace_s = {grace_s}
 """
 
 
@@ -44,11 +46,15 @@ def daemon(tmp_path: Path, isolated_home: Path) -> Iterator[Any]:
     pythonpath = install_spy_plugin(tmp_path / "plugins")
     started: list[subprocess.Popen[bytes]] = []
 
-    def run(acquire_s: float, hold_gil_s: float = 0.0, budget: int = 1) -> tuple[Any, ...]:
+    def run(
+        acquire_s: float, hold_gil_s: float = 0.0, budget: int = 1, grace_s: float = 10.0
+    ) -> tuple[Any, ...]:
         log = tmp_path / "spy.log"
         site = tmp_path / "site.toml"
         site.write_text(
-            SITE.format(log=log, acquire_s=acquire_s, hold_gil_s=hold_gil_s, budget=budget)
+            SITE.format(
+                log=log, acquire_s=acquire_s, hold_gil_s=hold_gil_s, budget=budget, grace_s=grace_s
+            )
         )
         env = {"STEDLOOP_CONFIG": str(site), "PYTHONPATH": pythonpath}
         process, ready = start_daemon(isolated_home, env)
@@ -93,7 +99,8 @@ def test_status_answers_while_the_session_holds_its_interpreter(daemon: Any) -> 
     with Client(ready["request_address"], timeout_s=10) as client:
         client.call("session.start", budget_frames=1)
         wait_for(lambda: _frame_started(log) != 0, 60, "the frame to start")
-        assert _frame_started(log) != process.pid  # the engine drives the instrument
+        engine_pid = client.call("status")["daemon"]["engine_pid"]
+        assert _frame_started(log) == engine_pid != process.pid  # the engine drives it
         round_trips_s = []
         while "gil_released" not in [e.name for e in read_spy_log(log)]:
             started = time.perf_counter()
@@ -172,3 +179,18 @@ def test_the_engine_holds_the_instrument_claim_as_long_as_it_lives(daemon: Any) 
     wait_for(lambda: process_gone(engine_pid), 15, "the engine to exit")
     # (a process counts as gone once it is a zombie; its other threads may take a moment)
     wait_for(lambda: _claim_free(site), 10, "the instrument to be free")
+
+
+def test_a_second_stop_signal_aborts_the_frame_the_first_let_finish(daemon: Any) -> None:
+    process, ready, log, _ = daemon(acquire_s=60.0, grace_s=60.0)
+    with Client(ready["request_address"], timeout_s=10) as client:
+        client.call("session.start", budget_frames=1)
+    wait_for(lambda: _frame_started(log) != 0, 60, "the frame to start")
+    process.send_signal(signal.SIGTERM)  # the frame in flight may finish (60 s of grace)
+    time.sleep(1.0)
+    assert process.poll() is None and "request_abort" not in log.read_text()
+    second_at = time.time()
+    process.send_signal(signal.SIGTERM)  # now: abort it
+    assert process.wait(20) == 0
+    after = [e.name for e in read_spy_log(log) if e.at_s >= second_at]
+    assert after[:2] == ["request_abort", "acquire_aborted"] and "safe_state" in after, after

@@ -149,6 +149,7 @@ class Daemon:
         """The engine exited on its own: fail its session, start a fresh one (whose driver
         is connected and made safe again) in the background."""
         log.error("engine_exited", exit_code=exit_code)
+        self.engine = None
         fault = Log(level="error", message=f"the session engine exited (code {exit_code})")
         self.bus.publish("log", fault.to_wire(), session_id=None)
         if self.host is not None:
@@ -393,6 +394,7 @@ class Daemon:
                 "request_address": self.endpoints.request_address,
                 "event_address": self.endpoints.event_address,
                 "curve": self.curve,
+                "engine_pid": self.engine.pid if self.engine is not None else None,
             },
             "driver": self.driver_info,
             "scorer": self.scorer_state,

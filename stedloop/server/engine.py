@@ -191,11 +191,11 @@ class Engine:
             run = self._run
         if run is not None and run.thread.is_alive():
             run.control.request_stop(abort=False)
-            run.thread.join(grace_s)
+            self._wait_for(run, grace_s)
             if run.thread.is_alive():
                 log.warning("shutdown_step", step="aborting the frame in flight")
                 run.control.request_stop(abort=True)
-                run.thread.join(ABORT_WAIT_S)
+                self._wait_for(run, ABORT_WAIT_S)
             if run.thread.is_alive():
                 log.error("session_thread_did_not_stop", session_id=run.session_id)
         if self._instrument is not None:
@@ -203,6 +203,20 @@ class Engine:
                 self._instrument.close()
             except Exception:
                 log.exception("driver_close_failed")
+
+    def _wait_for(self, run: _Run, timeout_s: float) -> None:
+        """Wait for the session thread, still taking control messages: a second stop signal
+        at the daemon sends the abort that ends the grace period early."""
+        deadline = time.monotonic() + timeout_s
+        while run.thread.is_alive() and time.monotonic() < deadline:
+            run.thread.join(min(TICK_S, max(0.0, deadline - time.monotonic())))
+            try:
+                while self._conn.poll(0):
+                    kind, body = self._conn.recv()
+                    if kind == "control":
+                        self._control(str(body["command"]), bool(body.get("abort")))
+            except (EOFError, OSError):
+                self._parent_lost("the daemon's connection closed")
 
     def _parent_lost(self, why: str) -> NoReturn:
         """Exit now: nobody can control the session any more (see the module's docstring)."""

@@ -122,7 +122,9 @@ def test_a_killed_engine_fails_its_session_and_a_fresh_one_makes_the_lasers_safe
         killed_at = time.time()
         os.kill(engine_pid, signal.SIGKILL)
         wait_for(lambda: client.call("status")["session"]["state"] == "failed", 30, "the failure")
-        assert "session engine exited" in str(client.call("status")["session"]["error"])
+        status = client.call("status")
+        assert "session engine exited" in str(status["session"]["error"])
+        assert first["session_id"] in status["interrupted"]  # its ledger has no end: resumable
         # A fresh engine connects the driver and commands it safe before anything else.
         wait_for(
             lambda: (

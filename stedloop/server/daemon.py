@@ -71,6 +71,9 @@ log = get_logger(__name__)
 
 #: How often the loop wakes without traffic (signals, watchdog), in ms.
 POLL_MS = 100
+#: Delays before each attempt to replace a session engine that died (the first at once: the
+#: fresh engine makes the lasers safe).
+ENGINE_RESTART_DELAYS_S = (0.0, 1.0, 5.0)
 #: ZeroMQ drops (disconnects) peers sending more than this multiple of the cap; up to it,
 #: an oversized message gets a ``too_large`` reply.
 HARD_CAP_FACTOR = 4
@@ -90,7 +93,7 @@ class Daemon:
         self.share_driver = share_driver  # run even if another process holds the instrument
         self._claim: InstrumentClaim | None = None
         self.engine: EngineLink | None = None
-        self._stopping = False
+        self._stopping = threading.Event()  # set once the daemon shuts down
         self.config = loaded.config
         self.ready_file = ready_file
         self.boot_id = uuid.uuid4().hex[:12]
@@ -154,20 +157,27 @@ class Daemon:
         self.bus.publish("log", fault.to_wire(), session_id=None)
         if self.host is not None:
             self.host.engine_lost(exit_code)
-        if not self._stopping:
+        if not self._stopping.is_set():
             threading.Thread(
                 target=self._restart_engine, name="engine-restart", daemon=True
             ).start()
 
     def _restart_engine(self) -> None:
-        try:
-            engine = self._start_engine()
-        except Exception as exc:
-            log.error("engine_restart_failed", error=str(exc))
+        for attempt, delay_s in enumerate(ENGINE_RESTART_DELAYS_S, start=1):
+            time.sleep(delay_s)
+            if self._stopping.is_set():
+                return
+            try:
+                engine = self._start_engine()
+                break
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                log.error("engine_restart_failed", error=error, attempt=attempt)
+        else:
             if self.host is not None:
-                self.host.engine_replaced(None, f"{type(exc).__name__}: {exc}")
+                self.host.engine_replaced(None, error)
             return
-        if self._stopping:
+        if self._stopping.is_set():
             engine.shutdown(0.0)
             return
         self.engine = engine
@@ -406,7 +416,7 @@ class Daemon:
     def _close_driver(self, grace_s: float = 0.0) -> None:
         """The engine stops the session (``grace_s`` for the frame in flight), puts the lasers
         in the safe state and closes the driver; then the claim is released. Never raises."""
-        self._stopping = True
+        self._stopping.set()
         engine, self.engine = self.engine, None
         try:
             if engine is not None:

@@ -35,8 +35,9 @@ log = get_logger(__name__)
 
 #: How long the engine may take to connect, open the driver and make it safe.
 START_TIMEOUT_S = 120.0
-#: How long an ``open`` (creating, or replaying, a session's ledger) may take.
-OPEN_TIMEOUT_S = 60.0
+#: How long an ``open`` (creating a session, or replaying a long ledger) may take; one that
+#: answers later is stopped at once (nobody holds its token).
+OPEN_TIMEOUT_S = 600.0
 #: Beyond the grace period, how long ``shutdown`` waits for the engine before killing it.
 EXIT_WAIT_S = 30.0
 
@@ -218,6 +219,9 @@ class EngineLink:
                 future = self._pending.get(str(body["request_id"]))
             if kind == "opened":
                 self._on_message(kind, body)
+                if future is None:  # its request gave up waiting
+                    log.warning("engine_open_too_late", session_id=body.get("session_id"))
+                    self.send("control", command="stop", abort=True)
             if future is not None:
                 if kind == "opened":
                     future.set_result(body)

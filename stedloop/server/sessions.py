@@ -346,6 +346,9 @@ class SessionHost:
             self.engine = None
         if live is not None and not live.finished:
             log.error("session_crashed", session_id=live.id, engine_exit_code=exit_code)
+            if live.end_state is None:  # its ledger has no end: resumable, like after a kill
+                with self._lock:
+                    self.interrupted.append(live.id)
             self._ended(live.id, None, f"the session engine exited (code {exit_code})")
 
     def engine_replaced(self, engine: EngineLink | None, error: str | None = None) -> None:

@@ -196,3 +196,37 @@ def test_a_second_stop_signal_aborts_the_frame_the_first_let_finish(daemon: Any)
     assert process.wait(20) == 0
     after = [e.name for e in read_spy_log(log) if e.at_s >= second_at]
     assert after[:2] == ["request_abort", "acquire_aborted"] and "safe_state" in after, after
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "line"),
+    [
+        ("disconnected", 2, "error: spy: no instrument answers at its address"),
+        ("bug", 3, "error: unexpected EngineCrashed: RuntimeError: spy: a bug in the plugin"),
+    ],
+)
+def test_a_driver_that_cannot_connect_stops_serve_with_one_line(
+    tmp_path: Path, isolated_home: Path, error: str, code: int, line: str
+) -> None:
+    import sys
+
+    pythonpath = install_spy_plugin(tmp_path / "plugins")
+    site = tmp_path / "site.toml"
+    site.write_text(
+        f'[driver]\nname = "spy"\n[drivers.spy]\nlog_path = "{tmp_path / "spy.log"}"\n'
+        f'connect_error = "{error}"\n'
+    )
+    env = {**os.environ, "STEDLOOP_CONFIG": str(site), "PYTHONPATH": pythonpath}
+    env["STEDLOOP_DAEMON__REQUEST_ADDRESS"] = "tcp://127.0.0.1:*"
+    env["STEDLOOP_DAEMON__EVENT_ADDRESS"] = "tcp://127.0.0.1:*"
+    serve = subprocess.run(
+        [sys.executable, "-m", "stedloop.cli.main", "serve"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert serve.returncode == code, serve.stderr
+    assert serve.stderr.strip().splitlines()[-1].startswith(line), serve.stderr
+    assert "engine_restart" not in serve.stderr  # a failed start is not mourned
+    assert _claim_free(site)

@@ -21,7 +21,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from stedloop.driver import BaseDriver, DriverDescription
-from stedloop.errors import AcquisitionAborted, DriverError
+from stedloop.errors import AcquisitionAborted, DriverDisconnected, DriverError
 from stedloop.frame import Frame, Region
 from stedloop.params import ImagingParams
 
@@ -35,6 +35,8 @@ class SpyOptions(BaseModel):
     honour_abort: bool = True
     abort_raises: bool = False  # request_abort fails (e.g. the connection just dropped)
     hold_gil_s: float = 0.0
+    #: connect raises: "disconnected" (DriverDisconnected, a user-facing error) or "bug"
+    connect_error: str = ""
 
 
 class SpyDriver(BaseDriver):
@@ -48,6 +50,10 @@ class SpyDriver(BaseDriver):
 
     def connect(self) -> None:
         self._log("connect")
+        if self.options.connect_error == "disconnected":
+            raise DriverDisconnected("spy: no instrument answers at its address")
+        if self.options.connect_error == "bug":
+            raise RuntimeError("spy: a bug in the plugin")
 
     def describe(self) -> DriverDescription:
         ranges = {"dwell_time_us": (0.1, 1000.0), "excitation_uw": (0.0, 100.0)}

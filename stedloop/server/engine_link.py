@@ -238,6 +238,9 @@ class EngineLink:
                 code = self._process.wait(5)
             except subprocess.TimeoutExpired:
                 code = None
+        # Only an engine that was serving is mourned (``on_exit``); one that failed to start
+        # is reported by ``start``.
+        was_serving = self._ready.done() and self._ready.exception() is None
         error = EngineFailed(f"the session engine exited while starting (code {code})")
         if not self._ready.done():
             self._ready.set_exception(error)
@@ -250,7 +253,7 @@ class EngineLink:
                 )
         if not self._closed.done():
             self._closed.set_result(None)
-        if not self._closing:
+        if was_serving and not self._closing:
             self._on_exit(code)
 
     # -- stop ---------------------------------------------------------------------------------

@@ -58,6 +58,7 @@ from stedloop.wire.protocol import ProtocolError
 if TYPE_CHECKING:
     from stedloop import events as ev
     from stedloop.driver import Driver
+    from stedloop.quality.scorer_protocol import Scorer
     from stedloop.session.control import SessionControl
     from stedloop.session.runner import Session
     from stedloop.store.session_store import SessionStore
@@ -312,39 +313,18 @@ class Engine:
         thread.start()
 
     def _open_session(self, body: dict[str, Any]) -> Session:
-        from stedloop.session.runner import Session
-        from stedloop.store import SessionNotFound
-
         loaded: LoadedConfig = body["loaded"]
-        resume: str | None = body.get("resume")
         scorer = self._scorer.scorer_for(list(loaded.config.objectives.names))
         assert self._instrument is not None and self._store is not None
-        driver = self._instrument.driver
-        try:
-            if resume is not None:
-                return Session.resume(
-                    resume,
-                    loaded,
-                    driver,
-                    store=self._store,
-                    scorer=scorer,
-                    force=bool(body.get("force")),
-                )
-            return Session.start(
-                loaded, driver, store=self._store, scorer=scorer, name=body.get("name")
-            )
-        except SessionNotFound as exc:
-            raise ProtocolError("not_found", str(exc)) from None
-        except StorageError as exc:  # e.g. a full disk: nothing was left behind
-            raise ProtocolError("storage", str(exc)) from None
-        except DataError as exc:  # a damaged ledger
-            raise ProtocolError("storage", f"cannot resume: {exc}") from None
-        except ParameterRejected as exc:
-            raise ProtocolError("param_rejected", str(exc)) from None
-        except (ConfigError, PluginError) as exc:
-            raise ProtocolError("invalid_params", str(exc)) from None
-        except StedloopError as exc:  # e.g. resuming a finished session, or a changed space
-            raise ProtocolError("conflict", str(exc)) from None
+        return open_session(
+            loaded,
+            self._instrument.driver,
+            self._store,
+            scorer,
+            resume=body.get("resume"),
+            force=bool(body.get("force")),
+            name=body.get("name"),
+        )
 
     def _run_session(self, session: Session, control: SessionControl) -> None:
         session_id = str(session.id)
@@ -383,6 +363,39 @@ class Engine:
             run.control.request_pause()
         elif command == "resume":
             run.control.resume()
+
+
+def open_session(
+    loaded: LoadedConfig,
+    driver: Driver,
+    store: SessionStore,
+    scorer: Scorer | None,
+    *,
+    resume: str | None = None,
+    force: bool = False,
+    name: str | None = None,
+) -> Session:
+    """Create (or resume) a session; a ``ProtocolError`` with the code the daemon answers
+    for each way that can fail."""
+    from stedloop.session.runner import Session
+    from stedloop.store import SessionNotFound
+
+    try:
+        if resume is not None:
+            return Session.resume(resume, loaded, driver, store=store, scorer=scorer, force=force)
+        return Session.start(loaded, driver, store=store, scorer=scorer, name=name)
+    except SessionNotFound as exc:
+        raise ProtocolError("not_found", str(exc)) from None
+    except StorageError as exc:  # e.g. a full disk: nothing was left behind
+        raise ProtocolError("storage", str(exc)) from None
+    except DataError as exc:  # a damaged ledger
+        raise ProtocolError("storage", f"cannot resume: {exc}") from None
+    except ParameterRejected as exc:
+        raise ProtocolError("param_rejected", str(exc)) from None
+    except (ConfigError, PluginError) as exc:
+        raise ProtocolError("invalid_params", str(exc)) from None
+    except StedloopError as exc:  # e.g. resuming a finished session, or a changed space
+        raise ProtocolError("conflict", str(exc)) from None
 
 
 def main(argv: list[str] | None = None) -> int:

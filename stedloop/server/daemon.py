@@ -420,8 +420,10 @@ class Daemon:
         engine, self.engine = self.engine, None
         try:
             if engine is not None:
-                engine.shutdown(grace_s)
-                log.info("driver_safe", reason="shutdown")
+                if engine.shutdown(grace_s):
+                    log.info("driver_safe", reason="shutdown")
+                else:
+                    log.error("driver_close_unconfirmed", engine_pid=engine.pid)
         except Exception:
             log.exception("driver_close_failed")
         finally:

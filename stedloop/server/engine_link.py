@@ -73,8 +73,8 @@ class EngineLink:
         self._pending: dict[str, Future[dict[str, Any]]] = {}
         self._pending_lock = threading.Lock()
         self._ready: Future[dict[str, Any]] = Future()
-        self._closed: Future[None] = Future()
         self._closing = False
+        self._said_closed = False
         self._reader: threading.Thread | None = None
 
     @property
@@ -213,6 +213,7 @@ class EngineLink:
             return
         if kind == "closed":
             self._closing = True
+            self._said_closed = True
             return
         if kind in ("opened", "refused"):
             with self._pending_lock:
@@ -251,18 +252,17 @@ class EngineLink:
                 future.set_exception(
                     ProtocolError("unavailable", f"the session engine exited (code {code})")
                 )
-        if not self._closed.done():
-            self._closed.set_result(None)
         if was_serving and not self._closing:
             self._on_exit(code)
 
     # -- stop ---------------------------------------------------------------------------------
-    def shutdown(self, grace_s: float) -> None:
+    def shutdown(self, grace_s: float) -> bool:
         """Have the engine stop the session (the frame in flight gets ``grace_s``), make the
-        lasers safe and close the driver; kill it if it does not exit in time."""
+        lasers safe and close the driver; kill it if it does not exit in time. Whether it
+        said it closed the driver (``closed``) and exited."""
         self._closing = True
         if self._process is None:
-            return
+            return False
         with_grace = grace_s + EXIT_WAIT_S
         with contextlib.suppress(ProtocolError):  # already gone: waited for below
             self.send("shutdown", grace_s=grace_s)
@@ -271,8 +271,11 @@ class EngineLink:
         except subprocess.TimeoutExpired:
             log.error("engine_did_not_exit", pid=self._process.pid, waited_s=with_grace)
             self.kill()
+        if self._reader is not None:  # it reads what the engine said last, up to its exit
+            self._reader.join(5.0)
         if self._conn is not None:
             self._conn.close()
+        return self._said_closed and self._process.poll() == 0
 
     def kill(self) -> None:
         self._closing = True

@@ -2,6 +2,7 @@
 
     python benchmarks/bench_daemon.py                 # everything, modest sizes
     python benchmarks/bench_daemon.py --only soak --cycles 50
+    python benchmarks/bench_daemon.py --only latency --pacing back-to-back   # the worst case
 
 Each part starts the real daemon (`stedloop serve`) as a subprocess on free loopback ports
 with its data in a temporary folder, on the simulator:
@@ -431,6 +432,13 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--poll-hz", type=float, default=20.0)
+    parser.add_argument(
+        "--pacing",
+        choices=["both", "realtime", "back-to-back"],
+        default="both",
+        help="latency part: real-time scans, simulated frames back to back (the worst case), "
+        "or both",
+    )
     parser.add_argument("--frames", type=int, default=20)
     parser.add_argument("--messages", type=int, default=10_000)
     parser.add_argument("--cycles", type=int, default=50)
@@ -441,8 +449,10 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="stedloop-bench-daemon-"))
     try:
         if "latency" in parts:
-            bench_latency(root, args.clients, args.seconds, args.poll_hz, realtime=True)
-            bench_latency(root, args.clients, args.seconds, args.poll_hz)
+            if args.pacing in ("both", "realtime"):
+                bench_latency(root, args.clients, args.seconds, args.poll_hz, realtime=True)
+            if args.pacing in ("both", "back-to-back"):
+                bench_latency(root, args.clients, args.seconds, args.poll_hz)
         if "events" in parts:
             bench_event_latency_idle(root, args.frames)
         if "fuzz" in parts:

@@ -48,6 +48,9 @@ class InstrumentClaim:
         self.holder_path = holder_path
         self.driver_name = driver_name
         self._fd: int | None = None
+        #: False for a claim inherited from the process that took it (``adopt``): releasing
+        #: it only closes this process's descriptor; the lock stays the taker's.
+        self._owned = True
 
     def acquire(self, owner: str) -> None:
         self.lock_path.parent.mkdir(parents=True, exist_ok=True)
@@ -69,6 +72,13 @@ class InstrumentClaim:
             self.release()  # never keep a lock nobody can release
             raise
 
+    def adopt(self, fd: int) -> None:
+        """Hold the claim through ``fd``, a descriptor of the lock file inherited from the
+        process that acquired it (POSIX: the lock belongs to the open file, so it lasts while
+        any process holding that file is alive)."""
+        self._fd = fd
+        self._owned = False
+
     def inheritable_fds(self) -> tuple[int, ...]:
         """The lock's descriptor, for a child process that must hold the claim as long as it
         lives (POSIX: a lock belongs to the open file, shared with children that inherit it)."""
@@ -76,6 +86,10 @@ class InstrumentClaim:
 
     def release(self) -> None:
         if self._fd is None:
+            return
+        if not self._owned:  # the taker still holds the lock and its description
+            os.close(self._fd)
+            self._fd = None
             return
         try:
             self.holder_path.unlink(missing_ok=True)
@@ -151,12 +165,16 @@ def open_driver(
     *,
     share: bool = False,
     on_fault: WorkerFaultCallback | None = None,
+    claim: InstrumentClaim | None = None,
 ) -> OpenDriver:
     """Claim the instrument for ``owner`` (``InstrumentBusy`` if another process holds it,
     unless ``share``), build the configured driver, connect it and command its safe state
     before anything else. A driver in a worker reports faults to ``on_fault``; the worker
-    inherits the claim's lock, so the instrument stays claimed until it, too, has exited."""
-    claim = claim_instrument(config, owner, share=share)
+    inherits the claim's lock, so the instrument stays claimed until it, too, has exited.
+    ``claim``: one this process already holds (the daemon's session engine adopts the
+    daemon's); ``owner`` and ``share`` are then not used."""
+    if claim is None:
+        claim = claim_instrument(config, owner, share=share)
     try:
         driver = _build_driver(config, on_fault, claim)
     except BaseException:

@@ -22,7 +22,6 @@ from stedloop.frame import Frame, Region
 from stedloop.objectives.resolution import ResolutionObjective
 from stedloop.params import ImagingParams, SafetyCaps
 from stedloop.server.events import EventBus
-from stedloop.server.scorer_loader import ScorerLoader
 from stedloop.server.sessions import SessionHost
 from stedloop.session import Session
 from stedloop.store import SessionStore
@@ -197,7 +196,7 @@ def test_daemon_resume_takes_only_the_session_sections_of_a_ledger(tmp_path: Pat
     ledger.commit()
     ledger.close()
     site = config()  # the daemon's site configuration: budget 3, caps 100 mW
-    host = SessionHost(site, None, store, EventBus("test", 100), ScorerLoader(site.config.quality))
+    host = SessionHost(site, None, store, EventBus("test", 100))
     resumed = host._resume_config(session.id, {}, force=False)
     assert resumed.config.session.budget_frames == 7  # the session's own section
     assert resumed.config.safety == site.config.safety  # the site's, never the ledger's

@@ -22,10 +22,7 @@ from stedloop import events as ev
 from stedloop.driver import AcquireRequest
 from stedloop.errors import DataError, StorageError
 from stedloop.frame import Frame
-from stedloop.server.events import EventBus
-from stedloop.server.methods import StartParams
-from stedloop.server.scorer_loader import ScorerLoader
-from stedloop.server.sessions import SessionHost
+from stedloop.server.engine import open_session
 from stedloop.session import Session
 from stedloop.store import SessionStore
 from stedloop.store import ledger as L
@@ -337,18 +334,13 @@ def test_creating_a_session_on_a_full_disk_leaves_nothing_behind(
 def test_the_daemon_answers_a_start_on_a_full_disk_with_a_storage_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The daemon's session engine opens sessions with `open_session`; its ProtocolError is
+    # the daemon's reply to session.start.
     loaded = config(budget=1)
     store = SessionStore(tmp_path / "sessions")
-    host = SessionHost(
-        loaded,
-        SpyDriver(loaded),
-        store,
-        EventBus("test"),
-        ScorerLoader(loaded.config.quality),
-    )
     full_disk_for_sqlite(monkeypatch)
     with pytest.raises(ProtocolError) as info:
-        host.start(StartParams.model_validate({}), client="test-client")
+        open_session(loaded, SpyDriver(loaded), store, None)
     assert info.value.code == "storage" and "disk is full" in info.value.message
     assert list((tmp_path / "sessions").iterdir()) == []
 

@@ -5,7 +5,9 @@ PYTHONPATH), so a worker process loads it like any plugin; the log outlives the 
 test reads it afterwards. Each line: wall-clock time (s), the worker's pid, the event.
 
 Its frame lasts ``acquire_s``; it checks for an abort every 10 ms, unless ``honour_abort`` is
-false (a vendor call that hangs and ignores aborts).
+false (a vendor call that hangs and ignores aborts). With ``hold_gil_s`` a frame first holds
+its interpreter's GIL that long in one C call (a vendor library that never releases it, or
+heavy compute): nothing else in that interpreter runs meanwhile.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from stedloop.driver import AcquireRequest, BaseDriver, DriverDescription
-from stedloop.errors import AcquisitionAborted, DriverError
+from stedloop.errors import AcquisitionAborted, DriverDisconnected, DriverError
 from stedloop.frame import Frame, Region
 
 SPY_FIELD = Region(0.0, 0.0, 16, 16)
@@ -31,6 +33,9 @@ class SpyOptions(BaseModel):
     acquire_s: float = 8.0
     honour_abort: bool = True
     abort_raises: bool = False  # request_abort fails (e.g. the connection just dropped)
+    hold_gil_s: float = 0.0
+    #: connect raises: "disconnected" (DriverDisconnected, a user-facing error) or "bug"
+    connect_error: str = ""
 
 
 class SpyDriver(BaseDriver):
@@ -44,6 +49,10 @@ class SpyDriver(BaseDriver):
 
     def connect(self) -> None:
         self._log("connect")
+        if self.options.connect_error == "disconnected":
+            raise DriverDisconnected("spy: no instrument answers at its address")
+        if self.options.connect_error == "bug":
+            raise RuntimeError("spy: a bug in the plugin")
 
     def describe(self) -> DriverDescription:
         ranges = {"dwell_time_us": (0.1, 1000.0), "excitation_uw": (0.0, 100.0)}
@@ -53,6 +62,9 @@ class SpyDriver(BaseDriver):
     def _acquire(self, request: AcquireRequest) -> Frame:
         params, region = request.params, request.region
         self._log("acquire_start")
+        if self.options.hold_gil_s > 0:
+            _hold_gil(self.options.hold_gil_s)
+            self._log("gil_released")
         started = time.time()
         end = time.monotonic() + self.options.acquire_s
         while time.monotonic() < end:
@@ -75,6 +87,16 @@ class SpyDriver(BaseDriver):
 
     def close(self) -> None:
         self._log("close")
+
+
+def _hold_gil(seconds: float) -> None:
+    """Hold the GIL for about ``seconds``: one builtin ``sum`` over a range never returns to
+    the interpreter loop, so no other thread of this process runs until it is done."""
+    n = 200_000
+    started = time.perf_counter()
+    sum(range(n))
+    per_item_s = max((time.perf_counter() - started) / n, 1e-9)
+    sum(range(int(seconds / per_item_s)))
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,21 @@
-"""``stedloop serve``: the long-running process that owns the driver, the scorer and sessions.
+"""``stedloop serve``: the long-running process that owns the instrument and serves sessions.
+
+Two processes: this one answers requests and publishes events; its session engine
+(engine.py, a child process) holds the driver and the quality model and runs the sessions, so
+that the session's compute never competes with the request loop for an interpreter.
 
 Life of the process:
-1. put the driver in its safe state (before anything else touches it);
+1. claim the instrument, start the engine with the claim's descriptor: it connects the driver
+   and puts it in its safe state (before anything else touches it);
 2. note interrupted sessions (ledger without a stopped/finished event) for ``status``;
 3. bind the ROUTER (requests) and PUB (events) sockets, loopback unless CURVE is on;
 4. tell systemd READY=1, then answer requests in one loop that never waits for hardware;
-5. on SIGTERM/SIGINT/SIGBREAK: stop the session (finish the frame within the grace period,
-   else abort it), safe state, close the driver, exit 0.
+5. on SIGTERM/SIGINT/SIGBREAK: the engine stops the session (finish the frame within the
+   grace period, else abort it), makes the lasers safe and closes the driver; exit 0.
+
+If the engine dies, its session is reported failed and a fresh engine is started (which
+connects the driver and makes it safe again); if the daemon dies, the engine exits too
+(see engine.py for how the lasers are left safe).
 """
 
 from __future__ import annotations
@@ -28,13 +37,13 @@ from stedloop import __version__
 from stedloop.config import LoadedConfig
 from stedloop.errors import ConfigError
 from stedloop.events import Log
-from stedloop.instrument import OpenDriver, open_driver
+from stedloop.instrument import InstrumentClaim, claim_instrument
 from stedloop.logs import get_logger
 from stedloop.paths import data_dir
+from stedloop.server.engine_link import EngineLink
 from stedloop.server.events import EventBus
 from stedloop.server.handlers import METHODS, validate_params
 from stedloop.server.replies import ReplyCache, client_scope, fingerprint
-from stedloop.server.scorer_loader import QUALITY_OBJECTIVE, ScorerLoader
 from stedloop.server.sdnotify import Notifier
 from stedloop.server.sessions import SessionHost
 from stedloop.wire.addresses import check_address
@@ -58,12 +67,13 @@ from stedloop.wire.security import (
 if TYPE_CHECKING:
     from zmq.auth.thread import ThreadAuthenticator
 
-    from stedloop.driver import Driver
-
 log = get_logger(__name__)
 
 #: How often the loop wakes without traffic (signals, watchdog), in ms.
 POLL_MS = 100
+#: Delays before each attempt to replace a session engine that died (the first at once: the
+#: fresh engine makes the lasers safe).
+ENGINE_RESTART_DELAYS_S = (0.0, 1.0, 5.0)
 #: ZeroMQ drops (disconnects) peers sending more than this multiple of the cap; up to it,
 #: an oversized message gets a ``too_large`` reply.
 HARD_CAP_FACTOR = 4
@@ -81,7 +91,9 @@ class Daemon:
     ) -> None:
         self.loaded = loaded
         self.share_driver = share_driver  # run even if another process holds the instrument
-        self._instrument: OpenDriver | None = None
+        self._claim: InstrumentClaim | None = None
+        self.engine: EngineLink | None = None
+        self._stopping = threading.Event()  # set once the daemon shuts down
         self.config = loaded.config
         self.ready_file = ready_file
         self.boot_id = uuid.uuid4().hex[:12]
@@ -93,39 +105,91 @@ class Daemon:
         self._signals_seen = 0
         self.endpoints: Endpoints | None = None
         self.curve = False
-        self.driver: Driver  # set by _open_driver, before anything uses it
         self.host: SessionHost | None = None
-        self.scorer = ScorerLoader(self.config.quality)
+        #: The quality model's state, as the engine (which loads it) last reported it.
+        self.scorer_state: dict[str, Any] = {"state": "idle"}
         self.driver_info: dict[str, Any] = {}
 
     # -- start-up -------------------------------------------------------------------------
     def _open_driver(self) -> None:
-        self._instrument = open_driver(
-            self.config,
-            "`stedloop serve`",
-            share=self.share_driver,
-            on_fault=self._on_worker_fault,
-        )
-        self.driver = self._instrument.driver
+        """Claim the instrument, then start the engine, which opens the driver (safe first)."""
+        self._claim = claim_instrument(self.config, "`stedloop serve`", share=self.share_driver)
         try:
-            description = self.driver.describe()
+            self.engine = self._start_engine()
         except BaseException:
             self._close_driver()
             raise
-        self.driver_info = {
-            "name": description.name,
-            "in_worker": self.config.driver.in_worker,
-            "pixel_size_nm": description.pixel_size_nm,
-            "field_of_view_px": list(description.field_of_view_px),
-        }
-        log.info("driver_safe", driver=description.name, in_worker=self.config.driver.in_worker)
+
+    def _start_engine(self) -> EngineLink:
+        assert self._claim is not None
+        engine = EngineLink(
+            self.loaded,
+            on_message=self._on_engine_message,
+            on_exit=self._on_engine_exit,
+            inherit_fds=self._claim.inheritable_fds(),
+        )
+        ready = engine.start()
+        self.driver_info = dict(ready["driver"])
+        self.scorer_state = dict(ready["scorer"])
+        log.info(
+            "driver_safe",
+            driver=self.driver_info.get("name"),
+            in_worker=self.config.driver.in_worker,
+            engine_pid=engine.pid,
+        )
+        return engine
+
+    def _on_engine_message(self, kind: str, body: dict[str, Any]) -> None:
+        """The engine's messages, in order, from its link's reader thread."""
+        if kind == "scorer":
+            self.scorer_state = dict(body["snapshot"])
+        elif kind == "fault":
+            self._on_worker_fault(str(body["fault"]), dict(body["info"]))
+        elif self.host is not None:
+            self.host.on_engine_message(kind, body)
+
+    def _on_engine_exit(self, exit_code: int | None) -> None:
+        """The engine exited on its own: fail its session, start a fresh one (whose driver
+        is connected and made safe again) in the background."""
+        log.error("engine_exited", exit_code=exit_code)
+        self.engine = None
+        fault = Log(level="error", message=f"the session engine exited (code {exit_code})")
+        self.bus.publish("log", fault.to_wire(), session_id=None)
+        if self.host is not None:
+            self.host.engine_lost(exit_code)
+        if not self._stopping.is_set():
+            threading.Thread(
+                target=self._restart_engine, name="engine-restart", daemon=True
+            ).start()
+
+    def _restart_engine(self) -> None:
+        for attempt, delay_s in enumerate(ENGINE_RESTART_DELAYS_S, start=1):
+            time.sleep(delay_s)
+            if self._stopping.is_set():
+                return
+            try:
+                engine = self._start_engine()
+                break
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                log.error("engine_restart_failed", error=error, attempt=attempt)
+        else:
+            if self.host is not None:
+                self.host.engine_replaced(None, error)
+            return
+        if self._stopping.is_set():
+            engine.shutdown(0.0)
+            return
+        self.engine = engine
+        log.info("engine_restarted", pid=engine.pid)
+        if self.host is not None:
+            self.host.engine_replaced(engine)
 
     def _on_worker_fault(self, kind: str, info: dict[str, Any]) -> None:
+        """A driver-worker fault the engine reported (it paused the session itself)."""
         log.error("driver_worker_fault", fault=kind, **info)
         fault = Log(level="error", fault=kind, message=f"driver worker fault: {kind}")
         self.bus.publish("log", {**fault.to_wire(), **info}, session_id=None)
-        if self.host is not None:
-            self.host.pause_for_fault(kind)
 
     def _check_security(self) -> tuple[bytes, bytes] | None:
         """Loopback, or CURVE with keys: checked first; returns the server keys if CURVE."""
@@ -205,8 +269,8 @@ class Daemon:
     # -- the loop -------------------------------------------------------------------------
     def serve(self) -> int:
         """Run until a stop signal; returns the exit code (0 after a clean stop)."""
-        # Short GIL switch interval: the loop answers within ~1 ms even while the session
-        # thread runs Python code (the default 5 ms would be the whole latency budget).
+        # Short GIL switch interval: the loop answers within ~1 ms even while the engine's
+        # reader thread and the publisher run Python code (the default is 5 ms).
         sys.setswitchinterval(0.0005)
         from stedloop.store import SessionStore
 
@@ -216,7 +280,7 @@ class Daemon:
         try:
             root = data_dir(self.config.store.data_dir)
             store = SessionStore(root / "sessions")
-            self.host = SessionHost(self.loaded, self.driver, store, self.bus, self.scorer)
+            self.host = SessionHost(self.loaded, self.engine, store, self.bus)
             self.store = store
             interrupted = self.host.find_interrupted()
             if interrupted:
@@ -227,8 +291,6 @@ class Daemon:
             context.term()
             raise
         self.bus.start_publisher(pub)
-        if QUALITY_OBJECTIVE in self.config.objectives.names:
-            self.scorer.start()
         self._install_signals()
         assert self.endpoints is not None
         self._write_ready_file()
@@ -342,23 +404,32 @@ class Daemon:
                 "request_address": self.endpoints.request_address,
                 "event_address": self.endpoints.event_address,
                 "curve": self.curve,
+                "engine_pid": self.engine.pid if self.engine is not None else None,
             },
             "driver": self.driver_info,
-            "scorer": self.scorer.snapshot(),
+            "scorer": self.scorer_state,
             "session": self.host.snapshot(),
             "interrupted": list(self.host.interrupted),
             "last_seq": self.bus.last_seq,
         }
 
-    def _close_driver(self) -> None:
-        """Lasers to the safe state, then release the driver and the claim; never raises."""
-        if self._instrument is None:
-            return
+    def _close_driver(self, grace_s: float = 0.0) -> None:
+        """The engine stops the session (``grace_s`` for the frame in flight), puts the lasers
+        in the safe state and closes the driver; then the claim is released. Never raises."""
+        self._stopping.set()
+        engine, self.engine = self.engine, None
         try:
-            self._instrument.close()
-            log.info("driver_safe", reason="shutdown")
+            if engine is not None:
+                if engine.shutdown(grace_s):
+                    log.info("driver_safe", reason="shutdown")
+                else:
+                    log.error("driver_close_unconfirmed", engine_pid=engine.pid)
         except Exception:
             log.exception("driver_close_failed")
+        finally:
+            if self._claim is not None:
+                self._claim.release()
+                self._claim = None
 
     # -- shutdown -------------------------------------------------------------------------
     def _shutdown(
@@ -370,12 +441,7 @@ class Daemon:
         reason = self._stop_signal or "loop ended"
         log.info("daemon_stopping", reason=reason)
         self.notifier.stopping()
-        if self.host is not None:
-            self.host.shutdown(
-                self.config.daemon.shutdown_grace_s,
-                on_step=lambda step: log.warning("shutdown_step", step=step),
-            )
-        self._close_driver()
+        self._close_driver(self.config.daemon.shutdown_grace_s)
         self.bus.stop_publisher()
         router.close(0)
         if auth is not None:

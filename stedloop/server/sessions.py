@@ -1,8 +1,11 @@
-"""The daemon's session slot: at most one optimisation session, run in a worker thread.
+"""The daemon's session slot: at most one optimisation session, run by the session engine.
 
 The request loop calls ``start``/``stop``/``pause``/``resume``/``snapshot`` and never waits
-for an acquisition: the session runs in its own thread with a ``SessionControl``, and its
-events go to the ``EventBus``. Only the holder of a session's token may control it.
+for an acquisition: the session runs in the engine process (engine.py), which sends its
+events here (``on_engine_message``, from the link's reader thread); they update what
+``status`` shows and go to the ``EventBus``. Requests go to the engine's ``SessionControl``;
+a mirror of it here gives replies their state at once. Only the holder of a session's token
+may control it.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -22,31 +24,24 @@ from stedloop.config import LoadedConfig, with_overrides
 from stedloop.errors import (
     ConfigError,
     DataError,
-    ParameterRejected,
-    PluginError,
     SafetyCapExceeded,
     StedloopError,
-    StorageError,
 )
 from stedloop.logs import get_logger
 from stedloop.params import ParamSpace
 from stedloop.server.events import EventBus
 from stedloop.server.methods import OVERRIDABLE_SECTIONS, StartParams
-from stedloop.server.scorer_loader import ScorerLoader
+from stedloop.session.control import SessionControl
 from stedloop.wire.protocol import ProtocolError
 
-if TYPE_CHECKING:  # the session runner loads numpy and the optimizer: only when one starts
-    from stedloop.driver import Driver
-    from stedloop.quality.scorer_protocol import Scorer
-    from stedloop.session.control import SessionControl
-    from stedloop.session.runner import Session
+if TYPE_CHECKING:
+    from stedloop.server.engine_link import EngineLink
     from stedloop.store.session_store import SessionStore
 
 log = get_logger(__name__)
 
-#: How long to wait for a session thread after an abort before giving up on it.
-ABORT_WAIT_S = 15.0
-#: How long session.start waits for a just-ended session's thread to finish its cleanup.
+#: How long session.start waits for a just-ended session's cleanup (driver safe, ledger
+#: closed) in the engine.
 CLEANUP_WAIT_S = 2.0
 TERMINAL_STATES = ("finished", "stopped", "failed")
 
@@ -62,7 +57,8 @@ class LiveSession:
     objectives: list[str]
     resumed: bool
     started_at_s: float = field(default_factory=time.time)
-    thread: threading.Thread | None = None
+    #: Set when the engine reports the run over and cleaned up (``finished``).
+    done: threading.Event = field(default_factory=threading.Event)
     #: Bus events of this run have a seq above this (``follow(since_seq=...)`` shows the run
     #: from its start, not an earlier run of the same session).
     since_seq: int = 0
@@ -72,7 +68,7 @@ class LiveSession:
     summary: dict[str, Any] | None = None
     error: str | None = None
     end_state: str | None = None  # set by the run's final session event (cleanup may remain)
-    finished: bool = False  # the worker thread is done
+    finished: bool = False  # the engine's session thread is done
 
     @property
     def ended(self) -> bool:
@@ -92,17 +88,19 @@ class SessionHost:
     def __init__(
         self,
         loaded: LoadedConfig,
-        driver: Driver,
+        engine: EngineLink | None,
         store: SessionStore,
         bus: EventBus,
-        scorer: ScorerLoader,
     ) -> None:
         self._loaded = loaded
-        self._driver = driver
+        #: The session engine; None while it is being replaced (``engine_lost``).
+        self.engine = engine
+        self._engine_error: str | None = None  # why there is no engine, if it failed
         self._store = store
         self._bus = bus
-        self._scorer = scorer
         self._lock = threading.Lock()
+        #: (objectives, resumed, since_seq) of the open in progress, for its ``opened``.
+        self._opening: tuple[list[str], bool, int] | None = None
         self._current: LiveSession | None = None
         self._tokens: dict[str, str] = {}
         #: (client scope, idempotency key) -> (request fingerprint, the start's result)
@@ -133,12 +131,12 @@ class SessionHost:
         with self._lock:
             current = self._current
         since_seq = self._bus.last_seq  # this run's events (resume notes first) come after
-        if current is not None and current.thread is not None:
+        if current is not None and not current.finished:
             if current.ended or current.control.state == "finished":
                 # The run has ended (its last event is out); only cleanup is left: wait for it
                 # so two sessions never touch the driver at once.
-                current.thread.join(CLEANUP_WAIT_S)
-            if current.thread.is_alive():
+                current.done.wait(CLEANUP_WAIT_S)
+            if not current.finished:
                 raise ProtocolError(
                     "conflict",
                     f"session {current.id} is {current.state()}; the daemon runs one session "
@@ -150,11 +148,10 @@ class SessionHost:
         else:
             loaded = self._apply_overrides(overrides)
         objectives = list(loaded.config.objectives.names)
-        scorer = self._scorer.scorer_for(objectives)
-        session = self._open_session(params, loaded, scorer)
-        live = self._launch(
-            session, loaded, objectives, resumed=params.resume is not None, since_seq=since_seq
-        )
+        opened = self._open_session(params, loaded, objectives, since_seq)
+        with self._lock:
+            live = self._current
+        assert live is not None and live.id == opened["session_id"]
         result = {
             "session_id": live.id,
             "token": live.token,
@@ -162,7 +159,7 @@ class SessionHost:
             "state": live.state(),
             "budget_frames": live.budget_frames,
             "objectives": objectives,
-            "folder": str(getattr(session, "folder", "")),
+            "folder": str(opened["folder"]),
             "since_seq": live.since_seq,
         }
         if key is not None:
@@ -239,59 +236,54 @@ class SessionHost:
             raise ProtocolError("invalid_params", str(exc)) from None
 
     def _open_session(
-        self, params: StartParams, loaded: LoadedConfig, scorer: Scorer | None
-    ) -> Session:
-        from stedloop.session.runner import Session
-        from stedloop.store import SessionNotFound
-
-        try:
-            if params.resume is not None:
-                return Session.resume(
-                    params.resume,
-                    loaded,
-                    self._driver,
-                    store=self._store,
-                    scorer=scorer,
-                    force=params.force,
+        self, params: StartParams, loaded: LoadedConfig, objectives: list[str], since_seq: int
+    ) -> dict[str, Any]:
+        """Have the engine create (or resume) the session and start running it; its
+        ``opened`` body (by then ``on_engine_message`` made it the current session)."""
+        engine = self.engine
+        if engine is None:
+            if self._engine_error is not None:
+                raise ProtocolError(
+                    "unavailable",
+                    f"the session engine could not be restarted ({self._engine_error}); "
+                    "restart the daemon",
                 )
-            return Session.start(
-                loaded, self._driver, store=self._store, scorer=scorer, name=params.name
+            raise ProtocolError("busy", "the session engine is restarting; retry shortly")
+        self._opening = (objectives, params.resume is not None, since_seq)
+        try:
+            return engine.open(
+                {
+                    "loaded": loaded,
+                    "resume": params.resume,
+                    "force": params.force,
+                    "name": params.name,
+                }
             )
-        except SessionNotFound as exc:
-            raise ProtocolError("not_found", str(exc)) from None
-        except StorageError as exc:  # e.g. a full disk: nothing was left behind
-            raise ProtocolError("storage", str(exc)) from None
-        except DataError as exc:  # a damaged ledger
-            raise ProtocolError("storage", f"cannot resume: {exc}") from None
-        except ParameterRejected as exc:
-            raise ProtocolError("param_rejected", str(exc)) from None
-        except (ConfigError, PluginError) as exc:
-            raise ProtocolError("invalid_params", str(exc)) from None
-        except StedloopError as exc:  # e.g. resuming a finished session, or a changed space
-            raise ProtocolError("conflict", str(exc)) from None
+        finally:
+            self._opening = None
 
-    def _launch(
-        self,
-        session: Session,
-        loaded: LoadedConfig,
-        objectives: list[str],
-        resumed: bool,
-        since_seq: int,
-    ) -> LiveSession:
-        from stedloop.session.control import SessionControl
+    # -- what the engine says (the link's reader thread, in order) -------------------------
+    def on_engine_message(self, kind: str, body: dict[str, Any]) -> None:
+        if kind == "opened":
+            self._opened(body)
+        elif kind == "event":
+            self._on_event(str(body["session_id"]), ev.from_data(body["event"]))
+        elif kind == "ended":
+            self._ended(str(body["session_id"]), body.get("summary"), body.get("error"))
+        else:
+            log.warning("engine_message_unknown", kind=kind)
 
+    def _opened(self, body: dict[str, Any]) -> None:
+        objectives, resumed, since_seq = self._opening or ([], False, self._bus.last_seq)
         live = LiveSession(
-            id=str(session.id),
+            id=str(body["session_id"]),
             token=secrets.token_urlsafe(24),
-            control=SessionControl(),
-            budget_frames=loaded.config.session.budget_frames,
+            control=SessionControl(),  # mirrors the engine's: replies show the state at once
+            budget_frames=int(body["budget_frames"]),
             objectives=objectives,
             resumed=resumed,
             since_seq=since_seq,
-            progress=session.progress,
-        )
-        live.thread = threading.Thread(
-            target=self._run, args=(session, live), name=f"session-{live.id}", daemon=True
+            progress=ev.Progress.model_validate(body["progress"]),
         )
         with self._lock:
             self._current = live
@@ -299,11 +291,15 @@ class SessionHost:
             if live.id in self.interrupted:
                 self.interrupted.remove(live.id)
         log.info("session_started", session_id=live.id, resumed=resumed, objectives=objectives)
-        live.thread.start()
-        return live
 
-    def _run(self, session: Session, live: LiveSession) -> None:
-        def on_event(event: ev.SessionEvent) -> None:
+    def _live(self, session_id: str) -> LiveSession | None:
+        with self._lock:
+            live = self._current
+        return live if live is not None and live.id == session_id else None
+
+    def _on_event(self, session_id: str, event: ev.SessionEvent) -> None:
+        live = self._live(session_id)
+        if live is not None:
             with self._lock:
                 if isinstance(event, ev.CarriesProgress) and event.frames_done is not None:
                     live.progress = ev.Progress(
@@ -315,42 +311,56 @@ class SessionHost:
                     live.last_frame = event
                 elif isinstance(event, ev.Ended):
                     live.end_state = event.state
-            self._publish(event, live.id)
+            if isinstance(event, ev.Paused):  # also a pause the engine made for a fault
+                live.control.request_pause()
+                live.control.enter_pause()
+            elif isinstance(event, ev.Resumed):
+                live.control.resume()
+        self._publish(event, session_id)
 
-        try:
-            summary = session.run(live.control, on_event)
-            summary_dict = _as_dict(summary)
+    def _ended(self, session_id: str, summary: dict[str, Any] | None, error: str | None) -> None:
+        live = self._live(session_id)
+        if live is None:
+            return
+        if error is not None:
             with self._lock:
-                live.summary = summary_dict
-        except Exception as exc:  # the session should record faults; this is a last resort
-            log.exception("session_crashed", session_id=live.id)
-            with self._lock:
-                live.error = f"{type(exc).__name__}: {exc}"
-            self._publish(ev.Log(level="error", message=f"session failed: {live.error}"), live.id)
-            self._publish(ev.Stopped(state="failed", reason=live.error), live.id)
-        finally:
-            self._safe_state()
-            with contextlib.suppress(Exception):
-                session.close()
-            with self._lock:
-                live.finished = True
-            log.info(
-                "session_ended",
-                session_id=live.id,
-                state=live.state(),
-                frames=live.progress.frames_done,
-            )
+                live.error = error
+            self._publish(ev.Log(level="error", message=f"session failed: {error}"), live.id)
+            self._publish(ev.Stopped(state="failed", reason=error), live.id)
+        with self._lock:
+            live.summary = summary or {}
+            live.finished = True
+        live.control.mark_finished()
+        live.done.set()
+        log.info(
+            "session_ended",
+            session_id=live.id,
+            state=live.state(),
+            frames=live.progress.frames_done,
+        )
+
+    def engine_lost(self, exit_code: int | None) -> None:
+        """The engine exited on its own: the session it ran (if any) has failed."""
+        with self._lock:
+            live = self._current
+            self.engine = None
+        if live is not None and not live.finished:
+            log.error("session_crashed", session_id=live.id, engine_exit_code=exit_code)
+            if live.end_state is None:  # its ledger has no end: resumable, like after a kill
+                with self._lock:
+                    self.interrupted.append(live.id)
+            self._ended(live.id, None, f"the session engine exited (code {exit_code})")
+
+    def engine_replaced(self, engine: EngineLink | None, error: str | None = None) -> None:
+        """A fresh engine (driver connected and safe), or None and why not."""
+        with self._lock:
+            self.engine = engine
+            self._engine_error = error
 
     def _publish(self, event: ev.SessionEvent, session_id: str) -> None:
         """Events with a topic go on the bus (``data``: the event's wire form, and the id)."""
         if event.topic is not None:
             self._bus.publish(event.topic, {"session": session_id, **event.to_wire()}, session_id)
-
-    def _safe_state(self) -> None:
-        try:
-            self._driver.safe_state()
-        except Exception:
-            log.exception("safe_state_failed")
 
     # -- control --------------------------------------------------------------------------
     def _authorised(self, session_id: str, token: str) -> LiveSession:
@@ -374,29 +384,31 @@ class SessionHost:
             raise ProtocolError("conflict", f"session {session_id} is no longer running")
         return current
 
+    def _command(self, command: str, abort: bool = False) -> None:
+        """Send a control command to the engine (a gone engine has stopped the session)."""
+        engine = self.engine
+        if engine is not None:
+            with contextlib.suppress(ProtocolError):
+                engine.send("control", command=command, abort=abort)
+
     def stop(self, session_id: str, token: str, abort: bool) -> dict[str, Any]:
         live = self._authorised(session_id, token)
         live.control.request_stop(abort=abort)
+        self._command("stop", abort)
         log.info("session_stop_requested", session_id=session_id, abort=abort)
         return {"session_id": session_id, "state": live.state(), "abort": abort}
 
     def pause(self, session_id: str, token: str) -> dict[str, Any]:
         live = self._authorised(session_id, token)
         live.control.request_pause()
+        self._command("pause")
         return {"session_id": session_id, "state": live.state()}
 
     def resume(self, session_id: str, token: str) -> dict[str, Any]:
         live = self._authorised(session_id, token)
         live.control.resume()
+        self._command("resume")
         return {"session_id": session_id, "state": live.state()}
-
-    def pause_for_fault(self, reason: str) -> None:
-        """A driver-worker fault: pause the running session until a user resumes it."""
-        with self._lock:
-            live = self._current
-        if live is not None and not live.finished:
-            live.control.request_pause()
-            log.warning("session_paused_for_fault", session_id=live.id, reason=reason)
 
     def abort_current(self) -> None:
         """Stop now, interrupting the frame in flight (a second stop signal)."""
@@ -404,6 +416,7 @@ class SessionHost:
             live = self._current
         if live is not None and not live.finished:
             live.control.request_stop(abort=True)
+            self._command("stop", abort=True)
 
     # -- status ---------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any] | None:
@@ -434,42 +447,7 @@ class SessionHost:
         """A session is running (or paused): it has not sent its final event."""
         with self._lock:
             live = self._current
-            return (
-                live is not None
-                and live.thread is not None
-                and live.thread.is_alive()
-                and not live.ended
-            )
-
-    def shutdown(self, grace_s: float, on_step: Callable[[str], None] | None = None) -> None:
-        """Stop the session: let the frame in flight finish for ``grace_s``, then abort."""
-        with self._lock:
-            live = self._current
-        if live is None or live.thread is None or not live.thread.is_alive():
-            return
-        live.control.request_stop(abort=False)
-        live.thread.join(grace_s)
-        if live.thread.is_alive():
-            if on_step is not None:
-                on_step("aborting the frame in flight")
-            live.control.request_stop(abort=True)
-            live.thread.join(ABORT_WAIT_S)
-        if live.thread.is_alive():
-            log.error("session_thread_did_not_stop", session_id=live.id)
-
-
-def _as_dict(obj: Any) -> dict[str, Any]:
-    if obj is None:
-        return {}
-    if isinstance(obj, dict):
-        return obj
-    if hasattr(obj, "as_dict"):
-        return dict(obj.as_dict())
-    if hasattr(obj, "__dataclass_fields__"):
-        import dataclasses
-
-        return dataclasses.asdict(obj)
-    return {"repr": repr(obj)}
+            return live is not None and not live.finished and not live.ended
 
 
 def _brief(frame_event: dict[str, Any]) -> dict[str, Any]:

@@ -148,8 +148,8 @@ def scrambled(counts: np.ndarray, how: str, rng: np.random.Generator) -> np.ndar
             marks=pytest.mark.xfail(
                 strict=True,
                 reason="known gap (issue 15): the shipped model scores a phase-randomised frame "
-                "at 0.8-0.99 of the original (fine-tuning with structureless frames brought it "
-                "to 0.65-0.69, still above half)",
+                "at 0.8-0.99 of the original (a fine-tuning that brings it to 0.15-0.20 costs "
+                "the gain-1/2 property; benchmarks/RESULTS.md)",
             ),
         ),
     ],

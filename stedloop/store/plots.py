@@ -18,6 +18,8 @@ from stedloop.store.history import SessionHistory
 #: How far beyond the 10th-90th percentile range an axis reaches (in units of that range)
 #: before a value is drawn at the edge as an outlier.
 OUTLIER_REACH = 1.0
+#: Outliers labelled with their values (more would clutter the edge).
+MAX_OUTLIER_LABELS = 5
 
 
 def session_title(history: SessionHistory) -> str:
@@ -128,7 +130,7 @@ def _pareto_plot(plt: Any, history: SessionHistory, path: Path) -> Path:
             pts = [(x, y) for x, y, i, o in zip(xs, ys, inside, on, strict=True) if i and o == keep]
             ax.plot([p[0] for p in pts], [p[1] for p in pts], "o", **style)
         outside = [
-            (min(max(x, x0), x1), min(max(y, y0), y1), o)
+            (min(max(x, x0), x1), min(max(y, y0), y1), o, f"{x:.4g}, {y:.4g}")
             for x, y, i, o in zip(xs, ys, inside, on, strict=True)
             if not i
         ]
@@ -143,17 +145,23 @@ def _pareto_plot(plt: Any, history: SessionHistory, path: Path) -> Path:
                 clip_on=False,
                 zorder=3,
             )
+            for px, py, _, value in outside[:MAX_OUTLIER_LABELS]:  # its true value beside it
+                ax.annotate(
+                    value, (px, py), xytext=(-4, 4), textcoords="offset points", ha="right",
+                    fontsize="x-small", annotation_clip=False,
+                )  # fmt: skip
         if best is not None and best.frame in {f.frame for f in scored}:
             bx = min(max(float(best.values[a] or 0.0), x0), x1)
             by = min(max(float(best.values[b] or 0.0), y0), y1)
             ax.plot(
                 [bx],
                 [by],
-                "*",
-                ms=16,
-                color="gold",
+                "o",
+                ms=15,
+                mfc="none",
                 mec="k",
-                label=f"best: frame {best.frame}",
+                mew=1.5,
+                label=f"best (combined score): frame {best.frame}",
                 clip_on=False,
                 zorder=4,
             )

@@ -4,6 +4,7 @@ scores in their OME metadata, the plots and the best-frame figure."""
 from __future__ import annotations
 
 import csv
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -12,6 +13,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -169,6 +171,26 @@ def test_exported_frame_images_equal_the_session_frames(two: Exported) -> None:
     maps = list(root.iter(f"{OME_NS}MapAnnotation"))
     refs = list(root.iter(f"{OME_NS}AnnotationRef"))
     assert len(maps) == 1 and [r.get("ID") for r in refs] == [maps[0].get("ID")]
+
+
+def ome_schema() -> Any:
+    """The OME 2016-06 schema (the copy ome-types ships; dev extras), for xmlschema."""
+    xmlschema = pytest.importorskip("xmlschema", reason="pip install -e '.[dev]'")
+    spec = importlib.util.find_spec("ome_types")
+    if spec is None or spec.origin is None:
+        pytest.skip("ome-types (the OME schema) missing: pip install -e '.[dev]'")
+    return xmlschema.XMLSchema(str(Path(spec.origin).parent / "ome-2016-06.xsd"))
+
+
+def test_exported_and_session_frames_are_valid_ome_xml(two: Exported) -> None:
+    schema = ome_schema()
+    for path in (two.out / "frames" / "0000.ome.tif", two.session / "frames" / "0000.ome.tif"):
+        with tifffile.TiffFile(path) as tif:
+            xml = tif.ome_metadata
+        assert [str(e) for e in schema.iter_errors(xml)] == [], path
+    # the validator does see a broken document
+    broken = xml.replace("<Pixels ", '<Pixels Colour="red" ', 1)
+    assert list(schema.iter_errors(broken))
 
 
 # -- plots and the figure -------------------------------------------------------------------

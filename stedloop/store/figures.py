@@ -14,7 +14,7 @@ import numpy as np
 
 from stedloop.errors import DataError
 from stedloop.frame import Frame
-from stedloop.params import PARAM_NAMES, PARAM_UNITS
+from stedloop.params import PARAM_LABELS, PARAM_NAMES, PARAM_UNITS
 from stedloop.store.export import objective_units
 from stedloop.store.frames import read_frame
 from stedloop.store.history import FrameRecord, SessionHistory
@@ -70,39 +70,53 @@ def write_best_frame_figure(
         for _, attr in CHANNELS
     }
     rows = len(records)
-    fig, axes = plt.subplots(rows, 2, figsize=(8, 4.3 * rows + 0.9), squeeze=False)
+    # Laid out by hand (inches): tight_layout would shrink the images to fit the text lines.
+    image_in, margin_in, gap_in, top_in, caption_in = 3.4, 0.15, 0.2, 0.5, 0.55
+    row_in = 0.3 + image_in + 0.6  # panel titles, images, settings and scores
+    width_in = 2 * margin_in + 2 * image_in + gap_in
+    height_in = top_in + rows * row_in + caption_in
+    fig = plt.figure(figsize=(width_in, height_in))
     for row, (record, frame) in enumerate(zip(records, frames, strict=True)):
         role = "best" if record.frame == chosen[1].frame else "start of the session"
         if rows == 1:
             role = "start and best"
+        bottom_in = height_in - top_in - row * row_in - 0.3 - image_in
+        axes = []
         for col, (label, attr) in enumerate(CHANNELS):
-            ax = axes[row][col]
+            left_in = margin_in + col * (image_in + gap_in)
+            ax = fig.add_axes(
+                (
+                    left_in / width_in,
+                    bottom_in / height_in,
+                    image_in / width_in,
+                    image_in / height_in,
+                )
+            )
             ax.imshow(getattr(frame, attr), cmap="gray", vmin=0.0, vmax=limits[attr])
             ax.set_xticks([])
             ax.set_yticks([])
             ax.set_title(f"frame {record.frame} ({role}): {label}", fontsize=10)
             _scale_bar(ax, frame)
-        axes[row][0].text(
+            axes.append(ax)
+        axes[0].text(
             0.0,
-            -0.04,
+            -0.03,
             _settings_line(history, record),
-            transform=axes[row][0].transAxes,
+            transform=axes[0].transAxes,
             va="top",
             fontsize=8.5,
         )
-    fig.suptitle(session_title(history))
+    fig.suptitle(session_title(history), y=1 - 0.15 / height_in, va="top")
     ranges = ", ".join(f"{label} 0–{limits[attr]:.0f}" for label, attr in CHANNELS)
     fig.text(
-        0.5,
-        0.01,
-        f"Raw counts, gray, linear; per channel one display range for both frames "
-        f"(0 to the {UPPER_PERCENTILE:g}th percentile of their pixels together: {ranges} counts). "
+        margin_in / width_in,
+        0.1 / height_in,
+        f"Raw counts, gray, linear. Within a channel both frames share one display range: 0 to\n"
+        f"the {UPPER_PERCENTILE:g}th percentile of their pixels together ({ranges} counts).\n"
         f"Confocal: the image taken before the STED image.",
-        ha="center",
         fontsize=8,
-        wrap=True,
+        va="bottom",
     )
-    fig.tight_layout(rect=(0, 0.04, 1, 0.97), h_pad=3.0)
     path = folder / FIGURE_NAME
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -111,7 +125,8 @@ def write_best_frame_figure(
 
 def _settings_line(history: SessionHistory, record: FrameRecord) -> str:
     settings = ", ".join(
-        f"{name} {record.params[name]:.3g} {PARAM_UNITS[name]}" for name in PARAM_NAMES
+        f"{PARAM_LABELS[name]} {record.params[name]:.3g} {PARAM_UNITS[name]}"
+        for name in PARAM_NAMES
     )
     scores = [
         f"{name} {record.values[name]:.3g}{f' {unit}' if unit and unit != 'score' else ''}"
@@ -128,14 +143,15 @@ def _scale_bar(ax: Any, frame: Frame) -> None:
     length_um = scale_bar_um(width * pixel_um)
     length_px = length_um / pixel_um
     x0, y0 = width * 0.95 - length_px, height * 0.93
-    ax.plot([x0, x0 + length_px], [y0, y0], color="white", lw=4, solid_capstyle="butt")
+    from matplotlib import patheffects
+
+    outline = [patheffects.withStroke(linewidth=2.5, foreground="black")]  # visible on white
+    ax.plot(
+        [x0, x0 + length_px], [y0, y0], color="white", lw=4, solid_capstyle="butt",
+        path_effects=[patheffects.withStroke(linewidth=6, foreground="black")],
+    )  # fmt: skip
     text = f"{length_um:g} µm" if length_um >= 1 else f"{length_um * 1000:g} nm"
     ax.text(
-        x0 + length_px / 2,
-        y0 - height * 0.03,
-        text,
-        color="white",
-        ha="center",
-        va="bottom",
-        fontsize=9,
-    )
+        x0 + length_px / 2, y0 - height * 0.03, text, color="white", ha="center", va="bottom",
+        fontsize=9, path_effects=outline,
+    )  # fmt: skip

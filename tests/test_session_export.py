@@ -160,6 +160,21 @@ def test_the_session_frames_stay_as_written_and_exports_can_be_repeated(
     assert map_annotation(two.session / "export" / "frames" / "0002.ome.tif")["frame"] == "2"
 
 
+def test_without_frame_copies_the_csv_points_at_the_session_files(
+    two: Exported, tmp_path: Path
+) -> None:
+    out = tmp_path / "lean"
+    run(two.session.parent.parent, "session", "export", two.id, "--out", str(out),
+        "--no-frames", "--no-plots")  # fmt: skip
+    assert not (out / "frames").exists()
+    for row in read_rows(out / "frames.csv"):
+        path = Path(row["tiff"])
+        assert not path.is_absolute()
+        assert (out / path).resolve() == (
+            two.session / "frames" / f"{int(row['frame']):04d}.ome.tif"
+        )
+
+
 def test_exported_frame_images_equal_the_session_frames(two: Exported) -> None:
     original = read_frame_tiff(two.session / "frames" / "0001.ome.tif")
     copy = read_frame_tiff(two.out / "frames" / "0001.ome.tif")
@@ -216,6 +231,14 @@ def test_one_objective_has_no_pareto_plot(tmp_path: Path) -> None:
     assert_png_with_content(one.out / "score_vs_frame.png")
     assert_png_with_content(one.out / "best_frame.png")
     assert "resolution_nm" in read_rows(one.out / "frames.csv")[0]
+
+    # a frame file gone from the session: no copy, and its row names no file
+    (one.session / "frames" / "0001.ome.tif").unlink()
+    again = one.out.parent / "again"
+    run(one.session.parent.parent, "session", "export", one.id, "--out", str(again))
+    rows = read_rows(again / "frames.csv")
+    assert [r["tiff"] for r in rows] == ["frames/0000.ome.tif", ""]
+    assert sorted(p.name for p in (again / "frames").iterdir()) == ["0000.ome.tif"]
 
 
 # -- the pieces ----------------------------------------------------------------------------

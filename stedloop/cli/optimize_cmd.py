@@ -317,6 +317,12 @@ def register(app: typer.Typer) -> None:
             help="Folder for frames.csv and the plots (default: the session's export/).",
         ),
         plots: bool = typer.Option(True, "--plots/--no-plots", help="Also write PNG plots."),
+        frames: bool = typer.Option(
+            True,
+            "--frames/--no-frames",
+            help="Also write copies of the frame files with their scores in the OME metadata "
+            "(without: the CSV points at the session's own files).",
+        ),
         config: ConfigOption = None,
     ) -> None:
         """Export every frame as CSV (parameters, objective values, outcome), copies of the
@@ -335,7 +341,7 @@ def register(app: typer.Typer) -> None:
             folder = output_folder(out)
         else:
             folder = output_folder(record.folder / "export", "the session's export folder")
-        written = export_session(history, record.folder, folder, plots=plots)
+        written = export_session(history, record.folder, folder, plots=plots, frames=frames)
         copies = [p for p in written if p.parent == folder / FRAMES_FOLDER]
         for path in written:
             if path not in copies:

@@ -67,7 +67,7 @@ def frame_rows(
         row["attempts"] = len(record.regions)
         row["region_x_um"] = region.get("x_um")
         row["region_y_um"] = region.get("y_um")
-        row["tiff"] = (tiff_paths or {}).get(frame_no, record.tiff) if record.tiff else None
+        row["tiff"] = record.tiff if tiff_paths is None else tiff_paths.get(frame_no)
         errors = [e.error for e in record.errors] + [
             f"{k}: {v}" for k, v in record.objective_errors.items()
         ]

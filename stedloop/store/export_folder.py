@@ -16,6 +16,7 @@ copies, relative to the CSV, so the folder can be moved or zipped whole.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -29,12 +30,28 @@ FRAMES_FOLDER = "frames"
 
 
 def export_session(
-    history: SessionHistory, session_folder: Path, folder: Path, *, plots: bool = True
+    history: SessionHistory,
+    session_folder: Path,
+    folder: Path,
+    *,
+    plots: bool = True,
+    frames: bool = True,
 ) -> list[Path]:
-    """Write the export of the session in ``session_folder`` into ``folder``; the files."""
+    """Write the export of the session in ``session_folder`` into ``folder``; the files.
+
+    Without ``frames`` no copies are written and the CSV points at the session's own files
+    (still relative to the CSV, so valid while both folders keep their places)."""
     folder.mkdir(parents=True, exist_ok=True)
-    copies = write_annotated_frames(history, session_folder, folder / FRAMES_FOLDER)
-    relative = {n: path.relative_to(folder).as_posix() for n, path in copies.items()}
+    if frames:
+        copies = write_annotated_frames(history, session_folder, folder / FRAMES_FOLDER)
+        relative = {n: path.relative_to(folder).as_posix() for n, path in copies.items()}
+    else:
+        copies = {}
+        relative = {
+            f.frame: Path(os.path.relpath(session_folder / f.tiff, folder)).as_posix()
+            for f in history.done_frames()
+            if f.tiff is not None and (session_folder / f.tiff).is_file()
+        }
     written = [write_frames_csv(history, folder / "frames.csv", relative)]
     (folder / "summary.json").write_text(json.dumps(summary(history), indent=2, default=str))
     written.append(folder / "summary.json")

@@ -19,7 +19,7 @@ import os
 import re
 import tempfile
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,7 @@ def write_frame_tiff(
     extra_metadata: dict[str, Any] | None = None,
     *,
     overwrite: bool = False,
+    annotations: Mapping[str, str] | None = None,
 ) -> Path:
     """Write ``frame`` as an OME-TIFF at ``path`` (atomically) and return the path.
 
@@ -55,7 +56,8 @@ def write_frame_tiff(
     than clipped. An existing file at ``path`` is refused with ``DataError`` (and left as it
     is) unless ``overwrite``. Non-JSON metadata values (arrays such as a ground truth) are
     left out and listed under ``omitted_metadata``. A disk that fails (full, read-only) raises
-    the ``OSError`` and leaves no temporary file.
+    the ``OSError`` and leaves no temporary file. ``annotations`` are added to the OME
+    MapAnnotation beside the parameters (the export puts a frame's scores there).
     """
     path = Path(path)
     stack = _as_uint16(frame.stack(), path)
@@ -70,13 +72,14 @@ def write_frame_tiff(
         "extra": _jsonable(extra_metadata or {})[0],
     }
     pixel_um = frame.pixel_size_nm / 1000.0
-    annotations = {
+    pairs = {
         f"{name} ({PARAM_UNITS[name]})": f"{value:g}"
         for name, value in frame.params.as_dict().items()
     }
-    annotations.update(
+    pairs.update(
         {"region x (µm)": f"{frame.region.x_um:g}", "region y (µm)": f"{frame.region.y_um:g}"}
     )
+    pairs.update(annotations or {})
     ome_metadata = {
         "axes": "CYX",
         "Name": path.name.removesuffix(".ome.tif").removesuffix(".tif"),
@@ -86,7 +89,7 @@ def write_frame_tiff(
         "PhysicalSizeY": pixel_um,
         "PhysicalSizeYUnit": "µm",
         "Channel": {"Name": list(IMAGE_NAMES)},
-        "MapAnnotation": {"Value": annotations},
+        "MapAnnotation": {"Value": pairs},
     }
     if not path.parent.is_dir():
         raise DataError(f"cannot write {path}: folder {path.parent} does not exist")

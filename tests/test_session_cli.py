@@ -79,8 +79,14 @@ def test_optimize_then_ls_show_export(tmp_path: Path, isolated_home: Path) -> No
     assert exported.returncode == 0, exported.stderr
     rows = list(csv.DictReader((out / "frames.csv").open()))
     assert [int(r["frame"]) for r in rows] == [0, 1, 2]
-    assert {"dwell_time_us", "resolution", "bleaching", "combined", "tiff"} <= set(rows[0])
-    for name in ("objective_vs_frame.png", "parameter_traces.png", "pareto_front.png"):
+    assert {
+        "dwell_time_us",
+        "resolution_nm",
+        "bleaching_fraction",
+        "combined_score",
+        "tiff",
+    } <= set(rows[0])
+    for name in ("score_vs_frame.png", "parameter_traces.png", "pareto_front.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import signal
 import threading
@@ -318,11 +317,18 @@ def register(app: typer.Typer) -> None:
             help="Folder for frames.csv and the plots (default: the session's export/).",
         ),
         plots: bool = typer.Option(True, "--plots/--no-plots", help="Also write PNG plots."),
+        frames: bool = typer.Option(
+            True,
+            "--frames/--no-frames",
+            help="Also write copies of the frame files with their scores in the OME metadata "
+            "(without: the CSV points at the session's own files).",
+        ),
         config: ConfigOption = None,
     ) -> None:
-        """Export every frame as CSV (parameters, objective values, outcome) and PNG plots."""
+        """Export every frame as CSV (parameters, objective values, outcome), copies of the
+        frame files with their scores in the OME metadata, and PNG plots and figure."""
         from stedloop.store import SessionStore
-        from stedloop.store.export import summary, write_frames_csv
+        from stedloop.store.export_folder import FRAMES_FOLDER, export_session
 
         store = SessionStore.from_config(load_cli_config(config).config)
         record = store.open(session_id, readonly=True)
@@ -335,15 +341,15 @@ def register(app: typer.Typer) -> None:
             folder = output_folder(out)
         else:
             folder = output_folder(record.folder / "export", "the session's export folder")
-        written = [write_frames_csv(history, folder / "frames.csv")]
-        (folder / "summary.json").write_text(json.dumps(summary(history), indent=2, default=str))
-        written.append(folder / "summary.json")
-        if plots:
-            from stedloop.store.plots import write_plots
-
-            written.extend(write_plots(history, folder))
+        written = export_session(history, record.folder, folder, plots=plots, frames=frames)
+        copies = [p for p in written if p.parent == folder / FRAMES_FOLDER]
         for path in written:
-            typer.echo(str(path))
+            if path not in copies:
+                typer.echo(str(path))
+        if copies:
+            typer.echo(
+                f"{folder / FRAMES_FOLDER}/ ({len(copies)} frames, scores in their metadata)"
+            )
 
 
 def _run_session(

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import csv
+import re
+from collections.abc import Mapping
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +18,35 @@ def objective_directions(history: SessionHistory) -> dict[str, str]:
     return {o["name"]: o["direction"] for o in history.created.get("objectives", [])}
 
 
-def frame_rows(history: SessionHistory) -> list[dict[str, Any]]:
-    """One flat row per frame number (in order), whatever its outcome."""
-    names = list(objective_directions(history))
+def objective_units(history: SessionHistory) -> dict[str, str]:
+    """Each objective's unit as its plugin declared it (stored in the ``created`` event)."""
+    return {o["name"]: o.get("unit", "") for o in history.created.get("objectives", [])}
+
+
+def objective_column(name: str, unit: str) -> str:
+    """The CSV column of an objective: its name and unit, ``resolution_nm``, ``quality_score``."""
+    suffix = re.sub(r"[^0-9A-Za-z]+", "_", unit.replace("µ", "u")).strip("_").lower()
+    return f"{name}_{suffix}" if suffix and not name.endswith(f"_{suffix}") else name
+
+
+def iso_utc(time_s: float | None) -> str | None:
+    """Unix seconds as ISO 8601 UTC (``2026-12-01T16:40:12.345Z``); None stays None."""
+    if time_s is None:
+        return None
+    moment = datetime.fromtimestamp(time_s, tz=timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def frame_rows(
+    history: SessionHistory, tiff_paths: Mapping[int, str] | None = None
+) -> list[dict[str, Any]]:
+    """One flat row per frame number (in order), whatever its outcome.
+
+    ``tiff_paths``: the path to give for each frame's file (the export gives paths relative
+    to the CSV); without it, the ledger's path (relative to the session folder).
+    """
+    units = objective_units(history)
+    columns = {name: objective_column(name, unit) for name, unit in units.items()}
     rows = []
     for frame_no in sorted(history.frames):
         record = history.frames[frame_no]
@@ -27,14 +56,18 @@ def frame_rows(history: SessionHistory) -> list[dict[str, Any]]:
             record.regions[-1] if record.regions else {}
         )
         row: dict[str, Any] = {"frame": frame_no, "status": record.status, "source": record.source}
+        # when the frame's acquisition began (the instrument's clock) and when the ledger
+        # recorded its outcome
+        row["acquired_at_utc"] = iso_utc(acquired.started_at_s if acquired else None)
+        row["recorded_at_utc"] = iso_utc(record.recorded_at_s)
         row.update({name: record.params.get(name) for name in PARAM_NAMES})
         row.update({f"applied_{name}": applied.get(name) for name in PARAM_NAMES})
-        row.update({name: record.values.get(name) for name in names})
-        row["combined"] = record.combined
+        row.update({column: record.values.get(name) for name, column in columns.items()})
+        row["combined_score"] = record.combined
         row["attempts"] = len(record.regions)
         row["region_x_um"] = region.get("x_um")
         row["region_y_um"] = region.get("y_um")
-        row["tiff"] = record.tiff
+        row["tiff"] = record.tiff if tiff_paths is None else tiff_paths.get(frame_no)
         errors = [e.error for e in record.errors] + [
             f"{k}: {v}" for k, v in record.objective_errors.items()
         ]
@@ -43,8 +76,10 @@ def frame_rows(history: SessionHistory) -> list[dict[str, Any]]:
     return rows
 
 
-def write_frames_csv(history: SessionHistory, path: Path) -> Path:
-    rows = frame_rows(history)
+def write_frames_csv(
+    history: SessionHistory, path: Path, tiff_paths: Mapping[int, str] | None = None
+) -> Path:
+    rows = frame_rows(history, tiff_paths)
     path.parent.mkdir(parents=True, exist_ok=True)
     fields = list(rows[0]) if rows else ["frame", "status"]
     with path.open("w", newline="", encoding="utf-8") as handle:

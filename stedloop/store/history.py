@@ -32,6 +32,8 @@ class FrameRecord:
     objective_errors: dict[str, str] = field(default_factory=dict)
     combined: float | None = None
     status: str = "proposed"  # proposed | acquired | scored | told | failed
+    #: When the ledger recorded the frame's outcome (told or failed), Unix seconds.
+    recorded_at_s: float | None = None
 
     @property
     def done(self) -> bool:
@@ -74,6 +76,8 @@ class SessionHistory:
                     frames[event.frame] = FrameRecord(event.frame, dict(event.params), event.source)
                 elif event.frame_no is not None and event.frame_no in frames:
                     _apply_frame_event(frames[event.frame_no], event)
+                    if isinstance(event, (ev.Told, ev.Failed)):
+                        frames[event.frame_no].recorded_at_s = row.time_s
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 why = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
                 raise DataError(f"event {row.seq} ({row.kind}) is malformed: {why}") from None

@@ -199,3 +199,15 @@ def test_optimize_numbers_frames_from_0_like_the_files_and_the_ledger(
         "0000.ome.tif",
         "0001.ome.tif",
     ]
+
+
+def test_session_ls_lists_newest_first(tmp_path: Path, isolated_home: Path) -> None:
+    """README: `stedloop session ls` lists every session, newest first (text and --json)."""
+    from test_damaged_sessions import new_session
+
+    store = SessionStore(isolated_home / "sessions")
+    made = [new_session(store, budget=1) for _ in range(3)]  # oldest first
+    listed = json.loads(stedloop("session", "ls", "--json", home=isolated_home).stdout)
+    assert [s["id"] for s in listed] == made[::-1]
+    text = stedloop("session", "ls", home=isolated_home).stdout
+    assert [line.split()[0] for line in text.splitlines()] == made[::-1]

@@ -241,11 +241,11 @@ def register(app: typer.Typer) -> None:
         config: ConfigOption = None,
         as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     ) -> None:
-        """List stored sessions (oldest first)."""
+        """List stored sessions, newest first."""
         from stedloop.store import SessionStore
 
         store = SessionStore.from_config(load_cli_config(config).config)
-        infos = store.list()
+        infos = store.newest_first()
         if as_json:
             print_json([i.as_dict() for i in infos])
             return

@@ -8,6 +8,7 @@ the reason instead of breaking the listing of the others.
 
 from __future__ import annotations
 
+import builtins
 import re
 import secrets
 import shutil
@@ -191,7 +192,7 @@ class SessionStore:
         # Ids start with the creation second; within one second only the creation time orders.
         return sorted(infos, key=creation_order_s)
 
-    def newest_first(self) -> list[SessionInfo]:
+    def newest_first(self) -> builtins.list[SessionInfo]:
         """Every session as ``list`` gives them, the most recently created first (what a
         person scanning their sessions wants: today's run on top)."""
         return self.list()[::-1]

@@ -257,6 +257,12 @@ def register(app: typer.Typer) -> None:
         typer.echo(report.markdown())
         if out is not None:
             typer.echo(f"\nwrote {out / 'report.md'}, {out / 'metrics.json'} and plots", err=True)
+        if study_set is not None:
+            typer.echo(
+                f"wrote the study set: {study_set / 'study.csv'} and {report.n_images} images "
+                f"in {study_set / 'images'} (next: stedloop study serve --set {study_set})",
+                err=True,
+            )
         if report.skipped:
             for message in report.skipped:
                 typer.echo(f"error: {message}", err=True)

@@ -80,3 +80,24 @@ def test_cli_ls_lists_the_daemons_sessions_newest_first(tmp_path: Path) -> None:
             assert [s["id"] for s in client.call("sessions.list")["sessions"]] == made
     finally:
         assert stop_daemon(process) == 0
+
+
+def test_cli_start_warns_when_the_budget_exceeds_the_sample(tmp_path: Path) -> None:
+    """session.start answers with the warning (before the first frame) and `stedloop start`
+    prints it: 300 frames asked of a 16 x 16-field sample."""
+    home = tmp_path / "home"
+    process, ready = spawn(home)
+    env = {"STEDLOOP_HOME": str(home), "STEDLOOP_CONFIG": str(home / "site.toml")}
+    connect = ["--connect", ready["request_address"]]
+    try:
+        started = run_stedloop("start", *connect, "--budget", "300", env=env)
+        assert started.returncode == 0, started.stderr
+        assert (
+            "warning: the budget asks for 300 frames but the sample has only 256 fresh regions"
+            in started.stderr
+        )
+        assert run_stedloop("stop", *connect, "--abort", env=env).returncode == 0
+        within = run_stedloop("start", *connect, "--budget", "2", "--json", env=env)
+        assert json.loads(within.stdout)["warnings"] == []
+    finally:
+        assert stop_daemon(process) == 0

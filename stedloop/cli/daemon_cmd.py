@@ -408,6 +408,8 @@ def register(app: typer.Typer) -> None:
                     f"session {result['session_id']} {verb}: budget {result['budget_frames']} "
                     f"frames, objectives {', '.join(result['objectives'])}"
                 )
+                for warning in result.get("warnings") or []:
+                    typer.echo(f"warning: {warning}", err=True)
             if watch:
                 status_now = client.call("status")
                 events = event_address_for(client.address, status_now["daemon"]["event_address"])

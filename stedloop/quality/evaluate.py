@@ -109,13 +109,16 @@ def bootstrap_ci(
     n: int,
     rng: np.random.Generator,
     degenerate_resamples: list[int] | None = None,
+    on_resample: Callable[[int], None] | None = None,
 ) -> dict[str, tuple[float, float]]:
     """Percentile 95 % intervals; resamples whose correlations are NaN are left out of those
     metrics' intervals. ``degenerate_resamples`` gets how many resamples had (nearly)
     constant scores."""
     samples: dict[str, list[float]] = {m: [] for m in METRICS}
     count = 0
-    for _ in range(n):
+    for done in range(n):
+        if on_resample is not None and done % 10 == 0:
+            on_resample(done)
         idx = rng.integers(0, len(pred), len(pred))
         degenerate: set[str] = set()
         for key, value in point_metrics(pred[idx], target[idx], degenerate).items():
@@ -124,6 +127,8 @@ def bootstrap_ci(
         count += bool(degenerate)
     if degenerate_resamples is not None:
         degenerate_resamples.append(count)
+    if on_resample is not None:
+        on_resample(n)
     return {
         k: (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5)))
         if v
@@ -261,8 +266,15 @@ def evaluate(
     seed: int = 0,
     device: str = "auto",
     study_set: Path | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> EvaluationReport:
+    """Score the labelled set and compute the report; ``progress(stage, done, total)`` is
+    told how far the long stages are (``scoring`` images, then each ``bootstrap``)."""
     from stedloop.quality.scorer import CNNScorer
+
+    def tell(stage: str, done: int, total: int) -> None:
+        if progress is not None:
+            progress(stage, done, total)
 
     model, data = Path(model), Path(data)
     ckpt = load_checkpoint(model)
@@ -291,6 +303,7 @@ def evaluate(
                     skipped.append(str(exc))
         batch_items.clear()
         batch_images.clear()
+        tell("scoring", len(kept) + len(skipped), len(items))
 
     for item in items:
         try:
@@ -320,10 +333,16 @@ def evaluate(
     def block(p: np.ndarray, tester_seed: int, who: str) -> dict[str, Any]:
         degenerate: set[str] = set()
         resamples: list[int] = []
+        stage = f"bootstrap ({who})"
         result = {
             "metrics": point_metrics(p, target, degenerate),
             "ci95": bootstrap_ci(
-                p, target, n_bootstrap, np.random.default_rng(seed + 1), resamples
+                p,
+                target,
+                n_bootstrap,
+                np.random.default_rng(seed + 1),
+                resamples,
+                lambda done: tell(stage, done, n_bootstrap),
             ),
             "per_bin": per_bin_rmse(p, target),
             "user_study": user_study(target, p, true_scores, n_testers, tester_seed),

@@ -161,3 +161,15 @@ def test_dataset_synth_in_a_pipe_keeps_plain_output(tmp_path: Path) -> None:
     )
     assert code == 0 and "dataset synth" in shown and "eta" in shown
     assert json.loads(out)["n"] == 3
+
+
+def test_train_on_a_terminal_shows_epochs_and_an_estimate(tmp_path: Path) -> None:
+    from test_quality_train import make_dataset
+
+    data = make_dataset(tmp_path / "data", n=12)
+    args = ["train", str(data), "--out", str(tmp_path / "m.pt"), "--epochs", "2"]
+    args += ["--input-size", "32", "--batch-size", "8", "--device", "cpu", "--threads", "1"]
+    code, shown, out = run_on_terminal(args, stdout_on_terminal=False, env={})
+    assert code == 0, shown
+    assert "2/2 epochs" in shown and "eta" in shown
+    assert out.startswith("wrote ") and not ANSI.search(out)

@@ -1,5 +1,6 @@
 # Two commands do everything; each sets itself up (virtual environment, dependencies) first.
 #   make demo   the daemon on the simulator with an optimisation session, live progress
+#               (make demo DEMO_ARGS=--keep keeps its data folder)
 #   make test   lint, type check (mypy, settings in pyproject.toml) and the whole test suite
 #               (what CI runs)
 PYTHON ?= python3
@@ -27,7 +28,7 @@ browser:
 	  else echo "chromium missing: run 'sudo apt-get install chromium' for the browser tests"; fi; }
 
 demo: $(STAMP)
-	$(BIN)/stedloop demo
+	$(BIN)/stedloop demo $(DEMO_ARGS)
 
 # The venv's bin/ goes first on PATH: tests run its `stedloop` and `hadolint` as subprocesses.
 # The headless-browser tests run in a pytest process of their own: in one process with the rest,

@@ -56,3 +56,48 @@ def test_cli_start_status_stop_ls_with_saved_token(tmp_path: Path) -> None:
         "status", "--connect", ready["request_address"], "--timeout", "0.3", env=env
     )
     assert unreachable.returncode == 2 and "nothing is listening" in unreachable.stderr
+
+
+def test_cli_ls_lists_the_daemons_sessions_newest_first(tmp_path: Path) -> None:
+    """`stedloop ls` agrees with `stedloop session ls`: newest first (the protocol's
+    `sessions.list` stays oldest first, as docs/protocol.md says)."""
+    from test_damaged_sessions import new_session
+
+    from stedloop.client import Client
+    from stedloop.store import SessionStore
+
+    home = tmp_path / "home"
+    store = SessionStore(home / "sessions")
+    made = [new_session(store, budget=1) for _ in range(3)]  # oldest first
+    process, ready = spawn(home)
+    env = {"STEDLOOP_HOME": str(home), "STEDLOOP_CONFIG": str(home / "site.toml")}
+    try:
+        listed = run_stedloop("ls", "--connect", ready["request_address"], "--json", env=env)
+        assert [s["id"] for s in json.loads(listed.stdout)["sessions"]] == made[::-1]
+        text = run_stedloop("ls", "--connect", ready["request_address"], env=env).stdout
+        assert [line.split()[0] for line in text.splitlines()] == made[::-1]
+        with Client(ready["request_address"], timeout_s=10.0) as client:
+            assert [s["id"] for s in client.call("sessions.list")["sessions"]] == made
+    finally:
+        assert stop_daemon(process) == 0
+
+
+def test_cli_start_warns_when_the_budget_exceeds_the_sample(tmp_path: Path) -> None:
+    """session.start answers with the warning (before the first frame) and `stedloop start`
+    prints it: 300 frames asked of a 16 x 16-field sample."""
+    home = tmp_path / "home"
+    process, ready = spawn(home)
+    env = {"STEDLOOP_HOME": str(home), "STEDLOOP_CONFIG": str(home / "site.toml")}
+    connect = ["--connect", ready["request_address"]]
+    try:
+        started = run_stedloop("start", *connect, "--budget", "300", env=env)
+        assert started.returncode == 0, started.stderr
+        assert (
+            "warning: the budget asks for 300 frames but the sample has only 256 fresh regions"
+            in started.stderr
+        )
+        assert run_stedloop("stop", *connect, "--abort", env=env).returncode == 0
+        within = run_stedloop("start", *connect, "--budget", "2", "--json", env=env)
+        assert json.loads(within.stdout)["warnings"] == []
+    finally:
+        assert stop_daemon(process) == 0

@@ -59,6 +59,19 @@ def test_unknown_key_names_key_file_and_suggestion(tmp_path: Path) -> None:
     assert "did you mean 'budget_frames'" in message
 
 
+def test_unknown_table_names_the_file_that_brought_it(tmp_path: Path) -> None:
+    """Only a table's leaves are recorded as coming from a file; an unknown [section] is
+    blamed on that file, not on the defaults."""
+    site = write(tmp_path / "site.toml", "[bogus]\nx = 1\n[bogus.deeper]\ny = 2\n")
+    message = load_error(site)
+    assert f"unknown key 'bogus' (from file {site})" in message
+    assert "(from default" not in message
+    via_env = write(tmp_path / "env.toml", "[session.nested]\nx = 1\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(environ={"STEDLOOP_CONFIG": str(via_env)})
+    assert f"'session.nested' (from file {via_env} ($STEDLOOP_CONFIG))" in str(info.value)
+
+
 def test_wrong_type_and_unit_names_expected_form(tmp_path: Path) -> None:
     site = write(tmp_path / "site.toml", '[params.dwell_time_us]\nmax = "10 ms"\n')
     message = load_error(site)

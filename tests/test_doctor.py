@@ -116,6 +116,29 @@ def test_bad_config_fails_and_skips_the_rest(tmp_path: Path) -> None:
     assert {checks[n]["ok"] for n in ("plugins", "driver", "compute", "model", "ports")} == {None}
 
 
+def test_imspector_config_without_calibration_fails_the_config_check(tmp_path: Path) -> None:
+    """The shipped configs/imspector.toml before the lab enters its laser calibration: the
+    config check says what is missing (not "OK config valid" and a failure further down)."""
+    config = write_config(tmp_path / "site.toml")
+    text = config.read_text().replace(
+        "excitation_uw_at_full_scale = 20.0\ndepletion_mw_at_full_scale = 350.0\n", ""
+    )
+    config.write_text(text)
+    result = doctor(config, "--json")
+    assert result.returncode == 1
+    checks = by_name(result)
+    assert checks["config"]["ok"] is False
+    assert "drivers.imspector.excitation_uw_at_full_scale" in checks["config"]["detail"]
+    assert "drivers.imspector.depletion_mw_at_full_scale" in checks["config"]["detail"]
+    assert str(config) in checks["config"]["detail"]
+    assert "power meter" in checks["config"]["fix"]
+    assert checks["plugins"]["ok"] is True  # the driver plugin itself is fine
+    assert checks["driver"]["ok"] is None
+    text_run = doctor(config)
+    assert "OK    config" not in text_run.stdout
+    assert text_run.stdout.startswith("FAIL  config")
+
+
 @pytest.mark.skipif(importlib.util.find_spec("specpy") is not None, reason="specpy installed")
 def test_missing_specpy_says_how_to_install(tmp_path: Path) -> None:
     result = doctor(write_config(tmp_path / "site.toml", module="specpy"), "--json")

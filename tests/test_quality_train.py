@@ -6,6 +6,7 @@ import csv
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ import torch
 from stedloop.errors import DataError
 from stedloop.quality.checkpoint import load_checkpoint
 from stedloop.quality.dataset import load_dataset, stratified_split, write_manifest
-from stedloop.quality.evaluate import evaluate, plcc_logistic, write_report
+from stedloop.quality.evaluate import evaluate, plcc_logistic, point_metrics, write_report
 from stedloop.quality.train import TrainConfig, mse_loss, paths_beside, train
 
 SIZE = 32
@@ -149,6 +150,24 @@ def test_plcc_logistic_is_one_for_monotone_sigmoid() -> None:
     assert plcc_logistic(x, y) == pytest.approx(1.0, abs=1e-4)
 
 
+def test_correlations_on_flat_or_constant_scores_warn_nothing_and_are_noted() -> None:
+    """scipy's NearConstantInputWarning came out raw under `stedloop evaluate`: a logistic
+    fit that finds no trend is flat, and correlating its rounding noise meant nothing."""
+    rng = np.random.default_rng(17)  # a case whose logistic fit comes out flat
+    n = int(rng.integers(4, 40))
+    target = np.round(rng.random(n), 2)
+    pred = rng.random(n) * rng.choice([1, 0.1, 1e-3])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        degenerate: set[str] = set()
+        plcc = plcc_logistic(pred, target, degenerate)
+        assert plcc == pytest.approx(float(np.corrcoef(pred, target)[0, 1]))
+        assert degenerate == set()
+        metrics = point_metrics(np.full(n, 0.5), target, degenerate)
+    assert np.isnan(metrics["srocc"]) and np.isnan(metrics["plcc"])
+    assert degenerate == {"srocc", "krocc", "plcc"}
+
+
 def test_evaluate_report_and_study_set(tmp_path: Path) -> None:
     data = make_dataset(tmp_path / "data", n=20)
     model = tmp_path / "m.pt"
@@ -228,9 +247,14 @@ def test_cli_train_score_evaluate(tmp_path: Path) -> None:
         "10",
         "--device",
         "cpu",
+        "--study-set",
+        str(tmp_path / "study"),
     )
     assert res.returncode == 0, res.stderr
     assert "SROCC" in res.stdout and (tmp_path / "ev" / "metrics.json").is_file()
+    # Where the study set went, and no raw Python warnings (one clear note in the report).
+    assert f"wrote the study set: {tmp_path / 'study' / 'study.csv'}" in res.stderr
+    assert "Warning" not in res.stderr, res.stderr
     (data / "img003.tif").write_bytes(b"truncated")  # listed in the manifest
     res = _cli(
         "evaluate", str(model), str(data), "--testers", "2", "--bootstrap", "10", "--device", "cpu"

@@ -205,3 +205,37 @@ def test_optimize_numbers_frames_from_0_like_the_files_and_the_ledger(
         "0000.ome.tif",
         "0001.ome.tif",
     ]
+
+
+def test_session_ls_lists_newest_first(tmp_path: Path, isolated_home: Path) -> None:
+    """README: `stedloop session ls` lists every session, newest first (text and --json)."""
+    from test_damaged_sessions import new_session
+
+    store = SessionStore(isolated_home / "sessions")
+    made = [new_session(store, budget=1) for _ in range(3)]  # oldest first
+    listed = json.loads(stedloop("session", "ls", "--json", home=isolated_home).stdout)
+    assert [s["id"] for s in listed] == made[::-1]
+    text = stedloop("session", "ls", home=isolated_home).stdout
+    assert [line.split()[0] for line in text.splitlines()] == made[::-1]
+
+
+def test_optimize_warns_up_front_when_the_budget_exceeds_the_sample(
+    tmp_path: Path, isolated_home: Path
+) -> None:
+    """--budget 5 on a 2 x 2-field sample: one warning line before the first frame, not a
+    silent "sample is used up" at the end."""
+    cfg = write_config(tmp_path)
+    cfg.write_text(cfg.read_text().replace("sample_fields = 4", "sample_fields = 2"))
+    done = stedloop("optimize", "-c", str(cfg), "--budget", "5", "--seed", "1", home=isolated_home)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    warning = (
+        "warning: the budget asks for 5 frames but the sample has only 4 fresh regions "
+        "(2 x 2 fields of 64 x 64 px)"
+    )
+    at = next(i for i, line in enumerate(lines) if line.startswith(warning))
+    first_frame = next(i for i, line in enumerate(lines) if line.startswith("frame"))
+    assert at < first_frame
+    assert "sample is used up" in done.stdout
+    within = stedloop("optimize", "-c", str(cfg), "--budget", "4", home=isolated_home)
+    assert within.returncode == 0 and "warning" not in within.stdout + within.stderr

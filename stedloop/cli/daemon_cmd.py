@@ -408,6 +408,8 @@ def register(app: typer.Typer) -> None:
                     f"session {result['session_id']} {verb}: budget {result['budget_frames']} "
                     f"frames, objectives {', '.join(result['objectives'])}"
                 )
+                for warning in result.get("warnings") or []:
+                    typer.echo(f"warning: {warning}", err=True)
             if watch:
                 status_now = client.call("status")
                 events = event_address_for(client.address, status_now["daemon"]["event_address"])
@@ -510,9 +512,13 @@ def register(app: typer.Typer) -> None:
         as_json: JsonOption = False,
         timeout_s: TimeoutOption = 5.0,
     ) -> None:
-        """List the daemon's sessions, oldest first."""
+        """List the daemon's sessions, newest first."""
+        from stedloop.store.session_store import creation_order_s
+
         with _client(config, connect, keys, timeout_s) as client:
             result = client.call("sessions.list", limit=limit)
+        # The protocol lists oldest first; a person reads today's session first.
+        result["sessions"] = sorted(result["sessions"], key=creation_order_s, reverse=True)
         if as_json:
             print_json(result)
             return

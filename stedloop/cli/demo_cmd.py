@@ -8,6 +8,7 @@ directory or a daemon that is already running (``stedloop.client.local_daemon``)
 from __future__ import annotations
 
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -54,6 +55,7 @@ def run_demo(budget_frames: int = 20, keep: bool = False) -> int:
     typer.echo("starting the daemon on the simulator ...")
     process, ready = start_daemon(home)
     code = 0
+    session_id: str | None = None
     try:
         with Client(ready["request_address"], timeout_s=10.0) as client:
             typer.echo(f"daemon ready at {ready['request_address']} (pid {ready['pid']})")
@@ -64,7 +66,7 @@ def run_demo(budget_frames: int = 20, keep: bool = False) -> int:
                 objectives=objectives,
                 name="demo",
             )
-            session_id = result["session_id"]
+            session_id = str(result["session_id"])
             typer.echo(f"session {session_id}: {budget_frames} frames, live progress:")
             started = time.monotonic()
             try:
@@ -98,4 +100,47 @@ def run_demo(budget_frames: int = 20, keep: bool = False) -> int:
             typer.echo(f"data kept in {home}")
         else:
             shutil.rmtree(home, ignore_errors=True)
+    typer.echo(next_steps(home, session_id, keep))
     return code
+
+
+def _own_sessions_folder() -> str:
+    """Where the user's own sessions go (the configured data folder, or $STEDLOOP_HOME)."""
+    from stedloop.config import load_config
+    from stedloop.errors import StedloopError
+    from stedloop.paths import sessions_dir
+
+    try:
+        return str(sessions_dir(load_config().config.store.data_dir))
+    except (StedloopError, OSError):  # a broken site config is `stedloop config validate`'s
+        return "your data folder, or $STEDLOOP_HOME/sessions"
+
+
+def next_steps(home: Path, session_id: str | None, kept: bool) -> str:
+    """What to try after the demo: the demo's own session (when kept) and one's own."""
+    lines = [""]
+    if session_id is not None and kept:
+        lines += [
+            f"The demo's session {session_id} is in {home / 'sessions' / session_id}; look at it:",
+            f"  STEDLOOP_HOME={home} stedloop session show {session_id}",
+            f"  STEDLOOP_HOME={home} stedloop session export {session_id} --out demo-export/",
+        ]
+    elif session_id is not None:
+        lines.append(
+            f"The demo's session {session_id} was in a temporary folder, now removed; "
+            "`stedloop demo --keep` (make demo DEMO_ARGS=--keep) keeps it."
+        )
+    if shutil.which("stedloop") is None:
+        activate = Path(sys.executable).parent / "activate"
+        how = f"source {activate}" if activate.is_file() else f"add {activate.parent} to PATH"
+        lines.append(f"`stedloop` is not on your PATH here: run `{how}` first.")
+    lines += [
+        f"Next, your own session on the simulator (kept in {_own_sessions_folder()}):",
+        "  stedloop optimize --driver simulator --budget 30   # the loop in your terminal",
+        "  stedloop session ls                                # newest first: copy its ID",
+        "  stedloop session show ID                           # best settings, Pareto front",
+        "  stedloop session export ID --out my-export/        # CSV of every frame, plots",
+        "  stedloop config show                               # every setting; -c site.toml to change them",
+        "  stedloop serve   then   stedloop start --budget 30 --watch   # as the daemon, from another terminal",
+    ]
+    return "\n".join(lines)

@@ -57,18 +57,44 @@ def _run(name: str, check: Callable[[], str]) -> Check:
 # -- the checks ----------------------------------------------------------------------------
 
 
+def check_driver_options(config: StedloopConfig, files: str) -> str:
+    """The config check includes the driver's own table ([drivers.<name>], e.g. Imspector's
+    laser calibration), as `stedloop config validate` does: a config the driver would refuse
+    is not reported valid. A driver plugin that does not load is the plugins check's."""
+    from stedloop.drivers import validate_driver_options
+    from stedloop.errors import ConfigError, PluginError
+
+    name = config.driver.name
+    try:
+        validate_driver_options(config)
+    except PluginError:
+        return f"valid ({files}); driver {name!r} not checked (its plugin did not load)"
+    except ConfigError as exc:
+        calibration = (
+            "; the laser calibration is measured at the sample with a power meter "
+            "(docs/imspector.md)"
+            if name == "imspector"
+            else ""
+        )
+        raise _Failed(
+            f"{files}: {exc}",
+            f"complete [drivers.{name}] in the config (then `stedloop config validate`)"
+            + calibration,
+        ) from None
+    return f"valid ({files})"
+
+
 def check_plugins(config: StedloopConfig) -> str:
     from stedloop import registry
-    from stedloop.drivers import validate_driver_options
+    from stedloop.drivers import driver_class
     from stedloop.errors import StedloopError
 
     try:
-        validate_driver_options(config)
+        driver_class(config.driver.name)
     except StedloopError as exc:
         raise _Failed(
             str(exc),
-            f"fix [drivers.{config.driver.name}] in the config, install the driver plugin, or "
-            "complete it if it is installed but incomplete "
+            "install the driver plugin, or complete it if it is installed but incomplete "
             f"(installed drivers: {', '.join(registry.available(registry.DRIVERS))})",
         ) from None
     problems = []
@@ -326,12 +352,15 @@ def run_checks(config_path: Path | None, timeout_s: float, acquire: bool = False
         return checks
     config = loaded.config
     files = ", ".join(str(p) for p in loaded.files) or "defaults only"
-    checks.append(Check("config", True, f"valid ({files})"))
+    valid = _run("config", lambda: check_driver_options(config, files))
+    checks.append(valid)
     plugins = _run("plugins", lambda: check_plugins(config))
     checks.append(plugins)
     facts: dict[str, Any] = {}  # the driver's description, the network's input size
     driver = Check("driver", None, "skipped: the driver plugin did not load")
-    if plugins.ok:
+    if not valid.ok:
+        driver = Check("driver", None, f"skipped: [drivers.{config.driver.name}] is incomplete")
+    elif plugins.ok:
         driver = _run("driver", lambda: check_driver(config, timeout_s, facts))
     checks.append(driver)
     compute = _run("compute", lambda: check_compute(config))

@@ -65,6 +65,38 @@ class _Progress:
         self.console = Console(highlight=False, soft_wrap=True)
         self._lock = threading.Lock()
         self.session_id: str | None = None
+        # On a terminal, a bar with the time left stays under the frame lines; in a log or a
+        # pipe (and with --json) there are only the lines.
+        self._bar: Any = None
+        self._task: Any = None
+
+    def _start_bar(self, budget_frames: int, frames_done: int) -> None:
+        if self.as_json or not self.console.is_terminal or self._bar is not None:
+            return
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        self._bar = Progress(
+            TextColumn("frames"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=True,
+        )
+        self._bar.start()
+        self._task = self._bar.add_task("frames", total=budget_frames, completed=frames_done)
+
+    def stop_bar(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
 
     def __call__(self, event: SessionEvent) -> None:
         from stedloop import events as ev
@@ -79,6 +111,8 @@ class _Progress:
                 print_json({**line, "session": self.session_id})
                 return
             if isinstance(event, ev.FrameOutcome):
+                if self._bar is not None:
+                    self._bar.update(self._task, completed=event.frames_done)
                 values = "  ".join(
                     f"{name} {_format_score(value)}" for name, value in event.values.items()
                 )
@@ -92,7 +126,11 @@ class _Progress:
             elif isinstance(event, (ev.Opened, ev.Paused, ev.Resumed, ev.Ended)):
                 state = event.state
                 reason = f": {event.reason}" if isinstance(event, ev.Ended) and event.reason else ""
+                if isinstance(event, ev.Ended):
+                    self.stop_bar()
                 self.console.print(f"[cyan]session {self.session_id} {state}{reason}[/cyan]")
+                if isinstance(event, ev.Opened) and event.budget_frames:
+                    self._start_bar(event.budget_frames, event.frames_done or 0)
             elif isinstance(event, ev.Log) and event.level in ("warning", "error"):
                 self.console.print(f"[yellow]{event.level}: {event.message}[/yellow]")
 
@@ -151,6 +189,7 @@ def _run_in_foreground(session: Session, progress: _Progress) -> SessionSummary:
 
 
 def _report_end(summary: SessionSummary, progress: _Progress, as_json: bool) -> None:
+    progress.stop_bar()
     """The summary, how to go on where going on makes sense, and exit code 1 (EXIT_FAILURES)
     when the session failed or not one of its frames could be scored."""
     none_scored = summary.best_score is None and summary.frames > 0
@@ -227,7 +266,12 @@ def register(app: typer.Typer) -> None:
             # Without a new config file, a resume continues with the session's own parameter
             # space, objectives, optimizer and budget, inside today's site settings and caps.
             loaded = _resume_config(store, resume, cli_overrides, force, progress)
-        summary = _run_session(loaded, store, resume, force, name, as_json, progress, share_driver)
+        try:
+            summary = _run_session(
+                loaded, store, resume, force, name, as_json, progress, share_driver
+            )
+        finally:
+            progress.stop_bar()  # an error's message must not land under a live bar
         _report_end(summary, progress, as_json)
 
     session_app = typer.Typer(
@@ -240,11 +284,11 @@ def register(app: typer.Typer) -> None:
         config: ConfigOption = None,
         as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
     ) -> None:
-        """List stored sessions (oldest first)."""
+        """List stored sessions, newest first."""
         from stedloop.store import SessionStore
 
         store = SessionStore.from_config(load_cli_config(config).config)
-        infos = store.list()
+        infos = store.newest_first()
         if as_json:
             print_json([i.as_dict() for i in infos])
             return

@@ -242,21 +242,39 @@ def register(app: typer.Typer) -> None:
         if study_set is not None:
             output_folder(study_set, "--study-set")
         _set_threads(threads)
-        report = evaluate(
-            model,
-            data,
-            split=split,
-            n_testers=testers,
-            n_bootstrap=bootstrap,
-            seed=seed,
-            device=device,
-            study_set=study_set,
-        )
+        from stedloop.cli.progress import CommandProgress
+
+        with CommandProgress("evaluate", 0, "") as bar:
+            stage = [""]
+
+            def on_progress(name: str, done: int, total: int) -> None:
+                if name != stage[0]:
+                    stage[0] = name
+                    bar.phase(name, total, "images" if name == "scoring" else "resamples")
+                bar.update(done)
+
+            report = evaluate(
+                model,
+                data,
+                split=split,
+                n_testers=testers,
+                n_bootstrap=bootstrap,
+                seed=seed,
+                device=device,
+                study_set=study_set,
+                progress=on_progress,
+            )
         if out is not None:
             write_report(report, out)
         typer.echo(report.markdown())
         if out is not None:
             typer.echo(f"\nwrote {out / 'report.md'}, {out / 'metrics.json'} and plots", err=True)
+        if study_set is not None:
+            typer.echo(
+                f"wrote the study set: {study_set / 'study.csv'} and {report.n_images} images "
+                f"in {study_set / 'images'} (next: stedloop study serve --set {study_set})",
+                err=True,
+            )
         if report.skipped:
             for message in report.skipped:
                 typer.echo(f"error: {message}", err=True)
@@ -400,18 +418,20 @@ def register(app: typer.Typer) -> None:
         config: ConfigOption = None,
     ) -> None:
         """Generate labelled frames with the simulator, scored by the documented synthetic expert."""
+        from stedloop.cli.progress import CommandProgress
         from stedloop.quality.synth import synthesize
 
         loaded = load_cli_config(config)
         output_folder(out)
-        summary = synthesize(
-            out,
-            n=n,
-            structure=structure,
-            seed=seed,
-            space=loaded.config.params,
-            caps=loaded.config.safety,
-            progress=lambda i: typer.echo(f"{i}/{n} frames", err=True) if i % 50 == 0 else None,
-            variants=variants,
-        )
+        with CommandProgress("dataset synth", n, "frames") as bar:
+            summary = synthesize(
+                out,
+                n=n,
+                structure=structure,
+                seed=seed,
+                space=loaded.config.params,
+                caps=loaded.config.safety,
+                progress=bar.update,
+                variants=variants,
+            )
         typer.echo(json.dumps(summary))

@@ -152,7 +152,18 @@ def register(app: typer.Typer) -> None:
             result = build_report(store.answers())
         finally:
             store.close()
-        written = write_report(result, out, source=str(db), tester=tester)
+        from stedloop.cli.progress import CommandProgress
+
+        with CommandProgress(
+            "study report", 2 + len(result.structures), "figures", quiet=as_json
+        ) as bar:
+            written = write_report(
+                result,
+                out,
+                source=str(db),
+                tester=tester,
+                progress=lambda done, _n: bar.update(done),
+            )
         if as_json:
             print_json(result.to_json())
         else:

@@ -101,7 +101,10 @@ def _lookup_source(sources: Mapping[str, str], key: str) -> str:
         label = sources.get(".".join(parts[:end]))
         if label:
             return label
-    return DEFAULTS_LABEL
+    # A whole table (an unknown `[section]`): only its leaves are recorded, so name the
+    # layers that set them.
+    inside = list(dict.fromkeys(v for k, v in sources.items() if k.startswith(key + ".")))
+    return ", ".join(inside) if inside else DEFAULTS_LABEL
 
 
 def read_toml(path: Path) -> dict[str, Any]:

@@ -39,9 +39,40 @@ def logistic4(x: np.ndarray, b1: float, b2: float, b3: float, b4: float) -> np.n
     return b2 + (b1 - b2) / (1.0 + np.exp(-(x - b3) / (abs(b4) + 1e-9)))
 
 
-def plcc_logistic(pred: np.ndarray, target: np.ndarray) -> float:
+#: scipy's warnings that a correlation's input is (nearly) constant, so its value is NaN or
+#: numerically meaningless; counted and reported as one line (``EvaluationReport.notes``).
+DEGENERATE_INPUT = (stats.ConstantInputWarning, stats.NearConstantInputWarning)
+
+#: A fitted logistic whose outputs span less than this fraction of the targets' range is flat:
+#: the fit found no trend, and correlating its rounding noise with the target means nothing.
+FLAT_FIT_FRACTION = 1e-6
+
+
+def _correlation(
+    fn: Callable[[np.ndarray, np.ndarray], Any],
+    x: np.ndarray,
+    y: np.ndarray,
+    degenerate: set[str] | None,
+    name: str,
+) -> float:
+    """``fn(x, y)[0]`` with scipy's warnings kept off the terminal; a (nearly) constant input
+    is noted in ``degenerate`` under ``name``."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        value = float(fn(x, y)[0])
+    flagged = any(issubclass(w.category, DEGENERATE_INPUT) for w in caught)
+    if degenerate is not None and (flagged or not math.isfinite(value)):
+        degenerate.add(name)
+    return value
+
+
+def plcc_logistic(
+    pred: np.ndarray, target: np.ndarray, degenerate: set[str] | None = None
+) -> float:
     """Pearson correlation of the target with the logistic-mapped prediction."""
     if np.ptp(pred) == 0 or np.ptp(target) == 0:
+        if degenerate is not None:
+            degenerate.add("plcc")
         return float("nan")
     p0 = [target.max(), target.min(), float(np.median(pred)), float(np.std(pred)) or 0.1]
     try:
@@ -50,37 +81,54 @@ def plcc_logistic(pred: np.ndarray, target: np.ndarray) -> float:
             params, _ = optimize.curve_fit(logistic4, pred, target, p0=p0, maxfev=5000)
         with np.errstate(over="ignore"):
             mapped = logistic4(pred, *params)
-        if np.ptp(mapped) == 0 or not np.isfinite(mapped).all():
+        if not np.isfinite(mapped).all() or np.ptp(mapped) <= FLAT_FIT_FRACTION * np.ptp(target):
             raise RuntimeError
     except (RuntimeError, optimize.OptimizeWarning, ValueError):
-        mapped = pred  # fit failed: fall back to the linear correlation
-    return float(stats.pearsonr(mapped, target)[0])
+        mapped = pred  # fit failed or found no trend: fall back to the linear correlation
+    return _correlation(stats.pearsonr, mapped, target, degenerate, "plcc")
 
 
-def point_metrics(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
+def point_metrics(
+    pred: np.ndarray, target: np.ndarray, degenerate: set[str] | None = None
+) -> dict[str, float]:
+    """The five metrics; a correlation on (nearly) constant scores is NaN or unreliable, and
+    its name goes into ``degenerate``."""
     err = pred - target
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # constant inputs give NaN correlations, reported as such
-        srocc = float(stats.spearmanr(pred, target)[0])
-        krocc = float(stats.kendalltau(pred, target)[0])
     return {
         "rmse": float(np.sqrt(np.mean(err**2))),
         "mae": float(np.mean(np.abs(err))),
-        "srocc": srocc,
-        "krocc": krocc,
-        "plcc": plcc_logistic(pred, target),
+        "srocc": _correlation(stats.spearmanr, pred, target, degenerate, "srocc"),
+        "krocc": _correlation(stats.kendalltau, pred, target, degenerate, "krocc"),
+        "plcc": plcc_logistic(pred, target, degenerate),
     }
 
 
 def bootstrap_ci(
-    pred: np.ndarray, target: np.ndarray, n: int, rng: np.random.Generator
+    pred: np.ndarray,
+    target: np.ndarray,
+    n: int,
+    rng: np.random.Generator,
+    degenerate_resamples: list[int] | None = None,
+    on_resample: Callable[[int], None] | None = None,
 ) -> dict[str, tuple[float, float]]:
+    """Percentile 95 % intervals; resamples whose correlations are NaN are left out of those
+    metrics' intervals. ``degenerate_resamples`` gets how many resamples had (nearly)
+    constant scores."""
     samples: dict[str, list[float]] = {m: [] for m in METRICS}
-    for _ in range(n):
+    count = 0
+    for done in range(n):
+        if on_resample is not None and done % 10 == 0:
+            on_resample(done)
         idx = rng.integers(0, len(pred), len(pred))
-        for key, value in point_metrics(pred[idx], target[idx]).items():
+        degenerate: set[str] = set()
+        for key, value in point_metrics(pred[idx], target[idx], degenerate).items():
             if math.isfinite(value):
                 samples[key].append(value)
+        count += bool(degenerate)
+    if degenerate_resamples is not None:
+        degenerate_resamples.append(count)
+    if on_resample is not None:
+        on_resample(n)
     return {
         k: (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5)))
         if v
@@ -111,6 +159,8 @@ class EvaluationReport:
     n_testers: int
     items: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    #: One line each about results to read with care (correlations on near-constant scores).
+    notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -124,6 +174,7 @@ class EvaluationReport:
             "network": self.network,
             "random_baseline": self.random,
             "skipped": self.skipped,
+            "notes": self.notes,
             "items": self.items,
         }
 
@@ -167,6 +218,9 @@ class EvaluationReport:
                 f"| {ms(self.network['user_study']['domination'][b])} "
                 f"| {ms(self.random['user_study']['domination'][b])} |"
             )
+        if self.notes:
+            lines += ["", "Notes:"]
+            lines += [f"- {n}" for n in self.notes]
         if self.skipped:
             lines += ["", f"Skipped {len(self.skipped)} unusable image(s):"]
             lines += [f"- {s}" for s in self.skipped]
@@ -212,8 +266,15 @@ def evaluate(
     seed: int = 0,
     device: str = "auto",
     study_set: Path | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> EvaluationReport:
+    """Score the labelled set and compute the report; ``progress(stage, done, total)`` is
+    told how far the long stages are (``scoring`` images, then each ``bootstrap``)."""
     from stedloop.quality.scorer import CNNScorer
+
+    def tell(stage: str, done: int, total: int) -> None:
+        if progress is not None:
+            progress(stage, done, total)
 
     model, data = Path(model), Path(data)
     ckpt = load_checkpoint(model)
@@ -242,6 +303,7 @@ def evaluate(
                     skipped.append(str(exc))
         batch_items.clear()
         batch_images.clear()
+        tell("scoring", len(kept) + len(skipped), len(items))
 
     for item in items:
         try:
@@ -266,13 +328,41 @@ def evaluate(
     rng = np.random.default_rng(seed)
     random_pred = rng.choice(train_labels, size=len(target), replace=True)
 
-    def block(p: np.ndarray, tester_seed: int) -> dict[str, Any]:
-        return {
-            "metrics": point_metrics(p, target),
-            "ci95": bootstrap_ci(p, target, n_bootstrap, np.random.default_rng(seed + 1)),
+    notes: list[str] = []
+
+    def block(p: np.ndarray, tester_seed: int, who: str) -> dict[str, Any]:
+        degenerate: set[str] = set()
+        resamples: list[int] = []
+        stage = f"bootstrap ({who})"
+        result = {
+            "metrics": point_metrics(p, target, degenerate),
+            "ci95": bootstrap_ci(
+                p,
+                target,
+                n_bootstrap,
+                np.random.default_rng(seed + 1),
+                resamples,
+                lambda done: tell(stage, done, n_bootstrap),
+            ),
             "per_bin": per_bin_rmse(p, target),
             "user_study": user_study(target, p, true_scores, n_testers, tester_seed),
         }
+        if degenerate:
+            names = ", ".join(m.upper() for m in METRICS if m in degenerate)
+            notes.append(
+                f"{who}: the scores or the labels are (nearly) constant, so {names} "
+                "cannot be trusted on this set"
+            )
+        elif resamples and resamples[0]:
+            notes.append(
+                f"{who}: {resamples[0]} of {n_bootstrap} bootstrap resamples had (nearly) "
+                "constant scores or labels; their correlations were left out of the 95 % CIs "
+                "where NaN (small sets give wide intervals)"
+            )
+        return result
+
+    network = block(pred, seed + 2, "network")
+    random_block = block(random_pred, seed + 2, "random baseline")
 
     report = EvaluationReport(
         model=str(model),
@@ -280,8 +370,8 @@ def evaluate(
         split=split,
         n_images=len(kept),
         structures=sorted({it.structure for it in kept}),
-        network=block(pred, seed + 2),
-        random=block(random_pred, seed + 2),
+        network=network,
+        random=random_block,
         n_testers=n_testers,
         items=[
             {
@@ -294,6 +384,7 @@ def evaluate(
             for it, p, r in zip(kept, pred, random_pred, strict=True)
         ],
         skipped=skipped,
+        notes=notes,
     )
     if study_set is not None:
         write_study_set(study_set, kept, pred)

@@ -562,13 +562,25 @@ def _check_config(cfg: TrainConfig) -> None:
 def _progress(enabled: bool) -> Any:
     if not enabled:
         return None
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
+    # On stderr, with stdout (the command's result line) left alone; the estimate is to the
+    # last epoch allowed (early stopping may end sooner).
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         TextColumn("{task.completed}/{task.total} epochs"),
         TimeElapsedColumn(),
+        TextColumn("eta ≤"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
         transient=False,
     )
 

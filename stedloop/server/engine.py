@@ -301,6 +301,7 @@ class Engine:
             folder=str(session.folder),
             budget_frames=loaded.config.session.budget_frames,
             progress=session.progress.model_dump(mode="json"),
+            warnings=session.warnings,
         )
         control = SessionControl()
         thread = threading.Thread(

@@ -15,7 +15,7 @@ Daemon -> engine:
 Engine -> daemon:
     ``ready``    {driver, scorer}: the driver is connected and safe (both as in ``status``)
     ``failed``   {error, message, user_error}: the driver could not be opened; the engine exits
-    ``opened``   {request_id, session_id, folder, budget_frames, objectives, progress}
+    ``opened``   {request_id, session_id, folder, budget_frames, objectives, progress, warnings}
     ``refused``  {request_id, code, message}: the open failed (a protocol error code)
     ``event``    {session_id, event}: one session event, after the ledger recorded it
     ``ended``    {session_id, summary, error}: the run is over and cleaned up (driver safe)

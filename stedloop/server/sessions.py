@@ -161,6 +161,8 @@ class SessionHost:
             "objectives": objectives,
             "folder": str(opened["folder"]),
             "since_seq": live.since_seq,
+            # e.g. a budget larger than the sample's fresh regions: said before the first frame
+            "warnings": [str(w) for w in opened.get("warnings") or []],
         }
         if key is not None:
             self._idempotency[key] = (request_print, result)

@@ -141,6 +141,29 @@ class Session:
             gap_um=self.config.session.region_gap_um,
             unbounded_columns=self.config.session.unbounded_columns,
         )
+        short = self._sample_shortfall()
+        if short is not None:
+            self._notes.append(short)
+
+    def _sample_shortfall(self) -> str | None:
+        """A warning when the budget asks for more frames than the sample has fresh regions:
+        said when the run opens, not found out as "sample is used up" at the end."""
+        remaining = self.tiler.remaining()
+        wanted = self.config.session.budget_frames - self._done
+        if remaining is None or wanted <= remaining:
+            return None
+        return (
+            f"the budget asks for {wanted}{' more' if self._resumed else ''} frames but the "
+            f"sample has only {remaining} "
+            f"fresh regions ({self.tiler.columns} x {self.tiler.rows} fields of "
+            f"{self.tiler.width_px} x {self.tiler.height_px} px): the session will end when "
+            "the sample is used up; lower the budget or give the driver a larger sample extent"
+        )
+
+    @property
+    def warnings(self) -> list[str]:
+        """What the run will say as warnings when it opens (also in its ``opened`` event)."""
+        return list(self._notes)
 
     @property
     def id(self) -> str:

@@ -8,6 +8,7 @@ the reason instead of breaking the listing of the others.
 
 from __future__ import annotations
 
+import builtins
 import re
 import secrets
 import shutil
@@ -75,6 +76,16 @@ class SessionInfo:
             "updated_at_s": self.updated_at_s,
             "reason": self.reason,
         }
+
+
+def creation_order_s(info: SessionInfo | dict[str, Any]) -> tuple[float, str]:
+    """Sort key by creation time; an unreadable session (no creation time) sorts by when its
+    ledger last changed, and the id breaks ties (sessions created within one clock tick)."""
+    if isinstance(info, SessionInfo):
+        created, changed, sid = info.created_at_s, info.updated_at_s, info.id
+    else:
+        created, changed, sid = info["created_at_s"], info["updated_at_s"], info["id"]
+    return (float(created or changed or 0.0), str(sid))
 
 
 @dataclass
@@ -178,7 +189,13 @@ class SessionStore:
                 infos.append(SessionInfo.unreadable(folder, str(exc)))
             except OSError as exc:  # e.g. no permission to read the folder
                 infos.append(SessionInfo.unreadable(folder, f"cannot read {folder}: {exc}"))
-        return infos
+        # Ids start with the creation second; within one second only the creation time orders.
+        return sorted(infos, key=creation_order_s)
+
+    def newest_first(self) -> builtins.list[SessionInfo]:
+        """Every session as ``list`` gives them, the most recently created first (what a
+        person scanning their sessions wants: today's run on top)."""
+        return self.list()[::-1]
 
     def _folder(self, session_id: str) -> Path:
         """The folder of ``session_id``: an exact id, or a unique prefix of one (like git).

@@ -13,7 +13,7 @@ import csv
 import html
 import json
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -307,9 +307,22 @@ details{margin:0.5rem 0}
 
 
 def write_report(
-    report: StudyReport, out: Path, *, source: str = "", tester: str | None = None
+    report: StudyReport,
+    out: Path,
+    *,
+    source: str = "",
+    tester: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[Path]:
-    """Write report.html, report.json, per_tester.csv and the PNG tables and figures."""
+    """Write report.html, report.json, per_tester.csv and the PNG tables and figures;
+    ``progress(done, total)`` after each PNG (the slow part)."""
+    n_png = 2 + len(report.structures)
+
+    def drawn(png: Path) -> None:
+        written.append(png)
+        if progress is not None:
+            progress(sum(1 for p in written if p.suffix == ".png"), n_png)
+
     if not report.groups:
         raise DataError("no answers yet: nothing to report")
     out = Path(out)
@@ -357,7 +370,7 @@ def write_report(
         caption = f"Table {number}: {title} of the network given the target quality (mean ± std over testers)."
         png = out / f"table{number}_{metric}.png"
         _table_png(png, caption, header, rows, bold)
-        written.append(png)
+        drawn(png)
         sections.append(
             _html_table(caption, header, rows, bold)
             + f'<p class="note">As an image: <a href="{png.name}">{png.name}</a></p>'
@@ -366,7 +379,7 @@ def write_report(
     for number, structure in enumerate(report.structures, start=8):
         png = out / f"figure_choices_{_slug(structure)}.png"
         _choices_png(png, report, structure, tester)
-        written.append(png)
+        drawn(png)
         sections.append(
             f"<h3>Figure {number}: effective tester choices per bin of target quality, "
             f'{html.escape(structure)}</h3><img src="{png.name}" alt="choices {html.escape(structure)}">'

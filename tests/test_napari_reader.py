@@ -10,21 +10,26 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-napari = pytest.importorskip(
-    "napari", reason="napari is not installed (pip install -e '.[napari]' to run these tests)"
-)
-import npe2  # noqa: E402
+with warnings.catch_warnings():
+    # npe2's models still use pydantic-1 idioms: deprecation warnings at import, not ours
+    warnings.simplefilter("ignore", DeprecationWarning)
+    pytest.importorskip(
+        "napari", reason="napari is not installed (pip install -e '.[napari]' to run these tests)"
+    )
+    import napari.components
+    import npe2
 
-from stedloop.napari.reader import get_reader  # noqa: E402
-from stedloop.store.ledger import Ledger  # noqa: E402
-from stedloop.store.session_store import SessionRecord  # noqa: E402
-from stedloop.tiffio import read_frame_tiff  # noqa: E402
+from stedloop.napari.reader import get_reader
+from stedloop.store.ledger import Ledger
+from stedloop.store.session_store import SessionRecord
+from stedloop.tiffio import read_frame_tiff
 
 FIELD_PX = 40
 PIXEL_NM = 30.0
@@ -127,3 +132,26 @@ def test_other_paths_are_left_to_other_readers(session: Path, tmp_path: Path) ->
     assert get_reader(str(tmp_path / "other.sqlite")) is None
     assert get_reader(str(session / "frames")) is None
     assert get_reader(str(session)) is not None
+
+
+def test_napari_stays_optional() -> None:
+    """The reader module and the rest of stedloop load without importing napari (it is an
+    optional extra); only napari imports the plugin."""
+    code = (
+        "import sys, stedloop.napari.reader, stedloop.cli.main, stedloop.server, stedloop.store;"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('napari', 'npe2', 'qtpy')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+    source = Path(__file__).resolve().parents[1] / "stedloop"
+    importers = [
+        p.relative_to(source).as_posix()
+        for p in source.rglob("*.py")
+        if "napari" not in p.relative_to(source).parts[:1]
+        and any(
+            line.startswith(("import napari", "from napari", "import npe2", "from npe2"))
+            for line in p.read_text().splitlines()
+        )
+    ]
+    assert importers == []

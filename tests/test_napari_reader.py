@@ -100,6 +100,8 @@ def test_viewer_opens_a_session_as_confocal_and_sted_stacks(
         assert layer.data.shape == (BUDGET, FIELD_PX, FIELD_PX)
         # the pixel size of the frames, in µm, on both image axes; frames are the first axis
         assert tuple(layer.scale) == pytest.approx((1.0, PIXEL_NM / 1000, PIXEL_NM / 1000))
+        assert [str(u) for u in layer.units] == ["dimensionless", "micrometer", "micrometer"]
+        assert tuple(layer.axis_labels) == ("frame", "y", "x")
         # each plane is the frame file's image, in frame order
         for k, record in enumerate(frames):
             stored = read_frame_tiff(session / record.tiff)

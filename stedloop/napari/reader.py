@@ -86,6 +86,9 @@ def read_session(path: str | list[str]) -> list[LayerData]:
         kwargs = {
             "name": f"{label} {title}",
             "scale": scale,
+            # the frame axis counts frames; the image axes are in µm (napari's scale bar reads it)
+            "units": ("dimensionless", "µm", "µm"),
+            "axis_labels": ("frame", "y", "x"),
             "colormap": colormap,
             "contrast_limits": contrast_limits(stack),
             "metadata": metadata,

@@ -71,7 +71,8 @@ def test_widget_follows_and_controls_a_daemon_session(
         # the last frame's STED image is in the viewer, in µm
         live = viewer.layers[LIVE_LAYER]
         assert live.data.shape == (48, 48)
-        assert live.scale[0] == pytest.approx(0.02)
+        assert tuple(live.scale) == pytest.approx((0.02, 0.02))
+        assert [str(u) for u in live.units] == ["micrometer", "micrometer"]
 
         # another user's client (no saved token for this session) may not control it
         monkeypatch.setenv("STEDLOOP_HOME", str(tmp_path / "stranger"))
@@ -80,15 +81,28 @@ def test_widget_follows_and_controls_a_daemon_session(
         monkeypatch.setenv("STEDLOOP_HOME", str(isolated_home))
 
         widget.control("pause")
-        assert widget.message_label.text().startswith("pause: ")
+        assert widget.message_label.text().startswith("pause requested (")
         wait_for(widget, lambda s: s.state == "paused", "pause")
         widget.control("resume")
         wait_for(widget, lambda s: s.state == "running", "resume")
         widget.control("stop")
-        assert widget.message_label.text().startswith("stop: ")
+        assert widget.message_label.text().startswith("stop requested (")
         final = wait_for(widget, lambda s: s.state == "stopped", "stop")
         assert final.frames_done is not None and final.frames_done < 300
     finally:
         widget.close()
+        widget.panel.close()
         assert stop_daemon(process) == 0
     del app
+
+
+def test_the_widget_is_in_the_plugin_manifest() -> None:
+    """napari lists it under Plugins ▸ stedloop daemon, built by the manifest's command."""
+    import npe2
+
+    manager = npe2.PluginManager.instance()
+    manager.discover()
+    widgets = manager.get_manifest("stedloop").contributions.widgets or []
+    assert [w.display_name for w in widgets] == ["stedloop daemon"]
+    command = manager.get_command(widgets[0].command)
+    assert command.python_name == "stedloop.napari.widget:DaemonWidget"

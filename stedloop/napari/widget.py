@@ -84,7 +84,7 @@ class DaemonWidget(QWidget):
             if name == "start":
                 message = f"started {self.panel.start(self.budget.value())}"
             else:
-                message = f"{name}: {getattr(self.panel, name)()}"
+                message = f"{name} requested ({getattr(self.panel, name)()})"
         except (ControlRefused, DaemonError) as exc:
             message = f"{name} refused: {exc}"
         self.message_label.setText(message)
@@ -103,9 +103,14 @@ class DaemonWidget(QWidget):
             layer = self.viewer.layers[LIVE_LAYER]
             layer.data = frame.sted
             layer.scale = (pixel_um, pixel_um)
+            layer.reset_contrast_limits()  # frames differ a lot in brightness
         else:
             self.viewer.add_image(
-                frame.sted, name=LIVE_LAYER, scale=(pixel_um, pixel_um), colormap="magma"
+                frame.sted,
+                name=LIVE_LAYER,
+                scale=(pixel_um, pixel_um),
+                units=("µm", "µm"),
+                colormap="magma",
             )
 
     def closeEvent(self, event: Any) -> None:  # Qt's name

@@ -69,7 +69,7 @@ def make_domain_set(out: Path, n: int, seed: int) -> Path:
     from stedloop.frame import Region
     from stedloop.params import ParamSpace, SafetyCaps
     from stedloop.quality.dataset import MANIFEST_NAME, write_manifest
-    from stedloop.quality.synth import draw_params, expert_label, expert_measures
+    from stedloop.quality.synth import draw_params, expert_label, frame_expert_measures
 
     if (out / MANIFEST_NAME).is_file():  # made by an earlier run with the same n and seed
         return out
@@ -115,14 +115,7 @@ def make_domain_set(out: Path, n: int, seed: int) -> Path:
                 params = draw_params(rng, space, caps)
                 frame = driver.acquire(AcquireRequest(params, region))
                 meta = frame.metadata
-                measures = expert_measures(
-                    frame.sted,
-                    meta["ground_truth"],
-                    frame.pixel_size_nm,
-                    float(meta["effective_fwhm_nm"]),
-                    float(meta["confocal_fwhm_nm"]),
-                    float(meta["surviving_fraction"]),
-                )
+                measures = frame_expert_measures(frame)
                 units = np.round(frame.sted.astype(np.float64) * gain)
                 if units.max() > 65535:  # never clipped: such a frame is not written
                     continue

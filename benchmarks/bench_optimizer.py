@@ -67,7 +67,7 @@ from stedloop.objectives.quality import QualityObjective
 from stedloop.objectives.scalarise import Scalariser
 from stedloop.optimize import BayesianOptimizer, SearchSpace, resolve_score_transform
 from stedloop.params import ImagingParams, ParamRange, ParamSpace, SafetyCaps
-from stedloop.quality.synth import expert_measures
+from stedloop.quality.synth import frame_expert_measures
 from stedloop.session.regions import RegionTiler
 
 CAPS = SafetyCaps()
@@ -104,16 +104,7 @@ def fidelity_survival(frame: Frame) -> float:
 
 def expert_score(frame: Frame) -> float:
     """The synthetic expert's noise-free score (the quality network's training target)."""
-    meta = frame.metadata
-    measures = expert_measures(
-        np.asarray(frame.sted),
-        np.asarray(meta["ground_truth"]),
-        frame.pixel_size_nm,
-        float(meta["effective_fwhm_nm"]),
-        float(meta["confocal_fwhm_nm"]),
-        float(meta["surviving_fraction"]),
-    )
-    return measures["true_score"]
+    return frame_expert_measures(frame)["true_score"]
 
 
 SERIES_FRAMES = 10

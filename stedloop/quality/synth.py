@@ -36,6 +36,7 @@ from scipy import ndimage
 
 from stedloop.driver import AcquireRequest
 from stedloop.errors import DataError
+from stedloop.frame import Frame
 from stedloop.params import ImagingParams, ParamSpace, SafetyCaps
 
 IDEAL_FWHM_NM = 40.0
@@ -43,6 +44,20 @@ GOOD_FWHM_NM = 60.0
 EXPERT_NOISE_SD = 0.04
 SAMPLE_FIELDS = 8
 STRUCTURES = ("actin", "tubulin")
+
+
+def frame_expert_measures(frame: Frame) -> dict[str, float]:
+    """``expert_measures`` of a simulator frame, from the ground truth and optics it carries
+    in its metadata."""
+    meta = frame.metadata
+    return expert_measures(
+        np.asarray(frame.sted),
+        np.asarray(meta["ground_truth"]),
+        frame.pixel_size_nm,
+        float(meta["effective_fwhm_nm"]),
+        float(meta["confocal_fwhm_nm"]),
+        float(meta["surviving_fraction"]),
+    )
 
 
 def expert_measures(
@@ -174,14 +189,7 @@ def synthesize(
                 params = draw_params(rng, space, caps)
                 frame = driver.acquire(AcquireRequest(params, region))
                 meta = frame.metadata
-                measures = expert_measures(
-                    frame.sted,
-                    meta["ground_truth"],
-                    frame.pixel_size_nm,
-                    float(meta["effective_fwhm_nm"]),
-                    float(meta["confocal_fwhm_nm"]),
-                    float(meta["surviving_fraction"]),
-                )
+                measures = frame_expert_measures(frame)
                 label = expert_label(measures["true_score"], rng)
                 name = f"{structure}_{originals:05d}.tif"
                 tifffile.imwrite(out / name, frame.sted.astype(np.uint16))

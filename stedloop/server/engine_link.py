@@ -30,6 +30,7 @@ from stedloop.errors import StedloopError
 from stedloop.logs import get_logger
 from stedloop.server.engine_messages import Message
 from stedloop.wire.protocol import ProtocolError
+from stedloop.worker.spawn import detached_child_kwargs
 
 log = get_logger(__name__)
 
@@ -110,13 +111,7 @@ class EngineLink:
 
     def _spawn(self, address: Any, authkey: bytes) -> subprocess.Popen[bytes]:
         command = [sys.executable, "-m", "stedloop.server.engine", "--parent-pid", str(os.getpid())]
-        kwargs: dict[str, Any] = {"stdin": subprocess.PIPE}
-        if os.name == "nt":
-            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
-        else:
-            kwargs["start_new_session"] = True
-            kwargs["pass_fds"] = self._inherit_fds
-        process = subprocess.Popen(command, **kwargs)
+        process = subprocess.Popen(command, **detached_child_kwargs(self._inherit_fds))
         assert process.stdin is not None
         try:
             hello = {"address": address, "authkey": authkey.hex()}

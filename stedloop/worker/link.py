@@ -31,6 +31,7 @@ from stedloop.errors import DriverDisconnected, DriverError
 from stedloop.logs import get_logger
 from stedloop.worker import protocol
 from stedloop.worker.process import IPC_FOLDER_PREFIX
+from stedloop.worker.spawn import detached_child_kwargs
 
 log = get_logger("stedloop.worker")
 
@@ -133,18 +134,8 @@ class WorkerLink:
             "--log-level",
             log_level,
         ]
-        kwargs: dict[str, Any] = {"stdin": subprocess.PIPE}
-        if os.name == "nt":
-            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
-        else:
-            # Own session: a Ctrl-C at the daemon's terminal reaches the daemon, which then
-            # makes the lasers safe through the worker, instead of killing both at once.
-            kwargs["start_new_session"] = True
-            # E.g. the instrument claim's lock: held until the worker too has exited, so no
-            # second process takes the instrument while an orphaned worker makes it safe.
-            kwargs["pass_fds"] = self._inherit_fds
         try:
-            process = subprocess.Popen(command, **kwargs)
+            process = subprocess.Popen(command, **detached_child_kwargs(self._inherit_fds))
         except OSError as exc:
             self._close_sockets()
             raise DriverDisconnected(

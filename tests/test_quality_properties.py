@@ -18,16 +18,19 @@ import numpy as np
 import pytest
 import tifffile
 
-from stedloop.driver import AcquireRequest
 from stedloop.quality import shipped_model_path
 from stedloop.quality.degradations import evaluate_degradations
+from stedloop.quality.probes import (
+    Structureless,
+    degradation_series,
+    gained,
+    good_simulated_frames,
+    structureless,
+)
 
 REAL_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_sted"
 if not REAL_DIR.is_dir():
     REAL_DIR = Path("/work/shared/data/real_sted")
-
-PHOTON_FRACTIONS = (1.0, 0.5, 0.2, 0.05, 0.02)
-BLUR_SIGMAS_PX = (0.0, 1.0, 2.0, 3.0, 5.0)
 
 
 @pytest.fixture(scope="module")
@@ -39,47 +42,16 @@ def scorer():
     return CNNScorer.from_checkpoint(None, device="cpu")
 
 
-def degradation_series(original: np.ndarray, seed: int) -> dict[str, list[np.ndarray]]:
-    """The noise and blur series of one frame, by the recipe of docs/quality.md."""
-    from scipy import ndimage
-
-    rng = np.random.default_rng(seed)
-    counts = original.astype(np.float64)
-    noise = [counts]
-    for fraction in PHOTON_FRACTIONS[1:]:
-        draw = rng.poisson(fraction * counts).astype(np.float64)
-        noise.append(draw * counts.mean() / max(draw.mean(), 1e-9))
-    blur = [counts]
-    for sigma in BLUR_SIGMAS_PX[1:]:
-        smooth = ndimage.gaussian_filter(counts, sigma, mode="reflect")
-        blur.append(rng.poisson(smooth).astype(np.float64))
-    as_uint16 = [np.clip(np.rint(image), 0, 65535).astype(np.uint16) for image in noise]
-    return {"noise": as_uint16, "blur": [b.astype(np.uint16) for b in blur]}
-
-
 @pytest.fixture(scope="module")
 def simulated_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Degradation series of three simulated STED frames of actin at good settings."""
-    from stedloop.drivers.simulator import SimulatorDriver, SimulatorOptions
-    from stedloop.frame import Region
-    from stedloop.params import ImagingParams
-
     folder = tmp_path_factory.mktemp("simulated-degradations")
-    options = SimulatorOptions(structure="actin", seed=3, sample_fields=4)
-    with SimulatorDriver(options) as driver:
-        # Settings the synthetic expert rates highly (true score 0.85-0.86 in the data set),
-        # on fields that hold structure (an expert images structure, not empty glass).
-        good = [(12.5, 3.5, 188.0), (38.5, 1.3, 234.0), (23.5, 1.9, 169.0)]
-        fields = [(3, 0), (1, 1), (2, 3)]
-        for i, (values, (ix, iy)) in enumerate(zip(good, fields, strict=True)):
-            region = Region(ix * 4.48, iy * 4.48, 224, 224)
-            assert driver.fluorophore_map(region).mean() > 0.3  # the field is not empty
-            frame = driver.acquire(AcquireRequest(ImagingParams(*values), region))
-            series = folder / f"simulated_{i}"
-            series.mkdir()
-            for family, images in degradation_series(frame.sted, seed=i).items():
-                for level, image in enumerate(images):
-                    tifffile.imwrite(series / f"{family}_{level}.tif", image)
+    for i, frame in enumerate(good_simulated_frames()):
+        series = folder / f"simulated_{i}"
+        series.mkdir()
+        for family, images in degradation_series(frame, seed=i).items():
+            for level, image in enumerate(images):
+                tifffile.imwrite(series / f"{family}_{level}.tif", image)
     return folder
 
 
@@ -122,21 +94,8 @@ def originals(simulated_folder: Path) -> list[np.ndarray]:
 @pytest.mark.parametrize("gain", [0.5, 2.0, 4.0])
 def test_a_pure_gain_does_not_change_the_score(scorer, simulated_folder: Path, gain: float) -> None:
     for image in originals(simulated_folder):
-        scaled = np.clip(np.rint(image.astype(np.float64) * gain), 0, 65535).astype(np.uint16)
-        before, after = scorer.score([image, scaled])
+        before, after = scorer.score([image, gained(image, gain)])
         assert abs(after - before) <= 0.05, (gain, before, after)
-
-
-def scrambled(counts: np.ndarray, how: str, rng: np.random.Generator) -> np.ndarray:
-    """The same counts without the structure: pixels shuffled, or Fourier phases randomised
-    (the same spectrum, redrawn as photon counts)."""
-    if how == "shuffled":
-        return rng.permutation(counts.ravel()).reshape(counts.shape)
-    spectrum = np.fft.rfft2(counts)
-    phases = np.exp(1j * rng.uniform(0, 2 * np.pi, spectrum.shape))
-    phases[0, 0] = 1.0
-    field = np.clip(np.fft.irfft2(np.abs(spectrum) * phases, s=counts.shape), 0, None)
-    return rng.poisson(field * counts.sum() / field.sum()).astype(np.float64)
 
 
 @pytest.mark.parametrize(
@@ -155,10 +114,10 @@ def scrambled(counts: np.ndarray, how: str, rng: np.random.Generator) -> np.ndar
     ],
 )
 def test_the_same_counts_without_structure_score_low(
-    scorer, simulated_folder: Path, how: str
+    scorer, simulated_folder: Path, how: Structureless
 ) -> None:
     rng = np.random.default_rng(0)
     for image in originals(simulated_folder):
         counts = image.astype(np.float64)
-        original, score = scorer.score([counts, scrambled(counts, how, rng)])
+        original, score = scorer.score([counts, structureless(counts, how, rng)])
         assert score <= 0.5 * original, (how, original, score)

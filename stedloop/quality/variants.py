@@ -82,7 +82,7 @@ def make_variant(
         image = photons * gain
     else:
         fraction, gain = 1.0, 1.0
-        photons = _phase_randomised(rng, counts.astype(np.float64))
+        photons = phase_randomised(rng, counts.astype(np.float64))
         image = photons
     measures = expert_measures(photons, ground_truth, **expert_inputs)
     true_score = measures["true_score"]
@@ -91,7 +91,7 @@ def make_variant(
     )
 
 
-def _phase_randomised(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
+def phase_randomised(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
     """Photon counts with ``image``'s mean and Fourier amplitudes but random phases."""
     spectrum = np.fft.rfft2(image)
     phases = np.exp(1j * rng.uniform(0, 2 * np.pi, spectrum.shape))

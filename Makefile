@@ -18,7 +18,9 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH_PIN)
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	@# -qq: setuptools prints an information notice for every editable install whose folders are
+	@# mapped (drivers/, plugins/, configs/, models/ install as stedloop.*); errors still print.
+	$(BIN)/python -m pip install -qq -e '.[dev]'
 	@touch $@
 
 # Headless Chromium for the web tests (Debian's package); needs root or sudo.

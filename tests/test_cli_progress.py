@@ -144,7 +144,8 @@ def test_study_report_shows_a_bar_on_a_terminal_and_none_with_json(tmp_path: Pat
 
 
 def test_dataset_synth_in_a_pipe_keeps_plain_output(tmp_path: Path) -> None:
-    """Not a terminal (a log, a test): no escape codes, and stdout is the JSON summary."""
+    """Not a terminal (a log, a test): no escape codes; one line saying what was written, or
+    the JSON summary with --json."""
     done = subprocess.run(
         [*STEDLOOP, "dataset", "synth", "--out", str(tmp_path / "d"), "--n", "3"],
         capture_output=True,
@@ -152,7 +153,8 @@ def test_dataset_synth_in_a_pipe_keeps_plain_output(tmp_path: Path) -> None:
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["n"] == 3
+    assert done.stdout.startswith(f"wrote 3 labelled actin frames to {tmp_path / 'd'}")
+    assert "next: stedloop train" in done.stdout
     assert not ANSI.search(done.stderr + done.stdout)
     code, shown, out = run_on_terminal(
         ["dataset", "synth", "--out", str(tmp_path / "e"), "--n", "3"],
@@ -160,6 +162,12 @@ def test_dataset_synth_in_a_pipe_keeps_plain_output(tmp_path: Path) -> None:
         env={},
     )
     assert code == 0 and "dataset synth" in shown and "eta" in shown
+    code, shown, out = run_on_terminal(
+        ["dataset", "synth", "--out", str(tmp_path / "f"), "--n", "3", "--json"],
+        stdout_on_terminal=False,
+        env={},
+    )
+    assert code == 0 and shown == "", shown  # no bar with --json
     assert json.loads(out)["n"] == 3
 
 

@@ -96,6 +96,38 @@ def test_widget_follows_and_controls_a_daemon_session(
     del app
 
 
+def test_a_daemon_that_does_not_answer_does_not_freeze_napari(isolated_home: Path) -> None:
+    """Polling runs on its own thread: while the daemon does not answer (a socket that takes
+    requests and never replies, so each poll waits out the client's 5 s timeout), the GUI
+    thread keeps handling events, and the widget then says what went wrong."""
+    import zmq
+
+    app = QApplication.instance() or QApplication([])
+    context = zmq.Context.instance()
+    silent = context.socket(zmq.ROUTER)
+    silent.setsockopt(zmq.LINGER, 0)
+    port = silent.bind_to_random_port("tcp://127.0.0.1")
+    widget = DaemonWidget(None, address=f"tcp://127.0.0.1:{port}", poll_ms=100)
+    try:
+        longest_gap_s, last = 0.0, time.monotonic()
+        deadline = last + 30
+        while widget.state.error is None:
+            app.processEvents()
+            now = time.monotonic()
+            longest_gap_s, last = max(longest_gap_s, now - last), now
+            assert now < deadline, f"no error shown within 30 s: {widget.status_label.text()!r}"
+            time.sleep(0.02)
+        assert longest_gap_s < 2.0, longest_gap_s
+        assert widget.status_label.text() == widget.state.line()
+        assert "no reply from the daemon" in widget.status_label.text()
+    finally:
+        widget.close()
+        widget.panel.close()
+        silent.close()
+    assert not widget._poller.is_alive()
+    del app
+
+
 def test_the_widget_is_in_the_plugin_manifest() -> None:
     """napari lists it under Plugins ▸ stedloop daemon, built by the manifest's command."""
     import npe2

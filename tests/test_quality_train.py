@@ -255,6 +255,11 @@ def test_cli_train_score_evaluate(tmp_path: Path) -> None:
     # Where the study set went, and no raw Python warnings (one clear note in the report).
     assert f"wrote the study set: {tmp_path / 'study' / 'study.csv'}" in res.stderr
     assert "Warning" not in res.stderr, res.stderr
+    res = _cli("evaluate", str(model), str(data), "--testers", "2", "--bootstrap", "10", "--json")
+    assert res.returncode == 0, res.stderr
+    metrics = json.loads(res.stdout)  # the metrics only: no report text
+    assert metrics == json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert "evaluate" not in res.stderr  # and no progress lines
     (data / "img003.tif").write_bytes(b"truncated")  # listed in the manifest
     res = _cli(
         "evaluate", str(model), str(data), "--testers", "2", "--bootstrap", "10", "--device", "cpu"

@@ -232,6 +232,9 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, help="Seed of the bootstrap, random baseline and testers."),
         device: str = typer.Option("auto", help="auto, cpu or cuda."),
         threads: int | None = typer.Option(None, help="CPU threads for torch."),
+        as_json: bool = typer.Option(
+            False, "--json", help="Print the metrics as JSON (no report text, no progress)."
+        ),
     ) -> None:
         """Score a labelled set and report RMSE/MAE/SROCC/KROCC/PLCC, per-bin errors and the user-study metrics."""
         from stedloop.quality.evaluate import evaluate, write_report
@@ -244,7 +247,7 @@ def register(app: typer.Typer) -> None:
         _set_threads(threads)
         from stedloop.cli.progress import CommandProgress
 
-        with CommandProgress("evaluate", 0, "") as bar:
+        with CommandProgress("evaluate", 0, "", quiet=as_json) as bar:
             stage = [""]
 
             def on_progress(name: str, done: int, total: int) -> None:
@@ -266,7 +269,10 @@ def register(app: typer.Typer) -> None:
             )
         if out is not None:
             write_report(report, out)
-        typer.echo(report.markdown())
+        if as_json:
+            print_json(report.as_dict())
+        else:
+            typer.echo(report.markdown())
         if out is not None:
             typer.echo(f"\nwrote {out / 'report.md'}, {out / 'metrics.json'} and plots", err=True)
         if study_set is not None:
@@ -416,6 +422,9 @@ def register(app: typer.Typer) -> None:
             "brightness, gain-scaled, structureless), so brightness and quality part ways.",
         ),
         config: ConfigOption = None,
+        as_json: bool = typer.Option(
+            False, "--json", help="Print the summary as JSON (no progress)."
+        ),
     ) -> None:
         """Generate labelled frames with the simulator, scored by the documented synthetic expert."""
         from stedloop.cli.progress import CommandProgress
@@ -423,7 +432,7 @@ def register(app: typer.Typer) -> None:
 
         loaded = load_cli_config(config)
         output_folder(out)
-        with CommandProgress("dataset synth", n, "frames") as bar:
+        with CommandProgress("dataset synth", n, "frames", quiet=as_json) as bar:
             summary = synthesize(
                 out,
                 n=n,
@@ -434,4 +443,12 @@ def register(app: typer.Typer) -> None:
                 progress=bar.update,
                 variants=variants,
             )
-        typer.echo(json.dumps(summary))
+        if as_json:
+            print_json(summary)
+            return
+        extra = f" and {summary['variants']} variants" if summary["variants"] else ""
+        typer.echo(
+            f"wrote {summary['n']} labelled {structure} frames{extra} to {out} "
+            f"(manifest.csv; mean label {summary['label_mean']:.2f}); "
+            f"next: stedloop train {out} --out model.pt"
+        )

@@ -1,17 +1,20 @@
 """The napari dock widget: follow a running daemon's session and control it.
 
-It polls the daemon's status once a second (``DaemonPanel``), shows the session's state,
-frames done, last score and best so far, puts the last frame's STED image in a viewer layer
-(``live STED``) when the frame file is on this machine, and has start, pause, resume and stop
-buttons that follow the CLI's token rules. Loaded by napari only (Qt through qtpy).
+A background thread polls the daemon's status once a second (its own ``DaemonPanel``
+connection, so a slow or unreachable daemon never freezes napari) and reads the last frame;
+the GUI thread shows the session's state, frames done, last score and best so far and puts the
+last frame's STED image in a viewer layer (``live STED``) when the frame file is on this
+machine. Start, pause, resume and stop follow the CLI's token rules. Loaded by napari only (Qt
+through qtpy).
 """
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import QObject, Signal  # type: ignore[attr-defined]  # qtpy aliases it at run time
 from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
@@ -23,10 +26,24 @@ from qtpy.QtWidgets import (
 
 from stedloop.client import DaemonError
 from stedloop.errors import StedloopError
+from stedloop.frame import Frame
 from stedloop.napari.daemon_panel import ControlRefused, DaemonPanel, PanelState
 from stedloop.store.frames import read_frame
 
 LIVE_LAYER = "live STED"
+
+
+class _Polled(QObject):
+    """Carries a poll's result from the polling thread to the GUI thread (a queued signal)."""
+
+    arrived = Signal(object, object)  # PanelState, Frame | None
+
+
+def _read(path: Path) -> Frame | None:
+    try:
+        return read_frame(path)
+    except (StedloopError, OSError):
+        return None  # not readable (yet): the next poll tries again
 
 
 class DaemonWidget(QWidget):
@@ -63,20 +80,48 @@ class DaemonWidget(QWidget):
         layout.addLayout(row)
         layout.addWidget(self.message_label)
 
-        self.timer = QTimer(self)
-        self.timer.timeout.connect(self._on_timer)
-        self.timer.start(poll_ms)
+        self._polled = _Polled()
+        self._polled.arrived.connect(self._show)
+        self._poll_s = poll_ms / 1000.0
+        self._closing = threading.Event()
+        self._wake = threading.Event()
+        self._poll_panel = DaemonPanel(config_path, address)
+        self._poller = threading.Thread(
+            target=self._poll_loop, name="stedloop-napari-poll", daemon=True
+        )
+        self._poller.start()
 
     def refresh(self) -> PanelState:
-        """Poll the daemon and show what it says; returns what was shown."""
-        self.state = self.panel.poll()
-        self.status_label.setText(self.state.line())
-        if self.state.last_tiff is not None and self.state.last_tiff != self._shown_tiff:
-            self._show_frame(self.state.last_tiff)
-        return self.state
+        """Poll the daemon now, on this thread, and show what it says; returns it."""
+        state = self.panel.poll()
+        frame = None
+        if state.last_tiff is not None and state.last_tiff != self._shown_tiff:
+            frame = _read(state.last_tiff)
+        self._show(state, frame)
+        return state
 
-    def _on_timer(self) -> None:
-        self.refresh()
+    def _poll_loop(self) -> None:
+        """The polling thread: status and the new frame file, then hand both to the GUI."""
+        read_tiff: Path | None = None
+        while not self._closing.is_set():
+            state = self._poll_panel.poll()
+            frame = None
+            if state.last_tiff is not None and state.last_tiff != read_tiff:
+                frame = _read(state.last_tiff)
+                if frame is not None:
+                    read_tiff = state.last_tiff
+            if self._closing.is_set():
+                break
+            self._polled.arrived.emit(state, frame)
+            self._wake.wait(self._poll_s)
+            self._wake.clear()
+        self._poll_panel.close()
+
+    def _show(self, state: PanelState, frame: Frame | None) -> None:
+        self.state = state
+        self.status_label.setText(state.line())
+        if frame is not None and state.last_tiff is not None:
+            self._show_frame(state.last_tiff, frame)
 
     def control(self, name: str) -> None:
         """Start, pause, resume or stop; the outcome (or why not) in the message line."""
@@ -88,13 +133,11 @@ class DaemonWidget(QWidget):
         except (ControlRefused, DaemonError) as exc:
             message = f"{name} refused: {exc}"
         self.message_label.setText(message)
-        self.refresh()
+        self._wake.set()  # poll now: the change shows without waiting a second
 
-    def _show_frame(self, path: Path) -> None:
-        try:
-            frame = read_frame(path)
-        except (StedloopError, OSError):
-            return  # not readable (yet): the next poll tries again
+    def _show_frame(self, path: Path, frame: Frame) -> None:
+        if path == self._shown_tiff:
+            return
         self._shown_tiff = path
         if self.viewer is None:
             return
@@ -113,7 +156,13 @@ class DaemonWidget(QWidget):
                 colormap="magma",
             )
 
+    def stop_polling(self) -> None:
+        """End the polling thread (it closes its own connection)."""
+        self._closing.set()
+        self._wake.set()
+        self._poller.join(timeout=10)
+
     def closeEvent(self, event: Any) -> None:  # Qt's name
-        self.timer.stop()
+        self.stop_polling()
         self.panel.close()
         super().closeEvent(event)

@@ -25,8 +25,8 @@ def write_plots(results: SweepResults, folder: Path) -> list[Path]:
     frames = np.arange(1, budget + 1)
     written = []
     for name, ylabel in (
-        (CURVES_NAME, "best expected value so far / best achievable (median over seeds)"),
-        (DECISIONS_NAME, "decision time, ms (tell + ask; median over seeds)"),
+        (CURVES_NAME, "best so far / best achievable"),
+        (DECISIONS_NAME, "decision time (tell + ask), ms"),
     ):
         fig, axes = plt.subplots(
             1, len(targets), figsize=(4.2 * len(targets), 3.6), squeeze=False, sharey=True
@@ -48,7 +48,8 @@ def write_plots(results: SweepResults, folder: Path) -> list[Path]:
         axes[0][0].set_ylabel(ylabel, fontsize=8)
         axes[0][-1].legend(fontsize=8)
         fig.suptitle(
-            f"{results.spec.name}: {len(results.spec.seeds)} seeds, {budget} frames", fontsize=10
+            f"{results.spec.name}: median over {len(results.spec.seeds)} seeds, {budget} frames",
+            fontsize=10,
         )
         fig.tight_layout()
         path = folder / name

@@ -114,6 +114,7 @@ def test_the_command_line_and_the_sweep_engine_do_not_import_ray() -> None:
         ("budget_frame = 30", "unknown key 'budget_frame' (did you mean 'budget_frames'?)"),
         ('objectives = ["expert", "sharpness"]', "key 'objectives.1': Input should be"),
         ("seeds = [1, 1]", "key 'seeds': must not repeat an entry"),
+        ("budget_frames = 1000", "key 'budget_frames': Input should be less than or equal to 900"),
         ("seeds = 0", "key 'seeds': a seed count must be 1 to 100000"),
         ("dense_grid = [12, 1, 12]", "key 'dense_grid': each of the three counts must be 2"),
         ("threshold = 1.5", "key 'threshold': Input should be less than or equal to 1"),

@@ -36,7 +36,9 @@ class SweepSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str = Field("sweep", min_length=1, description="A label for the table and plots.")
-    budget_frames: int = Field(30, ge=1, le=10_000, description="Frames per simulated session.")
+    # 900: a session's sample then has at most 31 x 31 fresh regions (the simulator's
+    # largest sample `stedloop simulate` allows is 32 x 32).
+    budget_frames: int = Field(30, ge=1, le=900, description="frames per simulated session")
     seeds: list[int] = Field(
         default_factory=lambda: list(range(5)),
         description="a count n (seeds 0..n-1) or a list of distinct integers; each seed is a "

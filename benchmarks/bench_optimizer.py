@@ -48,185 +48,42 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from functools import cache
 
 import numpy as np
 import scipy
 import sklearn
 import skopt
 from machine import cpu_name
-from scipy import ndimage
 
 from stedloop.config.schema import OptimizerSection
 from stedloop.driver import AcquireRequest
-from stedloop.drivers.simulator import SimulatorDriver
-from stedloop.drivers.simulator.driver import SimulatorOptions
-from stedloop.frame import Frame
-from stedloop.objectives.bleaching import BleachingObjective
-from stedloop.objectives.quality import QualityObjective
-from stedloop.objectives.scalarise import Scalariser
 from stedloop.optimize import BayesianOptimizer, SearchSpace, resolve_score_transform
-from stedloop.params import ImagingParams, ParamRange, ParamSpace, SafetyCaps
-from stedloop.quality.synth import frame_expert_measures
+from stedloop.params import ImagingParams, ParamSpace
 from stedloop.session.regions import RegionTiler
 
-CAPS = SafetyCaps()
-BOX = ParamSpace()
-FIELD_PX = 224
-IDEAL_FWHM_NM = 40.0
-REFERENCE_SEED = 10_000
-
-
-def durand_space() -> ParamSpace:
-    """Durand et al. 2018: dwell 10-100 µs x 12, excitation 1-40 % x 12, depletion 10-60 % x 10
-    (1,440 points). Percentages mapped onto this box's maxima: 20 µW and 350 mW."""
-    dwell = tuple(np.round(np.linspace(10, 100, 12), 6))
-    excitation = tuple(np.round(np.linspace(0.01, 0.4, 12) * 20.0, 6))
-    depletion = tuple(np.round(np.linspace(0.1, 0.6, 10) * 350.0, 6))
-    return ParamSpace(
-        dwell_time_us=ParamRange(min=dwell[0], max=dwell[-1], grid=dwell),
-        excitation_uw=ParamRange(min=excitation[0], max=excitation[-1], grid=excitation),
-        depletion_mw=ParamRange(min=depletion[0], max=depletion[-1], grid=depletion),
-    )
-
-
-def fidelity_survival(frame: Frame) -> float:
-    truth = ndimage.gaussian_filter(
-        np.asarray(frame.metadata["ground_truth"], float),
-        IDEAL_FWHM_NM / frame.pixel_size_nm / 2.3548,
-    )
-    sted = np.asarray(frame.sted, float)
-    if sted.std() == 0:
-        return 0.0
-    fidelity = float(np.corrcoef(sted.ravel(), truth.ravel())[0, 1])
-    return max(0.0, fidelity) * float(frame.metadata["surviving_fraction"])
-
-
-def expert_score(frame: Frame) -> float:
-    """The synthetic expert's noise-free score (the quality network's training target)."""
-    return frame_expert_measures(frame)["true_score"]
-
-
-SERIES_FRAMES = 10
-
-
-def expert_series_score(frame: Frame) -> float:
-    """A ten-frame time series: the expert's score x (1 - bleaching)^9, as a session computes
-    it with objectives quality + bleaching, scalarisation "product", weights {bleaching = 9}."""
-    values = {"quality": expert_score(frame), "bleaching": BleachingObjective().evaluate(frame)}
-    return _series_scalariser().combine(values)
-
-
-@cache
-def _series_scalariser() -> Scalariser:
-    return Scalariser(
-        # The quality objective's declaration; its value comes from the synthetic expert.
-        [QualityObjective(scorer=None), BleachingObjective()],
-        {"bleaching": SERIES_FRAMES - 1},
-        method="product",
-    )
-
-
-@cache
-def _cnn_scorer() -> object:
-    import torch
-
-    from stedloop.quality.scorer import CNNScorer
-
-    torch.set_num_threads(1)  # a shared machine: one core for the network
-    return CNNScorer.from_checkpoint(None, device="cpu", batch_size=1)
-
-
-def cnn_score(frame: Frame) -> float:
-    """The shipped quality network's score of the STED image (the session's default)."""
-    return float(_cnn_scorer().score([np.asarray(frame.sted)])[0])  # type: ignore[attr-defined]
-
-
-FrameObjective = Callable[[Frame], float]
-OBJECTIVES: dict[str, tuple[FrameObjective, str]] = {
-    "expert": (
-        expert_score,
-        "synthetic expert's noise-free score (fidelity, resolution gain, SNR, bleaching; "
-        "the quality CNN's training target)",
-    ),
-    "fidelity-survival": (
-        fidelity_survival,
-        f"fidelity (corr. with ground truth at {IDEAL_FWHM_NM:g} nm) x fluorophore survival",
-    ),
-    "cnn": (cnn_score, "the shipped quality CNN's score of the STED image"),
-    "expert-series": (
-        expert_series_score,
-        f"a {SERIES_FRAMES}-frame series: the synthetic expert's noise-free score x "
-        f"(1 - bleaching)^{SERIES_FRAMES - 1} (session: quality + bleaching, product scalarisation)",
-    ),
-}
-
-
-#: The session's scalarisation behind an objective, where it is not a single objective.
-SCALARISATION = {"expert-series": "product"}
-
-
-def simulator(seed: int, fields: int) -> SimulatorDriver:
-    options = SimulatorOptions(
-        structure="actin",
-        seed=seed,
-        sample_fields=fields,
-        field_px=FIELD_PX,
-        include_ground_truth=True,
-    )
-    driver = SimulatorDriver(options, CAPS)
-    driver.connect()
-    return driver
-
-
-class ExpectedObjective:
-    """Mean objective over fixed fresh reference regions (the same for every point)."""
-
-    def __init__(self, reps: int, objective: FrameObjective) -> None:
-        self.reps = reps
-        self.objective = objective
-        self.evaluations = 0
-
-    @cache  # noqa: B019 - one instance per run, points repeat
-    def __call__(self, params: ImagingParams) -> float:
-        values = []
-        for r in range(self.reps):
-            driver = simulator(REFERENCE_SEED + r, 1)
-            region = RegionTiler(driver.describe()).take()
-            values.append(self.objective(driver.acquire(AcquireRequest(params, region))))
-        self.evaluations += 1
-        return float(np.mean(values))
-
-
-def dense_grid(shape: Sequence[int]) -> list[ImagingParams]:
-    dwell = np.geomspace(BOX.dwell_time_us.min, BOX.dwell_time_us.max, shape[0])
-    excitation = np.linspace(BOX.excitation_uw.min, BOX.excitation_uw.max, shape[1])
-    depletion = np.linspace(BOX.depletion_mw.min, BOX.depletion_mw.max, shape[2])
-    points = [ImagingParams(d, e, p) for d in dwell for e in excitation for p in depletion]
-    return [p for p in points if CAPS.allows(p)]
-
-
-def frames_to(values: Sequence[float], threshold: float) -> int | None:
-    for k, value in enumerate(values, start=1):
-        if value >= threshold:
-            return k
-    return None
-
-
-def run_ours(
-    settings: OptimizerSection, space: ParamSpace, seed: int, budget: int, truth: ExpectedObjective
-) -> list[float]:
-    driver = simulator(seed, fields=int(np.ceil(np.sqrt(budget))) + 1)
-    tiler = RegionTiler(driver.describe())
-    optimizer = BayesianOptimizer(SearchSpace(space, CAPS), settings, seed)
-    judged = []
-    for k in range(budget):
-        params = optimizer.ask(k).params
-        optimizer.prepare()
-        observed = truth.objective(driver.acquire(AcquireRequest(params, tiler.take())))
-        optimizer.tell(params, observed)
-        judged.append(truth(params))
-    return judged
+# The reusable core lives in stedloop.sweep (`stedloop sweep` runs the same sessions on Ray);
+# these names stay importable from here for the other benchmarks.
+from stedloop.sweep.cells import run_ours
+from stedloop.sweep.judge import (  # noqa: F401 - re-exported
+    BOX,
+    CAPS,
+    FIELD_PX,
+    IDEAL_FWHM_NM,
+    OBJECTIVES,
+    REFERENCE_SEED,
+    SCALARISATION,
+    SERIES_FRAMES,
+    ExpectedObjective,
+    FrameObjective,
+    cnn_score,
+    dense_grid,
+    durand_space,
+    expert_score,
+    expert_series_score,
+    fidelity_survival,
+    simulator,
+)
+from stedloop.sweep.table import THRESHOLDS, frames_to, summarise  # noqa: F401 - re-exported
 
 
 def run_skopt_stock(seed: int, budget: int, truth: ExpectedObjective) -> list[float]:
@@ -260,20 +117,7 @@ def random_sequences(pool: Sequence[float], seeds: int, length: int) -> list[lis
     return [list(rng.choice(pool, size=length, replace=True)) for _ in range(seeds)]
 
 
-THRESHOLDS = (0.95, 0.99)
 RANDOM_SEQUENCES = 1000
-
-
-def summarise(name: str, runs: list[list[float]], best: float, budget: int) -> dict[str, object]:
-    row: dict[str, object] = {"name": name, "seeds": len(runs)}
-    for fraction in THRESHOLDS:
-        reached = [frames_to(r, fraction * best) for r in runs]
-        row[f"median_{fraction}"] = statistics.median(
-            [k if k is not None else float("inf") for k in reached]
-        )
-        row[f"reached_{fraction}"] = sum(k is not None and k <= budget for k in reached)
-    row["best_within_budget"] = statistics.median([max(r[:budget]) / best for r in runs])
-    return row
 
 
 def print_row(row: dict[str, object], budget: int) -> None:

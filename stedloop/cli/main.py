@@ -17,6 +17,7 @@ from stedloop.cli import (
     quality_cmd,
     simulate_cmd,
     study_cmd,
+    sweep_cmd,
     worker_cmd,
 )
 from stedloop.cli.common import (
@@ -60,6 +61,7 @@ for module in (
     demo_cmd,
     doctor_cmd,
     study_cmd,
+    sweep_cmd,
     worker_cmd,
 ):
     module.register(app)

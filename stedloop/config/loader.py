@@ -107,21 +107,21 @@ def _lookup_source(sources: Mapping[str, str], key: str) -> str:
     return ", ".join(inside) if inside else DEFAULTS_LABEL
 
 
-def read_toml(path: Path) -> dict[str, Any]:
+def read_toml(path: Path, what: str = "config file") -> dict[str, Any]:
     try:
         with path.open("rb") as handle:
             table: dict[str, Any] = tomllib.load(handle)
             return table
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
+        raise ConfigError(f"{what} {path} does not exist") from None
     except IsADirectoryError:
-        raise ConfigError(f"config file {path} is a folder, not a TOML file") from None
+        raise ConfigError(f"{what} {path} is a folder, not a TOML file") from None
     except PermissionError:
-        raise ConfigError(f"config file {path} cannot be read (permission denied)") from None
+        raise ConfigError(f"{what} {path} cannot be read (permission denied)") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        raise ConfigError(f"{what} {path} is not valid TOML: {exc}") from None
     except UnicodeDecodeError:
-        raise ConfigError(f"config file {path} is not UTF-8 text") from None
+        raise ConfigError(f"{what} {path} is not UTF-8 text") from None
 
 
 def shipped_default_path() -> Path:

@@ -63,6 +63,9 @@ def register(app: typer.Typer) -> None:
         num_cpus: int | None = typer.Option(
             None, help="CPUs of the local Ray (default: all); ignored with --ray-address."
         ),
+        object_store_mb: int | None = typer.Option(
+            None, help="Object store of the local Ray, in MB (default: Ray's, 30 % of memory)."
+        ),
         config: ConfigOption = None,
     ) -> None:
         """Serve the quality network over HTTP with dynamic batching, until Ctrl-C or SIGTERM."""
@@ -106,7 +109,13 @@ def register(app: typer.Typer) -> None:
         if ray_address is not None:
             ray.init(address=ray_address, log_to_driver=False)
         else:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+            store = object_store_mb * 1024 * 1024 if object_store_mb is not None else None
+            ray.init(
+                num_cpus=num_cpus,
+                object_store_memory=store,
+                include_dashboard=False,
+                log_to_driver=False,
+            )
         stop = threading.Event()
 
         def on_signal(_number: int, _frame: FrameType | None) -> None:

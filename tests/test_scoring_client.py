@@ -320,3 +320,62 @@ def test_the_core_imports_no_ray_and_works_without_it(tmp_path: Path) -> None:
         "error: the scoring service needs Ray Serve, which is not installed: pip install "
         "'stedloop[ray]' (the daemons that use the service do not need it)"
     ]
+
+
+DAEMON_SITE = """
+[drivers.simulator]
+sample_fields = 4
+field_px = 224
+[objectives]
+names = ["quality"]
+[quality]
+endpoint = "{endpoint}"
+fallback = "pause"
+[session]
+budget_frames = 2
+"""
+
+
+def test_a_daemons_session_pauses_while_its_scoring_service_is_unreachable(
+    tmp_path: Path, isolated_home: Path
+) -> None:
+    from stedloop.client import Client
+    from stedloop.client.local_daemon import start_daemon, stop_daemon
+    from tests.worker_helpers import wait_for
+
+    site = tmp_path / "site.toml"
+    site.write_text(DAEMON_SITE.format(endpoint=closed_port_url()))
+    process, ready = start_daemon(isolated_home, {"STEDLOOP_CONFIG": str(site)})
+    try:
+        with Client(ready["request_address"], timeout_s=10) as client:
+            started = client.call_when_ready("session.start", 60)
+            sid, token = started["session_id"], started["token"]
+            wait_for(
+                lambda: (client.call("status")["session"] or {}).get("state") == "paused",
+                60,
+                "the session to pause",
+            )
+            status = client.call("status")
+            assert status["session"]["frames"] == 0  # frame 0 is neither told nor failed
+            # The one message, on the daemon's event stream (`stedloop watch` shows it).
+            published = client.call("events.since", seq=0, limit=1000)["events"]
+            messages = [
+                e["data"]["message"]
+                for e in published
+                if e["topic"] == "log" and e.get("session_id") == sid
+            ]
+            assert len(messages) == 1 and "frame 0 could not be scored" in messages[0]
+            assert "unreachable" in messages[0] and "resume" in messages[0]
+            assert status["scorer"]["device"].startswith("service http://127.0.0.1:")
+            client.call("session.stop", session_id=sid, token=token)
+            wait_for(
+                lambda: (client.call("status")["session"] or {}).get("state") != "paused",
+                60,
+                "the session to stop",
+            )
+    finally:
+        stop_daemon(process)
+    record = SessionStore(isolated_home / "sessions").open(sid, readonly=True)
+    history = record.history()
+    assert history.state == "stopped" and "frame 0 is kept" in (history.stop_reason or "")
+    assert history.frames[0].status == "acquired"  # kept: scored when the session resumes

@@ -379,3 +379,12 @@ def test_a_daemons_session_pauses_while_its_scoring_service_is_unreachable(
     history = record.history()
     assert history.state == "stopped" and "frame 0 is kept" in (history.stop_reason or "")
     assert history.frames[0].status == "acquired"  # kept: scored when the session resumes
+
+
+def test_doctor_says_when_the_scoring_service_does_not_answer() -> None:
+    from stedloop.cli.doctor_cmd import _Failed, check_service
+
+    config = load_config(overrides={"quality": {"endpoint": closed_port_url()}}).config
+    with pytest.raises(_Failed, match="unreachable") as caught:
+        check_service(config)
+    assert "stedloop scoring serve" in caught.value.fix and "'pause'" in caught.value.fix

@@ -219,3 +219,20 @@ def test_stedloop_score_through_the_service_prints_the_local_scores(
         results[mode] = [json.loads(line)["score"] for line in result.stdout.splitlines()]
     assert len(results["--local"]) == 3
     np.testing.assert_allclose(results["--endpoint"], results["--local"], atol=1e-4)
+
+
+def test_doctor_checks_the_service_and_the_local_fallbacks_model(
+    service: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stedloop.cli.doctor_cmd import _Failed, check_service
+
+    monkeypatch.setenv("SCORING_TOKEN", TOKEN)
+    quality = {"endpoint": service, "token_env": "SCORING_TOKEN", "fallback": "local"}
+    report = check_service(load_config(overrides={"quality": quality}).config)
+    assert report.startswith(f"{service} answers: model sha256 ") and "on cpu" in report
+    other = tmp_path / "other.pt"
+    other.write_bytes(shipped_model_path().read_bytes() + b"\0")  # another file
+    with pytest.raises(_Failed, match="the fallback would pause"):
+        check_service(
+            load_config(overrides={"quality": {**quality, "model_path": str(other)}}).config
+        )

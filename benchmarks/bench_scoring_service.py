@@ -134,7 +134,8 @@ def main() -> None:
                 device=args.device,
                 replicas=args.replicas,
                 gpus_per_replica=1.0 if args.device != "cpu" and torch.cuda.is_available() else 0,
-                cpus_per_replica=1.0,
+                # Ray gives an actor OMP_NUM_THREADS = its CPUs: as many as torch threads.
+                cpus_per_replica=float(args.threads),
                 cpu_threads=args.threads,
                 max_batch_size=args.max_batch_size,
                 batch_wait_ms=args.batch_wait_ms,
@@ -149,13 +150,29 @@ def main() -> None:
         t = time.perf_counter()
         probe.info()
         round_trips.append((time.perf_counter() - t) * 1e3)
+    replies: list[dict] = []  # the service's own account: batch size, time in the network
+
+    def service_client() -> Score:
+        remote = RemoteScorer(url, token=token)
+
+        def score(frame: np.ndarray) -> float:
+            value = remote.score_one(frame)
+            replies.append(remote.last_reply)
+            return value
+
+        return score
+
+    batching: dict[int, tuple[float, float]] = {}
     try:
         for clients in args.clients:
-            fps, lat = run_clients(
-                lambda: RemoteScorer(url, token=token).score_one, clients, frames, args.frames
+            fps, lat = run_clients(service_client, clients, frames, args.frames)
+            timed = replies[-clients * args.frames :]
+            batching[clients] = (
+                statistics.mean(r["batch_size"] for r in timed),
+                statistics.median(r["batch_ms"] for r in timed),
             )
             rows.append(("service", clients, fps, statistics.median(lat), p99(lat)))
-            print(rows[-1], flush=True)
+            print(rows[-1], batching[clients], flush=True)
     finally:
         if started_ray:
             stop_service()
@@ -181,16 +198,25 @@ def main() -> None:
         f"{info['device']}, replicas {args.replicas}, batches up to {info['max_batch_size']} "
         f"within {args.batch_wait_ms:g} ms"
     )
+    niceness = os.environ.get("RAY_worker_niceness", "15 (Ray's default)")  # noqa: SIM112
+    print(f"Ray worker processes (the replica) run at niceness {niceness}; this process at 0")
     print(
         f"service round trip without scoring (GET, 30 calls): median "
         f"{statistics.median(round_trips):.1f} ms, p99 {p99(round_trips):.1f} ms"
     )
     print(f"load average when done: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print()
-    print("| mode | clients | frames/s | median ms | p99 ms |")
-    print("|---|---:|---:|---:|---:|")
+    print(
+        "| mode | clients | frames/s | median ms | p99 ms | mean batch | median batch ms "
+        "(in the network) |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for mode, clients, fps, median, tail in rows:
-        print(f"| {mode} | {clients} | {fps:.1f} | {median:.1f} | {tail:.1f} |")
+        extra = "1 | -"
+        if mode == "service":
+            size, batch_ms = batching[clients]
+            extra = f"{size:.1f} | {batch_ms:.1f}"
+        print(f"| {mode} | {clients} | {fps:.1f} | {median:.1f} | {tail:.1f} | {extra} |")
 
 
 if __name__ == "__main__":

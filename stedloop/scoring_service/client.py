@@ -60,6 +60,9 @@ class RemoteScorer:
         #: The sha256 of the service's model file, once it has answered.
         self.model_sha256: str | None = None
         self.model_path: str = endpoint
+        #: The last score reply: score, model_sha256, batch_size, batch_ms (the batch's time
+        #: in the network).
+        self.last_reply: dict[str, Any] = {}
         headers = {"authorization": f"Bearer {token}"} if token else {}
         self._httpx = httpx
         self._client = httpx.Client(
@@ -88,6 +91,7 @@ class RemoteScorer:
             raise DataError(f"{name}: {payload.get('error', reply.text)}")
         self._check_status(reply, payload)
         self.model_sha256 = str(payload.get("model_sha256") or "") or self.model_sha256
+        self.last_reply = payload
         try:
             return float(payload["score"])
         except (KeyError, TypeError, ValueError):

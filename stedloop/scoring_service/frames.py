@@ -5,7 +5,7 @@ and slow to parse).
 Request: ``POST <endpoint>`` with ``Content-Type: application/octet-stream``,
 ``X-Stedloop-Shape: H,W``, ``X-Stedloop-Dtype: uint16`` (or ``float32``), and
 ``Authorization: Bearer <token>`` when the service has one. Reply: ``200`` with JSON
-``{"score": s, "model_sha256": ...}``; ``400`` with ``{"error": ...}`` for an unusable frame;
+``{"score": s, "model_sha256": ..., "batch_size": n, "batch_ms": t}``; ``400`` with ``{"error": ...}`` for an unusable frame;
 ``401`` for a missing or wrong token. ``GET <endpoint>`` describes the service (``ServiceInfo``).
 """
 

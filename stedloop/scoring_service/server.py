@@ -12,6 +12,7 @@ Only this module imports Ray (the ``stedloop[ray]`` extra); the daemon's side
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -71,8 +72,13 @@ class QualityScoring:
         self.score_batch.set_batch_wait_timeout_s(batch_wait_s)  # type: ignore[attr-defined]
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
-    async def score_batch(self, images: list[np.ndarray]) -> list[float | str]:
-        return score_each(self._scorer, images)
+    async def score_batch(self, images: list[np.ndarray]) -> list[tuple[float | str, int, float]]:
+        """Per frame: its score (or why not), the size of its batch and the batch's time in
+        the network, ms (the reply carries both: a site sees whether batching happens)."""
+        started = time.perf_counter()
+        results = score_each(self._scorer, images)
+        batch_ms = (time.perf_counter() - started) * 1e3
+        return [(result, len(images), batch_ms) for result in results]
 
     async def __call__(self, request: Request) -> Response:
         if self._token_digest is not None and not bearer_matches(
@@ -94,10 +100,17 @@ class QualityScoring:
             image = decode_frame(await request.body(), request.headers)
         except DataError as exc:
             return JSONResponse({"error": str(exc)}, 400)
-        result: float | str = await self.score_batch(image)
+        result, batch_size, batch_ms = await self.score_batch(image)
         if isinstance(result, str):
             return JSONResponse({"error": result}, 400)
-        return JSONResponse({"score": result, "model_sha256": self._model_sha256})
+        return JSONResponse(
+            {
+                "score": result,
+                "model_sha256": self._model_sha256,
+                "batch_size": batch_size,
+                "batch_ms": round(batch_ms, 3),
+            }
+        )
 
     def _info(self) -> dict[str, Any]:
         return {

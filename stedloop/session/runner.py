@@ -757,8 +757,8 @@ class Session:
         self._log(
             "error",
             f"frame {frame_no} could not be scored: {exc}. The session is paused and the "
-            "frame is kept: bring the scoring service back (or set quality.fallback = "
-            '"local"), then resume the session',
+            "frame is kept: bring the scoring service back (or fix its token, or set "
+            'quality.fallback = "local"), then resume the session',
         )
         control.request_pause()
         self._pause(control)

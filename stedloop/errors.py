@@ -49,3 +49,10 @@ class DataError(StedloopError):
 
 class StorageError(StedloopError):
     """Session data could not be written: the disk is full, read-only, or failing."""
+
+
+class ScoringUnavailable(StedloopError):
+    """The scoring service could not score a frame (unreachable, refused the token, failing).
+
+    A session pauses on it (the frame is kept and scored on resume) rather than failing the
+    frame: the frame is fine, only its scorer is missing."""

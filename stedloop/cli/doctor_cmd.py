@@ -239,6 +239,56 @@ def check_model(config: StedloopConfig, device: str, facts: dict[str, Any] | Non
     return f"{path} loads on {scorer.device}"
 
 
+def check_service(config: StedloopConfig) -> str:
+    """The scoring service of ``quality.endpoint`` answers with this daemon's token; with
+    fallback ``local``, the local model is the service's (else frames would pause)."""
+    from stedloop.errors import ScoringUnavailable, StedloopError
+    from stedloop.scoring_service.client import RemoteScorer, file_sha256
+    from stedloop.scoring_service.configured import local_model_path
+    from stedloop.scoring_service.tokens import read_token
+
+    quality = config.quality
+    assert quality.endpoint is not None
+    try:
+        where = "quality.token_env" if quality.token_env is not None else "quality.token_file"
+        token = read_token(quality.token_env, quality.token_file, where)
+    except StedloopError as exc:
+        raise _Failed(
+            str(exc), "give the daemon the service's token (docs/scoring_service.md)"
+        ) from None
+    scorer = RemoteScorer(
+        quality.endpoint,
+        token=token,
+        timeout_s=quality.timeout_s,
+        connect_timeout_s=quality.connect_timeout_s,
+    )
+    try:
+        info = scorer.info()
+    except ScoringUnavailable as exc:
+        raise _Failed(
+            str(exc),
+            "start it (`stedloop scoring serve` on the service's machine) or correct "
+            f"quality.endpoint; meanwhile fallback {quality.fallback!r} applies",
+        ) from None
+    finally:
+        scorer.close()
+    served = str(info.get("model_sha256") or "")
+    if quality.fallback == "local":
+        path = local_model_path(quality)
+        local = file_sha256(path) if path.is_file() else None
+        if served and local != served:
+            raise _Failed(
+                f"{quality.endpoint} scores with model sha256 {served[:12]}, but the local "
+                f"fallback's model {path} is {'missing' if local is None else local[:12]}: "
+                "the fallback would pause, not score",
+                "set quality.model_path to a copy of the service's model file",
+            )
+    return (
+        f"{quality.endpoint} answers: model sha256 {served[:12]} on {info.get('device')}, "
+        f"batches of up to {info.get('max_batch_size')}; fallback {quality.fallback}"
+    )
+
+
 def check_scoring(config: Any, facts: dict[str, Any]) -> str:
     """The quality network refuses images smaller than its input: say so before a session
     whose every frame would fail to score."""
@@ -369,6 +419,8 @@ def run_checks(config_path: Path | None, timeout_s: float, acquire: bool = False
     checks.append(_run("model", lambda: check_model(config, device, facts)))
     if "quality" in config.objectives.names:
         checks.append(_run("scoring", lambda: check_scoring(config, facts)))
+    if config.quality.endpoint is not None:
+        checks.append(_run("service", lambda: check_service(config)))
     checks.append(_run("ports", lambda: check_ports(config)))
     if acquire:
         if driver.ok and "description" in facts:

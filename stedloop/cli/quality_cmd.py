@@ -349,33 +349,51 @@ def register(app: typer.Typer) -> None:
         ),
         fmt: str = typer.Option("json", "--format", help="json (one object per line) or text."),
         device: str | None = typer.Option(None, help="auto, cpu or cuda (default: config)."),
+        endpoint: str | None = typer.Option(
+            None,
+            help="Scoring service URL (default: quality.endpoint); --model is then the "
+            "fallback's model (quality.fallback = local).",
+        ),
+        local: bool = typer.Option(
+            False, "--local", help="Score here even when quality.endpoint is set."
+        ),
         config: ConfigOption = None,
     ) -> None:
         """Score STED images (or the STED channel of stedloop's frames); prints
         {"path": ..., "score": ...} per image, plus "channel" when one was picked."""
         if fmt not in ("json", "text"):
             fail(f"--format must be json or text, got {fmt!r}")
+        if local and endpoint is not None:
+            fail("give --endpoint or --local, not both")
+        from stedloop.errors import ScoringUnavailable, StedloopError
         from stedloop.quality.dataset import read_scorable_image
-        from stedloop.quality.scorer import CNNScorer
+        from stedloop.scoring_service.configured import configured_scorer
 
-        quality = load_cli_config(config).config.quality
-        scorer = CNNScorer.from_checkpoint(
-            model if model is not None else quality.model_path,
-            device=device or quality.device,
-            batch_size=quality.batch_size,
-        )
+        overrides: dict[str, object] = {}
+        if model is not None:
+            overrides["model_path"] = model
+        if device is not None:
+            overrides["device"] = device
+        if endpoint is not None:
+            overrides["endpoint"] = endpoint
+        if local:
+            overrides["endpoint"] = None
+        # Validated as the [quality] section (an endpoint must be an http(s) URL, ...).
+        quality = load_cli_config(config, {"quality": overrides}).config.quality
+        scorer = configured_scorer(quality)
         files = expand_paths(paths)
         if not files:
             fail("no TIFF files found in " + ", ".join(str(p) for p in paths))
         failures = 0
-        from stedloop.errors import StedloopError
 
         for path in files:
             try:
                 if not path.is_file():
                     raise FileNotFoundError
                 picked = read_scorable_image(path)
-                value = scorer.score_one(picked.image, name=str(path))
+                value = float(scorer.score([picked.image], names=[str(path)])[0])
+            except ScoringUnavailable as exc:  # the scorer is missing, not this file
+                fail(f"{exc}; nothing scored after {path}", EXIT_FAILURES)
             except FileNotFoundError:
                 typer.echo(f"error: {path}: file not found", err=True)
                 failures += 1

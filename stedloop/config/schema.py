@@ -49,6 +49,40 @@ class QualitySection(Section):
         description="CPU threads for scoring in the daemon; 0 = all cores but one, so the "
         "request loop always has a core.",
     )
+    endpoint: str | None = Field(
+        None,
+        description="URL of a scoring service (`stedloop scoring serve`), e.g. "
+        "http://gpu-server:8470/score; empty scores here with model_path.",
+    )
+    token_env: str | None = Field(
+        None,
+        description="Environment variable holding the scoring service's token (never the "
+        "token itself: the configuration is recorded in every session's ledger).",
+    )
+    token_file: Path | None = Field(
+        None, description="File holding the scoring service's token (one line; mode 0600)."
+    )
+    fallback: Literal["local", "pause"] = Field(
+        "pause",
+        description="When the scoring service is unreachable: `local` scores here with "
+        "model_path (the same model file), `pause` pauses the session with a message.",
+    )
+    timeout_s: float = Field(
+        10.0, gt=0, le=600, description="Scoring service: longest wait for one frame's score."
+    )
+    connect_timeout_s: float = Field(
+        2.0, gt=0, le=60, description="Scoring service: longest wait for a connection."
+    )
+
+    @model_validator(mode="after")
+    def _one_token_source(self) -> QualitySection:
+        if self.token_env is not None and self.token_file is not None:
+            raise ValueError("set quality.token_env or quality.token_file, not both")
+        if self.endpoint is not None and not self.endpoint.startswith(("http://", "https://")):
+            raise ValueError(
+                f"quality.endpoint must be an http:// or https:// URL, got {self.endpoint!r}"
+            )
+        return self
 
 
 class ObjectivesSection(Section):

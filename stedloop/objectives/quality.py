@@ -23,11 +23,12 @@ class QualityObjective(BaseObjective):
 
     @classmethod
     def from_config(cls, config: StedloopConfig, scorer: Scorer | None = None) -> QualityObjective:
-        """Use ``scorer`` (e.g. the daemon's, loaded once) or load the configured network."""
+        """Use ``scorer`` (e.g. the daemon's, loaded once) or the configured one: the local
+        network, or the scoring service of ``quality.endpoint``."""
         if scorer is None:
-            from stedloop.quality.scorer import CNNScorer
+            from stedloop.scoring_service.configured import configured_scorer
 
-            scorer = CNNScorer.from_config(config.quality)
+            scorer = configured_scorer(config.quality)
         return cls(scorer)
 
     def evaluate(self, frame: Frame) -> float:

@@ -51,15 +51,11 @@ class ScorerLoader:
     def _load(self) -> None:
         started = time.perf_counter()
         try:
-            import torch
+            from stedloop.scoring_service.configured import configured_scorer
 
-            from stedloop.quality.scorer import CNNScorer
-
-            # On a small acquisition PC the network would take every core and starve the
-            # request loop: leave it one (quality.cpu_threads overrides).
-            cores = os.cpu_count() or 2
-            torch.set_num_threads(self._quality.cpu_threads or max(1, cores - 1))
-            scorer = CNNScorer.from_config(self._quality)
+            # The local network, or the scoring service (quality.endpoint), whose local
+            # fallback loads the network here only when the service is unreachable.
+            scorer = configured_scorer(self._quality, load_local=self._load_local)
         except Exception as exc:  # any failure: report it, keep other objectives usable
             with self._lock:
                 self._state, self._error = "failed", f"{type(exc).__name__}: {exc}"
@@ -74,6 +70,17 @@ class ScorerLoader:
             path=str(getattr(scorer, "model_path", "")),
             load_s=round(self._load_s, 2),
         )
+
+    def _load_local(self) -> Scorer:
+        import torch
+
+        from stedloop.quality.scorer import CNNScorer
+
+        # On a small acquisition PC the network would take every core and starve the
+        # request loop: leave it one (quality.cpu_threads overrides).
+        cores = os.cpu_count() or 2
+        torch.set_num_threads(self._quality.cpu_threads or max(1, cores - 1))
+        return CNNScorer.from_config(self._quality)
 
     def scorer_for(self, objective_names: list[str] | tuple[str, ...]) -> Scorer | None:
         """The scorer if these objectives need it (None otherwise); ``ProtocolError`` if not

@@ -33,6 +33,7 @@ from stedloop.errors import (
     DataError,
     ParameterRejected,
     SafetyCapExceeded,
+    ScoringUnavailable,
     StedloopError,
     StorageError,
 )
@@ -517,7 +518,7 @@ class Session:
             )
         )
         timings["write_ms"] = (time.perf_counter() - t1) * 1e3
-        return self._score(frame_no, params, frame, tiff, timings)
+        return self._score(frame_no, params, frame, tiff, timings, control)
 
     def _score_recorded(
         self, frame_no: int, params: ImagingParams, tiff: Path, control: SessionControl
@@ -528,7 +529,7 @@ class Session:
         except DataError as exc:
             self._log("warning", f"frame {frame_no}: {exc}; redoing it on a fresh region")
             return self._frame(frame_no, params, control)
-        return self._score(frame_no, params, frame, tiff, {})
+        return self._score(frame_no, params, frame, tiff, {}, control)
 
     def _keep_unrecorded_file(self, frame_no: int, path: Path) -> None:
         """Frame files are written once: a file already at ``path`` is no usable record of
@@ -558,10 +559,19 @@ class Session:
         frame: Frame,
         tiff: Path | None,
         timings: dict[str, float],
+        control: SessionControl,
     ) -> _Outcome | None:
         """Evaluate the objectives on a recorded frame, record the scores and tell them."""
         t2 = time.perf_counter()
-        values, errors = self._evaluate(frame)
+        while True:
+            try:
+                values, errors = self._evaluate(frame)
+                break
+            except ScoringUnavailable as exc:  # the scorer is missing, not the frame
+                stopped = self._pause_for_scorer(frame_no, exc, control)
+                if stopped is not None:
+                    return stopped
+                t2 = time.perf_counter()
         combined = self.scalariser.combine(values)
         t3 = time.perf_counter()
         timings["score_ms"] = (t3 - t2) * 1e3
@@ -718,11 +728,15 @@ class Session:
             )
 
     def _evaluate(self, frame: Frame) -> tuple[dict[str, float | None], dict[str, str]]:
+        """Each objective's value of ``frame``; ``ScoringUnavailable`` passes through (the
+        frame is kept for later), any other fault fails that objective's value."""
         values: dict[str, float | None] = {}
         errors: dict[str, str] = {}
         for objective in self.objectives:
             try:
                 value = float(objective.evaluate(frame))
+            except ScoringUnavailable:
+                raise
             except Exception as exc:  # a failing objective fails the point, not the session
                 values[objective.name] = None
                 errors[objective.name] = f"{type(exc).__name__}: {exc}"
@@ -733,6 +747,28 @@ class Session:
                 values[objective.name] = None
                 errors[objective.name] = f"not a finite number ({value})"
         return values, errors
+
+    def _pause_for_scorer(
+        self, frame_no: int, exc: ScoringUnavailable, control: SessionControl
+    ) -> _Outcome | None:
+        """Pause (lasers safe) with one message saying why, then score the frame again on
+        resume; a stop while paused ends the run with the frame recorded but unscored, so a
+        resume of the session scores it from its TIFF. Never drops the frame."""
+        self._log(
+            "error",
+            f"frame {frame_no} could not be scored: {exc}. The session is paused and the "
+            "frame is kept: bring the scoring service back (or fix its token, or set "
+            'quality.fallback = "local"), then resume the session',
+        )
+        control.request_pause()
+        self._pause(control)
+        if control.stop_requested:
+            return _Outcome(
+                "stopped",
+                f"stopped while paused for the scoring service; frame {frame_no} is kept and "
+                "is scored when the session is resumed",
+            )
+        return None
 
     def _pause(self, control: SessionControl) -> None:
         if not control.enter_pause():

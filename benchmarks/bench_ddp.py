@@ -13,7 +13,9 @@ not matter for the speed) and trains on them with the same seed, global batch an
 Per condition: the median epoch time (rank 0's ``seconds`` column of the curves: the
 training steps, the batch-norm recalibration and the validation; epoch 1 left out as
 warm-up) and the command's whole wall time (Python and torch start-up, the rendezvous, data
-loading). Conditions run in turn, ``--reps`` rounds, so drift on a shared machine hits them
+loading), and its CPU time summed over all its processes (user + system: what the run costs
+the machine whatever the other load on it; the difference between the conditions is what
+the extra processes, their start-up and their communication cost). Conditions run in turn, ``--reps`` rounds, so drift on a shared machine hits them
 alike. Prints the table and the conditions.
 """
 
@@ -24,6 +26,7 @@ import csv
 import datetime as dt
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -42,6 +45,7 @@ class Condition:
     threads: int
     epoch_s: list[float] = field(default_factory=list)
     wall_s: list[float] = field(default_factory=list)
+    cpu_s: list[float] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -112,15 +116,18 @@ def run(cond: Condition, data: Path, model: Path, args: argparse.Namespace) -> N
             "stedloop.cli.main",
             *train_args,
         ]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=3600)
     wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise SystemExit(f"{cond.name} failed:\n{done.stderr[-2000:]}")
     curves = model.with_name(model.stem + ".curves.csv")
     seconds = [float(r["seconds"]) for r in csv.DictReader(curves.open())]
     cond.epoch_s.append(statistics.median(seconds[1:] or seconds))
     cond.wall_s.append(wall)
+    cond.cpu_s.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
 
 
 def main() -> None:
@@ -162,13 +169,17 @@ def main() -> None:
         f"{args.batch}, {args.epochs} epochs, fp32, augmentation on; {args.reps} round(s)"
     )
     base = statistics.median(conditions[0].epoch_s)
-    print("| condition | epoch s (median; each round) | speed-up vs first | command wall s |")
-    print("| --- | --- | --- | --- |")
+    print(
+        "| condition | epoch s (median; each round) | speed-up vs first | command wall s "
+        "| command CPU s (all processes) |"
+    )
+    print("| --- | --- | --- | --- | --- |")
     for cond in conditions:
         epoch = statistics.median(cond.epoch_s)
         rounds = " / ".join(f"{s:.2f}" for s in cond.epoch_s)
         walls = " / ".join(f"{s:.1f}" for s in cond.wall_s)
-        print(f"| {cond.name} | {epoch:.2f} ({rounds}) | {base / epoch:.2f}x | {walls} |")
+        cpus = " / ".join(f"{s:.1f}" for s in cond.cpu_s)
+        print(f"| {cond.name} | {epoch:.2f} ({rounds}) | {base / epoch:.2f}x | {walls} | {cpus} |")
 
 
 if __name__ == "__main__":

@@ -371,3 +371,29 @@ def test_anscombe_scaling_trains_and_is_stored(tmp_path: Path) -> None:
     assert norm.scaling == "anscombe"
     # The statistics are those of the scaled training images, not of the raw counts.
     assert 0.005 < norm.mean < 0.2
+
+
+def test_train_rmse_is_over_the_training_images(tmp_path: Path) -> None:
+    """The epoch's train RMSE divided the squared errors by the test split's size once per
+    batch (a loop variable left over from writing split.csv). With lr 0 and one batch it is
+    the untrained network's training-mode RMSE on the training images."""
+    import torch
+
+    from stedloop.quality.dataset import load_images
+    from stedloop.quality.model import QualityNet
+    from stedloop.quality.train import _to_input
+
+    data = make_dataset(tmp_path / "data", n=24)
+    out = tmp_path / "m.pt"
+    result = train(data, out, _cfg(max_epochs=1, lr=0.0, batch_size=100, augment=False, seed=2))
+    rows = list(csv.DictReader(paths_beside(out)["split_csv"].open()))
+    train_rows = [r for r in rows if r["split"] == "train"]
+    items = {it.relpath: it for it in load_dataset(data)}
+    images = load_images([items[r["path"]] for r in train_rows], SIZE)
+    x = _to_input(images, load_checkpoint(out).normalization)
+    y = torch.tensor([float(r["score"]) for r in train_rows])
+    torch.manual_seed(2)  # the run's initial weights
+    model = QualityNet(SIZE).train()
+    with torch.no_grad():
+        expected = float(torch.sqrt(torch.mean((model(x) - y) ** 2)))
+    assert result.history[0]["train_rmse"] == pytest.approx(expected, abs=1e-5)

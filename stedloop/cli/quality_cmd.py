@@ -134,7 +134,8 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Train a quality network with the paper's recipe, or fine-tune one (--init); write
-        MODEL plus curves beside it."""
+        MODEL plus curves beside it. Under torchrun (`torchrun --nproc-per-node N --no-python
+        stedloop train ...`) the processes train data-parallel on one global batch."""
         from stedloop.quality.finetune import (
             FINE_TUNE_BATCH_SIZE,
             FINE_TUNE_LR,
@@ -205,6 +206,8 @@ def register(app: typer.Typer) -> None:
             progress=sys.stderr.isatty(),
             log=lambda m: typer.echo(m, err=True),
         )
+        if not result.is_main:
+            return  # another process of a torchrun: rank 0 wrote the files and says so
         beside = paths_beside(out)
         typer.echo(
             f"wrote {result.model_path} (best epoch {result.best_epoch}, validation RMSE "

@@ -16,6 +16,10 @@ weights and keeps its normalisation; ``freeze_layers`` keeps the first conv bloc
 Beside the model ``M.pt`` the run writes ``M.curves.csv`` / ``M.curves.png`` (train and
 validation RMSE per epoch), ``M.split.csv`` (which image went where) and ``M.resume.pt``
 (full state after every epoch: pass it to ``--resume`` to continue an interrupted run).
+
+Under ``torchrun`` the run is data-parallel (:mod:`stedloop.quality.data_parallel`): the
+processes share each global batch of ``batch_size`` images, only rank 0 writes files, logs
+and progress, and the files are the same as a single process writes.
 """
 
 from __future__ import annotations
@@ -36,13 +40,19 @@ import torch
 from torch import nn
 
 from stedloop.errors import DataError
-from stedloop.quality.augment import random_dihedral
+from stedloop.quality.augment import apply_symmetries, random_symmetries
 from stedloop.quality.checkpoint import (
     Checkpoint,
     CheckpointError,
     Normalization,
     read_torch_file,
     save_checkpoint,
+)
+from stedloop.quality.data_parallel import (
+    Ranks,
+    backend_name,
+    process_group,
+    ranks_from_environment,
 )
 from stedloop.quality.dataset import load_dataset, load_images, stratified_split
 from stedloop.quality.device import resolve_device
@@ -81,6 +91,9 @@ class TrainConfig:
     test_fraction: float = 0.1  # 0: no test split (test on a separately labelled set)
     freeze_layers: int = 0  # with an init model: its first N conv blocks are kept as they are
     renormalize: bool = False  # with an init model: recompute mean/std on the new images
+    # > 1: batch norm normalises each batch in that many strided parts, as a gloo (CPU) run of
+    # that many processes does; a single process reproduces such a run with it.
+    batch_norm_groups: int = 1
 
 
 SCHEDULE_FIELDS = ("lr_drop_patience", "lr_drop_factor", "max_lr_drops")
@@ -94,6 +107,7 @@ class TrainResult:
     epochs_run: int
     history: list[dict[str, float]] = field(default_factory=list)
     stopped_early: bool = False
+    is_main: bool = True  # False in the other processes of a torchrun (they wrote nothing)
 
 
 def paths_beside(model_path: Path) -> dict[str, Path]:
@@ -131,8 +145,17 @@ def _to_input(images: np.ndarray, norm: Normalization) -> torch.Tensor:
 
 
 def _evaluate_rmse(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: str, batch: int, autocast: bool
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    device: str,
+    batch: int,
+    autocast: bool,
+    ranks: Ranks | None = None,
 ) -> float:
+    """RMSE of the evaluation-mode predictions; under torchrun each process scores its share."""
+    ranks = ranks or Ranks()
+    x, y = ranks.shard(x), ranks.shard(y)
     model.eval()
     preds = []
     with torch.inference_mode():
@@ -140,8 +163,11 @@ def _evaluate_rmse(
             xb = x[s : s + batch].to(device).contiguous(memory_format=torch.channels_last)
             with torch.autocast(device, dtype=torch.bfloat16, enabled=autocast):
                 preds.append(model(xb).float().cpu())
-    pred = torch.cat(preds)
-    return float(torch.sqrt(mse_loss(pred, y)))
+    if not ranks.distributed:
+        return float(torch.sqrt(mse_loss(torch.cat(preds), y)))
+    sq_err = float(((torch.cat(preds) - y) ** 2).double().sum()) if preds else 0.0
+    total, count = ranks.all_sum([sq_err, len(y)], device)
+    return math.sqrt(total / count)
 
 
 def recalibrate_batch_norm(
@@ -153,6 +179,7 @@ def recalibrate_batch_norm(
     generator: torch.Generator,
     max_images: int = 500,
     frozen: Sequence[nn.Module] = (),
+    ranks: Ranks | None = None,
 ) -> None:
     """Recompute batch-norm running statistics with the current weights ("precise BN").
 
@@ -163,7 +190,11 @@ def recalibrate_batch_norm(
     up to ``max_images`` training images with cumulative averaging fixes that, so the
     validation score (and the best-validation weights kept) reflect the model as used.
     Modules in ``frozen`` keep their statistics (see :mod:`stedloop.quality.finetune`).
+    Under torchrun with ``SyncBatchNorm`` each process passes its share of every batch (the
+    statistics are the whole batch's); with per-process batch norm (gloo) every process
+    passes every batch, so that all hold the single-process statistics.
     """
+    ranks = ranks or Ranks()
     kept = {id(m) for m in frozen}
     norms = [
         m
@@ -181,8 +212,10 @@ def recalibrate_batch_norm(
     with torch.no_grad():
         for s in range(0, len(order), batch):
             idx = order[s : s + batch]
-            if len(idx) < 2:
+            if len(idx) < 2 or (ranks.sync_batch_norm and not ranks.usable(len(idx))):
                 continue
+            if ranks.sync_batch_norm:
+                idx = ranks.shard(idx)
             xb = x[idx].to(device).contiguous(memory_format=torch.channels_last)
             with torch.autocast(device, dtype=torch.bfloat16, enabled=autocast):
                 model(xb)
@@ -226,17 +259,36 @@ def train(
     log: Callable[[str], None] | None = None,
     new_schedule: bool = False,
     init: Path | InitModel | None = None,
+    ranks: Ranks | None = None,
 ) -> TrainResult:
     """Train a quality network on the labelled images in ``data_dir``; write ``out``.
 
     With ``resume``, ``new_schedule`` takes the learning-rate schedule from ``config`` instead
     of the interrupted run: a run that stopped early then continues with its first drop.
     With ``init`` (a checkpoint, see :mod:`stedloop.quality.finetune`) training starts from
-    its weights and keeps its normalisation, input size and count scaling."""
+    its weights and keeps its normalisation, input size and count scaling.
+    ``ranks``: this process's place in a data-parallel run; by default what torchrun's
+    environment says (alone without it)."""
     cfg = config or TrainConfig()
+    device = resolve_device(cfg.device)
+    with process_group(ranks_from_environment() if ranks is None else ranks, device) as group:
+        return _train(data_dir, out, cfg, resume, progress, log, new_schedule, init, group)
+
+
+def _train(
+    data_dir: Path,
+    out: Path,
+    cfg: TrainConfig,
+    resume: Path | None,
+    progress: bool,
+    log: Callable[[str], None] | None,
+    new_schedule: bool,
+    init: Path | InitModel | None,
+    ranks: Ranks,
+) -> TrainResult:
     out = Path(out)
     data_dir = Path(data_dir)
-    say = log or (lambda _msg: None)
+    say = log if log is not None and ranks.is_main else (lambda _msg: None)
     paths = paths_beside(out)
     device = resolve_device(cfg.device)
     autocast = cfg.precision == "bf16"
@@ -256,6 +308,7 @@ def train(
         cfg = TrainConfig(**{**state["config"], **override})
         autocast = cfg.precision == "bf16"
     _check_config(cfg)
+    _check_ranks(cfg, ranks)
     if init is not None and not isinstance(init, InitModel):
         init = load_init(Path(init))
     if init is not None:
@@ -282,12 +335,8 @@ def train(
         tr, va, te = stratified_split(scores, cfg.seed, fractions)
     if len(tr) < 2:
         raise DataError(f"{data_dir}: too few images to train ({len(items)})")
-    with paths["split_csv"].open("w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["path", "score", "structure", "split"])
-        for name, idx in (("train", tr), ("val", va), ("test", te)):
-            for i in idx:
-                writer.writerow([items[i].relpath, items[i].score, items[i].structure, name])
+    if ranks.is_main:
+        _write_split(paths["split_csv"], items, {"train": tr, "val": va, "test": te})
 
     images = load_images(items, cfg.input_size_px)
     if state is not None and state.get("normalization") is not None:
@@ -306,6 +355,7 @@ def train(
         f"{len(items)} images: {len(tr)} train / {len(va)} validation / {len(te)} test; "
         f"{norm.scaling} count scaling, photon scale {norm.photon_scale}, normalisation "
         f"mean={norm.mean:.4g} std={norm.std:.4g}{_norm_source(init_meta, cfg)}; device {device}"
+        f"{_ranks_note(ranks, cfg.batch_size)}"
     )
 
     torch.manual_seed(cfg.seed)
@@ -316,9 +366,21 @@ def train(
             f"starting from {init.path} (sha256 {init.sha256[:12]}…), "
             f"{cfg.freeze_layers} conv block(s) frozen, lr {cfg.lr:g}"
         )
-    frozen = freeze_blocks(model, cfg.freeze_layers)
+    if ranks.sync_batch_norm:
+        # In place (the root is no batch norm): the same parameters and state-dict keys.
+        nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    frozen = freeze_blocks(model, cfg.freeze_layers)  # after the conversion: its modules
     # Module.to(memory_format=...) works at runtime; torch's overloads omit it.
     model = model.to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    # Training steps go through DDP (gradients averaged over the processes); everything else
+    # (evaluation, recalibration, state dicts without a 'module.' prefix) uses the model itself.
+    stepper: nn.Module = model
+    if ranks.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        stepper = DistributedDataParallel(
+            model, device_ids=[ranks.local_rank] if device == "cuda" else None
+        )
     optimizer = _sgd(model, cfg.lr, cfg.momentum)
     gen = torch.Generator().manual_seed(cfg.seed)
     history: list[dict[str, float]] = []
@@ -339,8 +401,10 @@ def train(
         # Epoch 0 is the init model as it is: fine-tuning keeps it unless an epoch beats it
         # on validation, so a run on a few noisy labels never ends worse than its start.
         t0 = time.perf_counter()
-        best_val = _evaluate_rmse(model, x_val, y_val, device, cfg.batch_size, autocast)
-        train_rmse = _evaluate_rmse(model, x_train, y_train, device, cfg.batch_size, autocast)
+        best_val = _evaluate_rmse(model, x_val, y_val, device, cfg.batch_size, autocast, ranks)
+        train_rmse = _evaluate_rmse(
+            model, x_train, y_train, device, cfg.batch_size, autocast, ranks
+        )
         history.append(
             {
                 "epoch": 0,
@@ -354,7 +418,7 @@ def train(
             f"epoch 0 (the init model): train RMSE {train_rmse:.4f}, validation RMSE {best_val:.4f}"
         )
 
-    bar = _progress(progress)
+    bar = _progress(progress and ranks.is_main)
     task = (
         bar.add_task("training", total=cfg.max_epochs, completed=start_epoch - 1) if bar else None
     )
@@ -380,30 +444,50 @@ def train(
             sq_err, seen = 0.0, 0
             for s in range(0, len(order), cfg.batch_size):
                 batch = order[s : s + cfg.batch_size]
-                if len(batch) < 2:  # batch norm needs two samples
+                if not ranks.usable(len(batch), cfg.batch_norm_groups):  # batch norm: 2 each
                     continue
-                xb = x_train[batch]
-                if cfg.augment:
-                    xb = random_dihedral(xb, gen)
+                # Drawn for the global batch, so every process draws alike.
+                symmetries = random_symmetries(len(batch), gen) if cfg.augment else None
+                mine = ranks.shard(batch)
+                xb = x_train[mine]
+                if symmetries is not None:
+                    xb = apply_symmetries(xb, ranks.shard(symmetries))
                 xb = xb.to(device).contiguous(memory_format=torch.channels_last)
-                yb = y_train[batch].to(device)
+                yb = y_train[mine].to(device)
                 with torch.autocast(device, dtype=torch.bfloat16, enabled=autocast):
-                    pred = model(xb)
+                    pred, yb = _forward_in_groups(stepper, xb, yb, cfg.batch_norm_groups)
                 loss = mse_loss(pred, yb)
-                if not torch.isfinite(loss):
-                    raise DataError(f"training diverged at epoch {epoch} (loss {loss.item()})")
+                # The global batch's mean loss; the same number in every process, so all stop
+                # together on a divergence.
+                batch_sq_err, batch_len = ranks.all_sum(
+                    [float(loss.detach()) * len(mine), len(mine)], device
+                )
+                batch_mse = batch_sq_err / batch_len
+                if not math.isfinite(batch_mse):
+                    raise DataError(f"training diverged at epoch {epoch} (loss {batch_mse})")
+                if ranks.distributed:
+                    # DDP averages gradients over the processes; weighting each share by its
+                    # size makes that the gradient of the global batch's mean loss.
+                    loss = loss * (len(mine) * ranks.world_size / len(batch))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                sq_err += float(loss.detach()) * len(batch)
-                seen += len(idx)
+                sq_err += batch_sq_err
+                seen += int(batch_len)
             train_rmse = math.sqrt(sq_err / max(seen, 1))
             # Own random stream per epoch: the weight trajectory does not depend on it.
             recal_gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
             recalibrate_batch_norm(
-                model, x_train, device, cfg.batch_size, autocast, recal_gen, frozen=frozen
+                model,
+                x_train,
+                device,
+                cfg.batch_size,
+                autocast,
+                recal_gen,
+                frozen=frozen,
+                ranks=ranks,
             )
-            val_rmse = _evaluate_rmse(model, x_val, y_val, device, cfg.batch_size, autocast)
+            val_rmse = _evaluate_rmse(model, x_val, y_val, device, cfg.batch_size, autocast, ranks)
             history.append(
                 {
                     "epoch": epoch,
@@ -422,6 +506,8 @@ def train(
                 f"epoch {epoch}: train RMSE {train_rmse:.4f}, validation RMSE {val_rmse:.4f}"
                 f"{' (best)' if best_epoch == epoch else ''}"
             )
+            if not ranks.is_main:
+                continue  # rank 0 writes the files and the progress
             write_curves(history, best_epoch, paths)
             _save_resume(
                 paths["resume"],
@@ -461,8 +547,15 @@ def train(
             bar.stop()
 
     epochs_run = sum(1 for row in history if row["epoch"] > 0)  # epoch 0: an init model as is
+    result = TrainResult(
+        out, best_epoch, best_val, epochs_run, history, stopped_early, is_main=ranks.is_main
+    )
+    if not ranks.is_main:
+        return result
+    if ranks.sync_batch_norm:  # the file holds the plain network (same keys)
+        model = QualityNet(cfg.input_size_px).to(device)
     model.load_state_dict(best_state)
-    model = model.cpu().to(memory_format=torch.contiguous_format).eval()
+    model = model.cpu().to(memory_format=torch.contiguous_format).eval()  # type: ignore[call-overload]
     training = {
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "data_dir": str(data_dir),
@@ -483,6 +576,12 @@ def train(
         "torch": str(torch.__version__),
         "python": platform.python_version(),
     }
+    if ranks.distributed:
+        training["data_parallel"] = {
+            "processes": ranks.world_size,
+            "backend": backend_name(ranks),
+            "batch_norm": "synchronised" if ranks.sync_batch_norm else "per process",
+        }
     ckpt = Checkpoint(
         model=model,
         normalization=norm,
@@ -491,7 +590,57 @@ def train(
     )
     save_checkpoint(ckpt, out)
     write_curves(history, best_epoch, paths) if history else None
-    return TrainResult(out, best_epoch, best_val, epochs_run, history, stopped_early)
+    return result
+
+
+def _forward_in_groups(
+    model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, groups: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Predictions for a batch (and its targets in their order): at once, or in ``groups``
+    strided parts each normalised on its own (``TrainConfig.batch_norm_groups``)."""
+    if groups == 1:
+        return model(xb), yb
+    parts = [xb[j::groups].contiguous(memory_format=torch.channels_last) for j in range(groups)]
+    preds = [model(part) for part in parts]
+    return torch.cat(preds), torch.cat([yb[j::groups] for j in range(groups)])
+
+
+def _write_split(path: Path, items: Sequence[Any], parts: dict[str, list[int]]) -> None:
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "score", "structure", "split"])
+        for name, indices in parts.items():
+            for i in indices:
+                writer.writerow([items[i].relpath, items[i].score, items[i].structure, name])
+
+
+def _ranks_note(ranks: Ranks, batch_size: int) -> str:
+    if not ranks.distributed:
+        return ""
+    per = batch_size / ranks.world_size
+    norm = "synchronised" if ranks.sync_batch_norm else "per process"
+    return (
+        f"; {ranks.world_size} processes ({backend_name(ranks)}), global batch {batch_size} "
+        f"({per:g} per process), batch norm {norm}"
+    )
+
+
+def _check_ranks(cfg: TrainConfig, ranks: Ranks) -> None:
+    """A batch every process can share, refused up front rather than skipped every step."""
+    if ranks.distributed and cfg.batch_norm_groups != 1:
+        raise DataError(
+            "batch_norm_groups reproduces a multi-process run in one process; "
+            "under torchrun leave it at 1"
+        )
+    if (ranks.distributed or cfg.batch_norm_groups > 1) and not ranks.usable(
+        cfg.batch_size, cfg.batch_norm_groups
+    ):
+        parts = max(ranks.world_size, cfg.batch_norm_groups)
+        raise DataError(
+            f"batch size {cfg.batch_size} is too small to share among {parts} "
+            f"{'processes' if ranks.distributed else 'batch-norm groups'}: "
+            f"use at least {2 * parts}"
+        )
 
 
 def _sgd(model: nn.Module, lr: float, momentum: float) -> torch.optim.SGD:
@@ -557,6 +706,8 @@ def _check_config(cfg: TrainConfig) -> None:
         raise DataError(f"lr_drop_factor must lie in (0, 1), got {cfg.lr_drop_factor}")
     if cfg.max_lr_drops < 0:
         raise DataError(f"max_lr_drops must be >= 0, got {cfg.max_lr_drops}")
+    if cfg.batch_norm_groups < 1:
+        raise DataError(f"batch_norm_groups must be >= 1, got {cfg.batch_norm_groups}")
 
 
 def _progress(enabled: bool) -> Any:

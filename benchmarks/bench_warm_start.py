@@ -164,23 +164,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             for j in range(3)
         ]
         priors = {
-            n: [
+            (n, k): [
                 o.params
                 for o in prior_design(
                     SearchSpace(BOX, CAPS),
                     settings,
                     [o for session in earlier[:n] for o in session],
-                    seed=seed,
+                    n_points=k,
                 )
             ]
             for n in (1, 3)
+            for k in (1, PRIOR_DESIGN_POINTS)
         }
+        k = PRIOR_DESIGN_POINTS
         runs = {
             "same, cold": (same, ()),
-            "same, warm from 1": (same, priors[1]),
-            "same, warm from 3": (same, priors[3]),
+            "same, warm from 1": (same, priors[1, k]),
+            "same, warm from 3": (same, priors[3, k]),
+            "same, warm from 3, 1 prior frame": (same, priors[3, 1]),
             "differing, cold": (other, ()),
-            "differing, warm from 3": (other, priors[3]),
+            "differing, warm from 3": (other, priors[3, k]),
+            "differing, warm from 3, 1 prior frame": (other, priors[3, 1]),
         }
         for name, (sample, prior) in runs.items():
             label = "same" if sample is same else "differing"
@@ -191,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             results.setdefault(name, []).append(float("inf") if reached is None else reached)
         print(
             f"  seed {seed}: "
-            + "  ".join(f"{k} {v[-1]:g}" for k, v in results.items())
+            + "  ".join(f"{name} {v[-1]:g}" for name, v in results.items())
             + f"  ({time.perf_counter() - started:.0f} s)",
             flush=True,
         )
@@ -199,11 +203,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"\nframes to 95 % of the best, median over {args.seeds} seeds (inf: not within budget):")
     for name, values in results.items():
         within = sum(v != float("inf") for v in values)
-        print(f"  {name:<24} {statistics.median(values):>5g}   ({within}/{len(values)} reached)")
+        print(f"  {name:<38} {statistics.median(values):>5g}   ({within}/{len(values)} reached)")
     for cold, warm in (
         ("same, cold", "same, warm from 1"),
         ("same, cold", "same, warm from 3"),
+        ("same, cold", "same, warm from 3, 1 prior frame"),
         ("differing, cold", "differing, warm from 3"),
+        ("differing, cold", "differing, warm from 3, 1 prior frame"),
     ):
         capped = args.budget + 1  # "not reached" counted as budget + 1 in differences
         diffs = [

@@ -4,14 +4,16 @@ Earlier sessions on the same microscope (same driver, structure, space and objec
 scored frames. A new sample of the same structure usually has its best settings where they
 had theirs; a changed sample (another dye, brightness, structure) may not. So the prior is
 used as a *design*, not as data: the first ``PRIOR_DESIGN_POINTS`` warm-up frames go to the
-settings a Gaussian process over the earlier frames rates best (smoothed, so one lucky noisy
-frame does not win), and the new session's surrogate learns from its own frames only. From
-the first model-based frame on, today's sample decides (transfer, not replay);
-benchmarks/RESULTS.md measures both cases.
+best settings the earlier sessions imaged, and the new session's surrogate learns from its
+own frames only. From its first model-based frame on, today's sample decides (transfer, not
+replay); benchmarks/RESULTS.md measures both cases.
 
 Scores are standardised per session before they are pooled: a dimmer sample or another
-scorer shifts one session's scores, not where its best lies. Settings that today's box or
-today's safety caps exclude are dropped here, and ``BayesianOptimizer`` checks again.
+scorer shifts one session's scores, not where its best lies. They are ranked as observed:
+smoothing them with a Gaussian process over the pooled frames first picked settings 2-15 %
+worse on the simulator (the top is a narrow ridge that a smooth fit of three sessions flattens;
+benchmarks/RESULTS.md). Settings that today's box or today's safety caps exclude are dropped
+here, and ``BayesianOptimizer`` checks again.
 """
 
 from __future__ import annotations
@@ -20,11 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from skopt.learning import GaussianProcessRegressor
-from skopt.learning.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
 
 from stedloop.config.schema import OptimizerSection
-from stedloop.optimize.bayes import MIN_LENGTH_SCALE, MIN_NOISE_LEVEL
 from stedloop.optimize.coordinates import make_coordinates
 from stedloop.optimize.space import SearchSpace
 from stedloop.params import ImagingParams
@@ -54,18 +53,18 @@ def prior_design(
     settings: OptimizerSection,
     observations: Sequence[PriorObservation],
     n_points: int = PRIOR_DESIGN_POINTS,
-    seed: int = 0,
 ) -> list[PriorObservation]:
     """The earlier frames whose settings the new session images first, best first: the
-    highest smoothed (per-session standardised) scores, ``MIN_SEPARATION`` apart, inside
-    today's box and caps. Deterministic for the same inputs."""
+    highest per-session standardised scores, ``MIN_SEPARATION`` apart in the surrogate's
+    inputs, inside today's box and caps. Deterministic for the same inputs (ties: the order
+    of ``observations``)."""
     usable = [o for o in observations if _allowed_today(space, o.params) and np.isfinite(o.score)]
     if not usable or n_points < 1:
         return []
     coordinates = make_coordinates(settings.surrogate_inputs, space)
     unit = space.values_to_unit(np.array([o.params.as_vector() for o in usable]))
     inputs = coordinates.to_inputs(unit)
-    rating = _smoothed(inputs, _standardised(usable), seed)
+    rating = _standardised(usable)
     chosen: list[int] = []
     for index in np.argsort(-rating, kind="stable"):
         far = all(np.linalg.norm(inputs[index] - inputs[c]) >= MIN_SEPARATION for c in chosen)
@@ -94,23 +93,3 @@ def _standardised(observations: Sequence[PriorObservation]) -> np.ndarray:
         spread = float(np.std(scores[mask]))
         out[mask] = (scores[mask] - scores[mask].mean()) / spread if spread > 0 else 0.0
     return out
-
-
-def _smoothed(inputs: np.ndarray, scores: np.ndarray, seed: int) -> np.ndarray:
-    """The posterior mean of a GP over the pooled frames at each frame (the recipe of
-    ``BayesianOptimizer``'s surrogate); the scores themselves when there are too few."""
-    if len(scores) < 4 or float(np.std(scores)) == 0:
-        return scores
-    kernel = ConstantKernel(1.0, (0.01, 1000.0)) * Matern(
-        length_scale=np.ones(inputs.shape[1]), length_scale_bounds=(MIN_LENGTH_SCALE, 100.0), nu=2.5
-    ) + WhiteKernel(1.0, (MIN_NOISE_LEVEL, 1e5))
-    model = GaussianProcessRegressor(
-        kernel=kernel,
-        normalize_y=True,
-        noise="gaussian",
-        n_restarts_optimizer=2,
-        random_state=np.random.RandomState(seed & 0xFFFFFFFF),
-    )
-    model.fit(inputs, scores)
-    mean: np.ndarray = np.asarray(model.predict(inputs), dtype=float)
-    return mean

@@ -221,7 +221,6 @@ class Session:
             created,
             SearchSpace(config.params, config.safety),
             settings,
-            seed,
         )
         record = store.create(created, name)
         try:

@@ -93,7 +93,6 @@ def choose(
     now: dict[str, Any],
     space: SearchSpace,
     settings: OptimizerSection,
-    seed: int,
 ) -> tuple[ev.WarmStarted | None, list[str]]:
     """The warm start of a new session whose ``created`` snapshot will be ``now``: its event
     (None: a cold start) and notes for the user. Named sessions must exist, be comparable and
@@ -111,7 +110,7 @@ def choose(
         ]
     seen: dict[str, SessionHistory] = dict(chosen)  # a session named twice counts once
     pooled = [o for sid, history in seen.items() for o in observations(sid, history)]
-    design = prior_design(space, settings, pooled, seed=seed)
+    design = prior_design(space, settings, pooled)
     notes = []
     if not design:
         notes.append(

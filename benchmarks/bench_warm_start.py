@@ -88,8 +88,10 @@ def run_session(
     objective: FrameObjective,
     prior: Sequence[ImagingParams] = (),
     judge: Callable[[ImagingParams], float] | None = None,
+    stop_at: float = float("inf"),
 ) -> tuple[list[PriorObservation], list[float]]:
-    """One session: its observations (as a ledger would give them) and the judged values."""
+    """One session: its observations (as a ledger would give them) and the judged values,
+    until a judged value reaches ``stop_at`` (all that frames-to-95 % needs)."""
     driver = make_driver(sample, seed, fields=int(np.ceil(np.sqrt(budget))) + 1)
     tiler = RegionTiler(driver.describe())
     optimizer = BayesianOptimizer(SearchSpace(BOX, CAPS), settings, seed, prior_points=prior)
@@ -103,6 +105,8 @@ def run_session(
         observed.append(PriorObservation(f"s{seed}", k, frame.params, score))
         if judge is not None:
             judged.append(judge(params))
+            if judged[-1] >= stop_at:
+                break
     optimizer.join_background()
     return observed, judged
 
@@ -110,10 +114,14 @@ def run_session(
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--objective", choices=sorted(OBJECTIVES), default="expert-series")
-    parser.add_argument("--seeds", type=int, default=15)
+    parser.add_argument("--seeds", type=int, default=16)
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument(
+        "--alt-prior-frames", type=int, default=2, help="a variant with this many prior frames"
+    )
     parser.add_argument("--budget", type=int, default=30)
     parser.add_argument("--reps", type=int, default=2, help="reference regions per judged point")
-    parser.add_argument("--grid", default="10,8,10", help="dense grid: dwell,excitation,depletion")
+    parser.add_argument("--grid", default="8,6,8", help="dense grid: dwell,excitation,depletion")
     parser.add_argument("--other-structure", default="tubulin")
     parser.add_argument("--bleaching-scale", type=float, default=3.0)
     parser.add_argument("--brightness", type=float, default=0.5)
@@ -158,7 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     results: dict[str, list[float]] = {}
     started = time.perf_counter()
-    for seed in range(args.seeds):
+    alt = args.alt_prior_frames
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         earlier = [
             run_session(settings, same, EARLIER_SEED + 3 * seed + j, args.budget, objective)[0]
             for j in range(3)
@@ -174,22 +183,29 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             ]
             for n in (1, 3)
-            for k in (1, PRIOR_DESIGN_POINTS)
+            for k in (alt, PRIOR_DESIGN_POINTS)
         }
         k = PRIOR_DESIGN_POINTS
         runs = {
             "same, cold": (same, ()),
             "same, warm from 1": (same, priors[1, k]),
             "same, warm from 3": (same, priors[3, k]),
-            "same, warm from 3, 1 prior frame": (same, priors[3, 1]),
+            f"same, warm from 3, {alt} prior frames": (same, priors[3, alt]),
             "differing, cold": (other, ()),
             "differing, warm from 3": (other, priors[3, k]),
-            "differing, warm from 3, 1 prior frame": (other, priors[3, 1]),
+            f"differing, warm from 3, {alt} prior frames": (other, priors[3, alt]),
         }
         for name, (sample, prior) in runs.items():
             label = "same" if sample is same else "differing"
             judged = run_session(
-                settings, sample, seed, args.budget, objective, prior, truths[label]
+                settings,
+                sample,
+                seed,
+                args.budget,
+                objective,
+                prior,
+                truths[label],
+                stop_at=thresholds[label],
             )[1]
             reached = frames_to(judged, thresholds[label])
             results.setdefault(name, []).append(float("inf") if reached is None else reached)
@@ -207,9 +223,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for cold, warm in (
         ("same, cold", "same, warm from 1"),
         ("same, cold", "same, warm from 3"),
-        ("same, cold", "same, warm from 3, 1 prior frame"),
+        ("same, cold", f"same, warm from 3, {alt} prior frames"),
         ("differing, cold", "differing, warm from 3"),
-        ("differing, cold", "differing, warm from 3, 1 prior frame"),
+        ("differing, cold", f"differing, warm from 3, {alt} prior frames"),
     ):
         capped = args.budget + 1  # "not reached" counted as budget + 1 in differences
         diffs = [

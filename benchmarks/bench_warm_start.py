@@ -114,10 +114,10 @@ def run_session(
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--objective", choices=sorted(OBJECTIVES), default="expert-series")
-    parser.add_argument("--seeds", type=int, default=16)
+    parser.add_argument("--seeds", type=int, default=32)
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument(
-        "--alt-prior-frames", type=int, default=2, help="a variant with this many prior frames"
+        "--alt-prior-frames", type=int, default=1, help="a variant with this many prior frames"
     )
     parser.add_argument("--budget", type=int, default=30)
     parser.add_argument("--reps", type=int, default=2, help="reference regions per judged point")
@@ -190,10 +190,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "same, cold": (same, ()),
             "same, warm from 1": (same, priors[1, k]),
             "same, warm from 3": (same, priors[3, k]),
-            f"same, warm from 3, {alt} prior frames": (same, priors[3, alt]),
+            f"same, warm from 3, {alt} prior frame{'s' * (alt != 1)}": (same, priors[3, alt]),
             "differing, cold": (other, ()),
             "differing, warm from 3": (other, priors[3, k]),
-            f"differing, warm from 3, {alt} prior frames": (other, priors[3, alt]),
+            f"differing, warm from 3, {alt} prior frame{'s' * (alt != 1)}": (other, priors[3, alt]),
         }
         for name, (sample, prior) in runs.items():
             label = "same" if sample is same else "differing"
@@ -223,9 +223,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for cold, warm in (
         ("same, cold", "same, warm from 1"),
         ("same, cold", "same, warm from 3"),
-        ("same, cold", f"same, warm from 3, {alt} prior frames"),
+        ("same, cold", f"same, warm from 3, {alt} prior frame{'s' * (alt != 1)}"),
         ("differing, cold", "differing, warm from 3"),
-        ("differing, cold", f"differing, warm from 3, {alt} prior frames"),
+        ("differing, cold", f"differing, warm from 3, {alt} prior frame{'s' * (alt != 1)}"),
     ):
         capped = args.budget + 1  # "not reached" counted as budget + 1 in differences
         diffs = [

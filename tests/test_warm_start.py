@@ -111,7 +111,7 @@ def test_a_session_warm_starts_from_a_real_ledger_and_says_where_each_prior_came
     assert event is not None and event.sessions == [earlier.id] and not event.auto
     told = {f.frame: f for f in history(store, earlier.id).told_frames()}
     assert event.observations == len(told)
-    assert len(event.prior_points) == PRIOR_DESIGN_POINTS == 1
+    assert len(event.prior_points) == PRIOR_DESIGN_POINTS == 2
     for frame_no, point in enumerate(event.prior_points):
         origin = told[point["frame"]]
         assert point["params"] == origin.acquired.params_applied
@@ -121,10 +121,10 @@ def test_a_session_warm_starts_from_a_real_ledger_and_says_where_each_prior_came
     # the earlier session's best-scored frame comes first
     best = max(told.values(), key=lambda f: f.combined)
     assert event.prior_points[0]["frame"] == best.frame
-    assert recorded.frames[1].source == "design"
+    assert recorded.frames[2].source == "design"
     rows = frame_rows(recorded)
-    assert rows[0]["prior_from"] == f"{earlier.id}#{event.prior_points[0]['frame']}"
-    assert rows[1]["prior_from"] is None
+    assert rows[1]["prior_from"] == f"{earlier.id}#{event.prior_points[1]['frame']}"
+    assert rows[2]["prior_from"] is None
     info = summary(recorded)
     assert info["warm_start"]["sessions"] == [earlier.id]
     json.dumps(info)  # what `session show --json` and the export print

@@ -29,11 +29,11 @@ from stedloop.optimize.space import SearchSpace
 from stedloop.params import ImagingParams
 
 #: Warm-up frames taken at the prior's best settings (the rest of the warm-up stays
-#: space-filling, so a changed sample is still explored). One: on the simulator two took
-#: a new sample of the same structure to 95 % of the best a little sooner (median 2 frames
-#: instead of 4.5), but made a differing sample slower than a cold start (24.5 frames
-#: against 20; one: 17); benchmarks/RESULTS.md.
-PRIOR_DESIGN_POINTS = 1
+#: space-filling, so a changed sample is still explored). Two: a single one often misses
+#: the narrow top (the earlier best is one noisy frame on one region), so one prior frame
+#: halved the frames to 95 % on a like sample less reliably than two on the simulator;
+#: benchmarks/RESULTS.md.
+PRIOR_DESIGN_POINTS = 2
 #: Chosen points are at least this far apart in the surrogate's inputs (one tenth of an
 #: axis): two frames on the same setting would tell today's model nothing new.
 MIN_SEPARATION = 0.1

@@ -391,8 +391,10 @@ def open_session(
         raise ProtocolError("not_found", str(exc)) from None
     except StorageError as exc:  # e.g. a full disk: nothing was left behind
         raise ProtocolError("storage", str(exc)) from None
-    except DataError as exc:  # a damaged ledger
-        raise ProtocolError("storage", f"cannot resume: {exc}") from None
+    except DataError as exc:  # a damaged ledger (the session's, or a warm start's)
+        raise ProtocolError(
+            "storage", f"cannot resume: {exc}" if resume is not None else str(exc)
+        ) from None
     except ParameterRejected as exc:
         raise ProtocolError("param_rejected", str(exc)) from None
     except (ConfigError, PluginError) as exc:

@@ -10,9 +10,9 @@ replay); benchmarks/RESULTS.md measures both cases.
 
 Scores are standardised per session before they are pooled: a dimmer sample or another
 scorer shifts one session's scores, not where its best lies. They are ranked as observed:
-smoothing them with a Gaussian process over the pooled frames first picked settings 2-15 %
-worse on the simulator (the top is a narrow ridge that a smooth fit of three sessions flattens;
-benchmarks/RESULTS.md). Settings that today's box or today's safety caps exclude are dropped
+smoothing them with a Gaussian process over the pooled frames first, in a small probe on the
+simulator, picked worse settings as often as better ones, and up to 16 % worse where a smooth
+fit of three sessions flattened the narrow top (benchmarks/RESULTS.md). Settings that today's box or today's safety caps exclude are dropped
 here, and ``BayesianOptimizer`` checks again.
 """
 

@@ -12,8 +12,8 @@ Scores are standardised per session before they are pooled: a dimmer sample or a
 scorer shifts one session's scores, not where its best lies. They are ranked as observed:
 smoothing them with a Gaussian process over the pooled frames first, in a small probe on the
 simulator, picked worse settings as often as better ones, and up to 16 % worse where a smooth
-fit of three sessions flattened the narrow top (benchmarks/RESULTS.md). Settings that today's box or today's safety caps exclude are dropped
-here, and ``BayesianOptimizer`` checks again.
+fit of three sessions flattened the narrow top (benchmarks/RESULTS.md). Settings that today's
+box or today's safety caps exclude are dropped here, and ``BayesianOptimizer`` checks again.
 """
 
 from __future__ import annotations

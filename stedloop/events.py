@@ -192,11 +192,27 @@ class Stopped(_Ended):
     state: str = "stopped"
 
 
+class WarmStarted(SessionEvent):
+    """The session starts from what earlier sessions learned (``stedloop.session.warm_start``):
+    recorded once, after ``created``; a resume rebuilds the optimizer from it alone."""
+
+    kind: Literal["warm_start"] = "warm_start"
+    #: The earlier sessions read, most recent first; ``auto``: chosen by ``--warm-start auto``.
+    sessions: list[str] = Field(default_factory=list)
+    auto: bool = False
+    structure: str | None = None
+    #: Scored frames read from them (what the prior was fitted on).
+    observations: int = 0
+    #: The settings of the first warm-up frames, in order: ``session``, ``frame`` (where the
+    #: setting was imaged before), ``params`` (as applied then), ``score`` (its combined score).
+    prior_points: list[dict[str, Any]] = Field(default_factory=list)
+
+
 # -- one frame ----------------------------------------------------------------------------
 class Proposed(_FrameEvent):
     kind: Literal["proposed"] = "proposed"
     params: dict[str, float]
-    source: str = ""  # design | random | model
+    source: str = ""  # prior | design | random | model
     decision_ms: float | None = None
 
 
@@ -307,6 +323,7 @@ Event = Annotated[
     | Resumed
     | Finished
     | Stopped
+    | WarmStarted
     | Proposed
     | Acquiring
     | Acquired
@@ -324,6 +341,7 @@ EVENT_CLASSES: tuple[type[SessionEvent], ...] = (
     Resumed,
     Finished,
     Stopped,
+    WarmStarted,
     Proposed,
     Acquiring,
     Acquired,

@@ -45,6 +45,13 @@ def one_of_each() -> list[ev.SessionEvent]:
         ev.Resumed(**progress),
         ev.Finished(reason="frame budget of 10 spent", **progress),
         ev.Stopped(state="failed", reason="driver failed", **progress),
+        ev.WarmStarted(
+            sessions=["a", "b"],
+            auto=True,
+            structure="actin",
+            observations=40,
+            prior_points=[{"session": "a", "frame": 7, "params": PARAMS, "score": 0.8}],
+        ),
         ev.Proposed(frame=2, params=PARAMS, source="model", decision_ms=3.5),
         ev.Acquiring(frame=2, attempt=2, region=REGION),
         ev.Acquired(frame=2, tiff="frames/0002.ome.tif", params_applied=PARAMS, region=REGION),

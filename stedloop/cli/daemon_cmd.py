@@ -371,6 +371,14 @@ def register(app: typer.Typer) -> None:
         force: Annotated[
             bool, typer.Option("--force", help="Resume even if space/objectives changed.")
         ] = False,
+        warm_start: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--warm-start",
+                help="Start from these earlier sessions (ids; repeatable) or 'auto' (the most "
+                "recent comparable ones).",
+            ),
+        ] = None,
         watch: Annotated[bool, typer.Option("--watch", help="Follow the session live.")] = False,
         as_json: JsonOption = False,
         timeout_s: TimeoutOption = 10.0,
@@ -394,6 +402,8 @@ def register(app: typer.Typer) -> None:
             params["name"] = name
         if resume:
             params["resume"] = resume
+        if warm_start:
+            params["warm_start"] = list(warm_start)
         with _client(config, connect, keys, timeout_s) as client:
             result = client.call_when_ready("session.start", 60.0, **params)
             save_token(client.address, result["session_id"], result["token"])

@@ -51,6 +51,24 @@ def _format_params(params: dict[str, float]) -> str:
     )
 
 
+def describe_warm_start(warm: dict[str, Any]) -> str:
+    """A ``warm_start`` event's data as lines: the sessions read and where each prior frame's
+    setting came from."""
+    how = "auto: most recent comparable" if warm.get("auto") else "named"
+    lines = [
+        f"  warm start ({how}): {warm.get('observations', 0)} scored frames of "
+        f"{', '.join(warm.get('sessions') or []) or 'no session'}"
+    ]
+    for frame, point in enumerate(warm.get("prior_points") or []):
+        lines.append(
+            f"    frame {frame:>3} prior: {_format_params(point['params'])}  from session "
+            f"{point['session']} frame {point['frame']} (score {_format_score(point['score'])})"
+        )
+    if not warm.get("prior_points"):
+        lines.append("    (none of their settings lies within today's space and caps)")
+    return "\n".join(lines)
+
+
 def _format_score(value: float | None) -> str:
     return "  —  " if value is None or not math.isfinite(value) else f"{value:.3f}"
 
@@ -239,6 +257,13 @@ def register(app: typer.Typer) -> None:
             False, "--force", help="Resume even if the config differs from the session's."
         ),
         name: str | None = typer.Option(None, "--name", help="A label for the new session."),
+        warm_start: list[str] | None = typer.Option(
+            None,
+            "--warm-start",
+            help="Start from what these earlier sessions learned (ids or unique prefixes; "
+            "repeat or separate by commas), or 'auto': the most recent comparable ones (same "
+            "driver, structure, space and objectives).",
+        ),
         as_json: bool = typer.Option(False, "--json", help="Print events as JSON lines."),
         share_driver: bool = typer.Option(
             False,
@@ -257,6 +282,10 @@ def register(app: typer.Typer) -> None:
 
         if resume and seed is not None:
             fail("--seed cannot be combined with --resume: a session keeps its own seed")
+        if resume and warm_start:
+            fail(
+                "--warm-start cannot be combined with --resume: a session keeps its own warm start"
+            )
         cli_overrides = _overrides(driver, budget, objective, seed) or None
         loaded = load_cli_config(config, cli_overrides)
         ensure_data_dir(loaded.config.store.data_dir)  # before the driver: one line if unusable
@@ -268,7 +297,15 @@ def register(app: typer.Typer) -> None:
             loaded = _resume_config(store, resume, cli_overrides, force, progress)
         try:
             summary = _run_session(
-                loaded, store, resume, force, name, as_json, progress, share_driver
+                loaded,
+                store,
+                resume,
+                force,
+                name,
+                as_json,
+                progress,
+                share_driver,
+                warm_start or [],
             )
         finally:
             progress.stop_bar()  # an error's message must not land under a live bar
@@ -334,6 +371,8 @@ def register(app: typer.Typer) -> None:
         typer.echo(
             f"  frames: {info['frames']} ({info['failed_frames']} failed); seed {info['seed']}"
         )
+        if info.get("warm_start"):
+            typer.echo(describe_warm_start(info["warm_start"]))
         names = [o["name"] for o in info["objectives"]]
         typer.echo(
             "  objectives: "
@@ -405,6 +444,7 @@ def _run_session(
     as_json: bool,
     progress: _Progress,
     share_driver: bool,
+    warm_start: list[str],
 ) -> SessionSummary:
     from stedloop.session import Session
 
@@ -414,11 +454,13 @@ def _run_session(
             session = Session.resume(resume, loaded, hardware, store=store, force=force)
             say_prefix_expanded(resume, str(session.id))
         else:
-            session = Session.start(loaded, hardware, store=store, name=name)
+            session = Session.start(loaded, hardware, store=store, name=name, warm_from=warm_start)
         progress.session_id = str(session.id)
         try:
             if not as_json:
                 progress.console.print(f"session {session.id} in {session.folder}")
+                if session.warm_start is not None:
+                    progress.console.print(describe_warm_start(session.warm_start.to_data()))
             summary = _run_in_foreground(session, progress)
         finally:
             session.close()

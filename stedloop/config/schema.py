@@ -172,6 +172,13 @@ class SessionSection(Section):
         ge=1,
         description="Regions per row when the driver reports no sample extent (a free stage).",
     )
+    structure: str | None = Field(
+        None,
+        min_length=1,
+        max_length=100,
+        description="What the sample shows (e.g. actin, tubulin): a label `--warm-start auto` "
+        "matches earlier sessions by. Empty: the driver's own (the simulator's structure).",
+    )
 
 
 class StoreSection(Section):

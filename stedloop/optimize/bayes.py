@@ -29,6 +29,7 @@ import functools
 import math
 import threading
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,7 +73,9 @@ class Proposal:
 
     params: ImagingParams
     index: int
-    source: str  # "design" (warm-up), "random" (too few observations) or "model"
+    #: "prior" (warm-up at an earlier session's best, ``stedloop.optimize.prior``), "design"
+    #: (space-filling warm-up), "random" (too few observations) or "model"
+    source: str
 
 
 @functools.lru_cache(maxsize=1)
@@ -88,7 +91,13 @@ def _rng(seed: int, *keys: int) -> np.random.RandomState:
 class BayesianOptimizer:
     """Ask/tell optimiser over a ``SearchSpace``; maximises the told scores."""
 
-    def __init__(self, space: SearchSpace, settings: OptimizerSection, seed: int = 0) -> None:
+    def __init__(
+        self,
+        space: SearchSpace,
+        settings: OptimizerSection,
+        seed: int = 0,
+        prior_points: Sequence[ImagingParams] = (),
+    ) -> None:
         self.space = space
         self.settings = settings
         self.seed = int(seed)
@@ -98,6 +107,7 @@ class BayesianOptimizer:
         self._params_told: list[ImagingParams] = []
         self._unit_excluded: list[np.ndarray] = []  # failed points
         self._design = self._initial_design()
+        self._n_prior = self._put_prior_first(prior_points)
         self._kernel: Any = None  # sklearn kernel (untyped); hyper-parameters of the last refit (without the noise term)
         self._noise: float | None = None
         self._refit_at = 0  # re-optimise hyper-parameters once this many points are told
@@ -125,7 +135,7 @@ class BayesianOptimizer:
         if index < len(self._design):
             unit = self._design[index]
             if not self._is_excluded(unit):
-                return self._proposal(unit, index, "design")
+                return self._proposal(unit, index, "prior" if index < self._n_prior else "design")
         if self.n_told < 2:
             return self._proposal(self._random_allowed(_rng(self.seed, index, 1)), index, "random")
         return self._proposal(self._model_proposal(index), index, "model")
@@ -232,6 +242,24 @@ class BayesianOptimizer:
                 chosen = _maximin_subset(self._inputs(allowed), n)
                 return [allowed[i] for i in chosen]
         return list(self._random_allowed(rng, n).reshape(n, -1))
+
+    # -- warm start (the hook of stedloop.optimize.prior) --------------------------------
+    def _put_prior_first(self, prior_points: Sequence[ImagingParams]) -> int:
+        """Warm start: the first warm-up frames go to ``prior_points`` (settings earlier
+        sessions found good), those today's box and caps allow; the rest of the warm-up stays
+        space-filling, and the surrogate learns from this session's frames only. Returns how
+        many design points are prior ones."""
+        chosen: list[np.ndarray] = []
+        for params in prior_points[: self.settings.n_initial_points]:
+            unit = self.space.values_to_unit(np.array([params.as_vector()]))
+            if np.any((unit < -1e-9) | (unit > 1 + 1e-9)):
+                continue  # outside today's box
+            allowed = self._allowed_unit(unit)  # snapped to the grid, within today's caps
+            if len(allowed):
+                chosen.append(allowed[0])
+        if chosen:
+            self._design = chosen + self._design[: len(self._design) - len(chosen)]
+        return len(chosen)
 
     # -- the surrogate ---------------------------------------------------------------------
     # Hyper-parameters are re-optimised when ``refit_every`` new observations have arrived,

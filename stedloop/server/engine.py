@@ -323,6 +323,7 @@ class Engine:
             resume=body.get("resume"),
             force=bool(body.get("force")),
             name=body.get("name"),
+            warm_start=body.get("warm_start") or [],
         )
 
     def _run_session(self, session: Session, control: SessionControl) -> None:
@@ -373,6 +374,7 @@ def open_session(
     resume: str | None = None,
     force: bool = False,
     name: str | None = None,
+    warm_start: list[str] | None = None,
 ) -> Session:
     """Create (or resume) a session; a ``ProtocolError`` with the code the daemon answers
     for each way that can fail."""
@@ -382,13 +384,17 @@ def open_session(
     try:
         if resume is not None:
             return Session.resume(resume, loaded, driver, store=store, scorer=scorer, force=force)
-        return Session.start(loaded, driver, store=store, scorer=scorer, name=name)
+        return Session.start(
+            loaded, driver, store=store, scorer=scorer, name=name, warm_from=warm_start or []
+        )
     except SessionNotFound as exc:
         raise ProtocolError("not_found", str(exc)) from None
     except StorageError as exc:  # e.g. a full disk: nothing was left behind
         raise ProtocolError("storage", str(exc)) from None
-    except DataError as exc:  # a damaged ledger
-        raise ProtocolError("storage", f"cannot resume: {exc}") from None
+    except DataError as exc:  # a damaged ledger (the session's, or a warm start's)
+        raise ProtocolError(
+            "storage", f"cannot resume: {exc}" if resume is not None else str(exc)
+        ) from None
     except ParameterRejected as exc:
         raise ProtocolError("param_rejected", str(exc)) from None
     except (ConfigError, PluginError) as exc:

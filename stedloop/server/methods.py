@@ -38,6 +38,12 @@ class StartParams(Params):
         None, min_length=1, max_length=128, description="Id of an interrupted session."
     )
     force: bool = Field(False, description="Resume even if the space/objectives changed.")
+    warm_start: list[str] | None = Field(
+        None,
+        min_length=1,
+        max_length=32,
+        description="Earlier session ids to warm-start a new session from, or ['auto'].",
+    )
 
 
 class TokenParams(Params):

@@ -94,6 +94,8 @@ def session_get(store: SessionStore, host: SessionHost, params: SessionGetParams
             "combined": f.combined,
             "errors": f.objective_errors or None,
             "tiff": f.tiff,
+            "source": f.source,
+            "prior_from": history.prior_origin(number),
         }
         for number, f in sorted(history.frames.items())
         if number >= params.first_frame
@@ -118,6 +120,7 @@ def session_get(store: SessionStore, host: SessionHost, params: SessionGetParams
         "created_at_s": history.created_at_s,
         "updated_at_s": history.updated_at_s,
         "live": live if running else None,
+        "warm_start": None if history.warm_start is None else history.warm_start.ledger_payload(),
         "frames": frames,
     }
 

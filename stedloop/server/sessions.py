@@ -143,6 +143,11 @@ class SessionHost:
                     "at a time (stop it first)",
                 )
         overrides = self._overrides_for(params)
+        if params.resume is not None and params.warm_start:
+            raise ProtocolError(
+                "invalid_params",
+                "warm_start cannot be combined with resume: a session keeps its own warm start",
+            )
         if params.resume is not None:
             loaded = self._resume_config(params.resume, overrides, params.force)
         else:
@@ -259,6 +264,7 @@ class SessionHost:
                     "resume": params.resume,
                     "force": params.force,
                     "name": params.name,
+                    "warm_start": list(params.warm_start or []),
                 }
             )
         finally:

@@ -15,7 +15,7 @@ import os
 import secrets
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ from stedloop.objectives.scalarise import Scalariser
 from stedloop.optimize import BayesianOptimizer, SearchSpace, resolve_score_transform
 from stedloop.params import ImagingParams
 from stedloop.quality.scorer_protocol import Scorer
+from stedloop.session import warm_start
 from stedloop.session.applied import told_params
 from stedloop.session.control import SessionControl
 from stedloop.session.regions import RegionTiler, SampleExhausted
@@ -106,6 +107,7 @@ class Session:
         history: SessionHistory | None = None,
         config_changes: list[str] | None = None,
         notes: list[str] | None = None,
+        warm: ev.WarmStarted | None = None,
     ) -> None:
         self.record = record
         self.loaded = loaded
@@ -119,7 +121,11 @@ class Session:
         settings = resolve_score_transform(
             self.config.optimizer, self.config.objectives.scalarisation
         )
-        self.optimizer = BayesianOptimizer(self.space, settings, seed)
+        #: What the session learns from earlier sessions (its ledger's ``warm_start`` event).
+        self.warm_start = warm
+        self.optimizer = BayesianOptimizer(
+            self.space, settings, seed, prior_points=warm_start.prior_params(warm)
+        )
         self._config_changes = config_changes or []
         self._notes = notes or []  # shown and recorded when the run opens
         # The frame in flight when the session stopped, and its TIFF if it was recorded.
@@ -185,8 +191,12 @@ class Session:
         objectives: list[Objective] | None = None,
         scorer: Scorer | None = None,
         name: str | None = None,
+        warm_from: Sequence[str] = (),
     ) -> Session:
-        """Create a new session (its folder and ledger) for a connected ``driver``."""
+        """Create a new session (its folder and ledger) for a connected ``driver``.
+
+        ``warm_from``: earlier session ids, or ``["auto"]``, to warm-start from
+        (``stedloop.session.warm_start``); checked before anything is created."""
         config = loaded.config
         store = store or SessionStore.from_config(config)
         objectives = objectives if objectives is not None else build_objectives(config, scorer)
@@ -205,8 +215,32 @@ class Session:
             "driver": description.as_dict(),
             "stedloop_version": __version__,
         }
+        settings = resolve_score_transform(config.optimizer, config.objectives.scalarisation)
+        warm, notes = warm_start.choose(
+            store,
+            warm_start.requested_sessions(warm_from),
+            created,
+            SearchSpace(config.params, config.safety),
+            settings,
+        )
         record = store.create(created, name)
-        return cls(record, loaded, driver, objectives, scalariser, seed, description)
+        try:
+            if warm is not None:  # before the first run: a resume finds it in the ledger
+                record.ledger.record(warm)
+        except BaseException:
+            record.close()
+            raise
+        return cls(
+            record,
+            loaded,
+            driver,
+            objectives,
+            scalariser,
+            seed,
+            description,
+            notes=notes,
+            warm=warm,
+        )
 
     @classmethod
     def resume(
@@ -273,6 +307,7 @@ class Session:
                 history=history,
                 config_changes=changes,
                 notes=cap_notes,
+                warm=history.warm_start,
             )
         except BaseException:
             record.close()

@@ -56,6 +56,8 @@ def frame_rows(
             record.regions[-1] if record.regions else {}
         )
         row: dict[str, Any] = {"frame": frame_no, "status": record.status, "source": record.source}
+        # a warm start's frame: the earlier session and frame whose setting it took
+        row["prior_from"] = history.prior_origin(frame_no)
         # when the frame's acquisition began (the instrument's clock) and when the ledger
         # recorded its outcome
         row["acquired_at_utc"] = iso_utc(acquired.started_at_s if acquired else None)
@@ -100,6 +102,7 @@ def session_pareto(history: SessionHistory) -> list[FrameRecord]:
 def summary(history: SessionHistory) -> dict[str, Any]:
     """What ``stedloop session show`` prints: state, best point, Pareto front."""
     best = history.best()
+    warm = history.warm_start
     return {
         "id": history.created.get("id"),
         "name": history.created.get("name"),
@@ -111,6 +114,7 @@ def summary(history: SessionHistory) -> dict[str, Any]:
         "scalarisation": history.created.get("scalarisation"),
         "seed": history.created.get("seed"),
         "driver": (history.created.get("driver") or {}).get("name"),
+        "warm_start": None if warm is None else warm.ledger_payload(),
         "best": None
         if best is None
         else {

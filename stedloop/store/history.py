@@ -112,6 +112,22 @@ class SessionHistory:
         told = self.told_frames()
         return max(told, key=lambda f: f.combined or float("-inf")) if told else None
 
+    @property
+    def warm_start(self) -> ev.WarmStarted | None:
+        """The session's ``warm_start`` event (what it took from earlier sessions), if any."""
+        return next((e for e in self.events if isinstance(e, ev.WarmStarted)), None)
+
+    def prior_origin(self, frame_no: int) -> str | None:
+        """Where the setting of a ``prior`` warm-up frame came from: ``SESSION#FRAME`` (the
+        warm start's points are the first warm-up frames, in order)."""
+        record, warm = self.frames.get(frame_no), self.warm_start
+        if record is None or record.source != "prior" or warm is None:
+            return None
+        if frame_no >= len(warm.prior_points):
+            return None
+        point = warm.prior_points[frame_no]
+        return f"{point.get('session')}#{point.get('frame')}"
+
     def used_regions(self) -> list[dict[str, Any]]:
         return [r for f in self.frames.values() for r in f.regions]
 

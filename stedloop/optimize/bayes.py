@@ -406,13 +406,13 @@ class BayesianOptimizer:
     def _model_proposal(self, index: int) -> tuple[np.ndarray, str]:
         model = self._fit()
         rng = _rng(self.seed, index, 2)
+        candidates = self._candidates(rng)
+        if not len(candidates):
+            return self._random_allowed(rng), "model"
         if self.settings.policy == "exploit-after-plateau" and self._plateaued(model):
             exploit = self._exploit(model, _rng(self.seed, index, 3))
             if exploit is not None:
                 return exploit, "exploit"
-        candidates = self._candidates(rng)
-        if not len(candidates):
-            return self._random_allowed(rng), "model"
         return self._acquisition_max(model, rng, candidates), "model"
 
     def _plateaued(self, model: GaussianProcessRegressor) -> bool:

@@ -11,7 +11,11 @@ for a microscope loop:
   every ``refit_every`` observations; in between the GP is refitted with the last kernel
   (a 50×50 Cholesky, well under a millisecond), and the acquisition is maximised over a few
   thousand sampled candidates — uniform ones plus perturbations of the best points so far —
-  instead of L-BFGS from 10,000 points.
+  instead of L-BFGS from 10,000 points. A long history does not slow this down: the GP is
+  fitted on a capped subset (the best, the newest, a space-filling rest), and past 50
+  observations the hyper-parameters start from the last ones on at most 100 points.
+* **Exploration or images** (``policy``): ``exploit-after-plateau`` proposes the surest good
+  settings near the best once the search has stopped finding better ones.
 * **Physical coordinates.** The GP, the warm-up design and the candidates work in the inputs
   of ``stedloop.optimize.coordinates`` (by default dwell, log light dose, depletion), where
   the ridges of equal dose that good settings lie on run along an axis.

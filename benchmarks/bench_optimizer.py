@@ -525,6 +525,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--policy", action="store_true", help="only explore against exploit-after-plateau"
     )
+    parser.add_argument("--plateau-frames", type=int, help="optimizer.plateau_frames")
     args = parser.parse_args(argv)
     if args.quick:
         args.seeds, args.grid, args.random_pool, args.reps = 3, "6,5,6", 100, 2
@@ -561,6 +562,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     budget, seeds = args.budget, range(args.seeds)
     # What a session configured with this objective would run ("auto" resolved).
     defaults = resolve_score_transform(OptimizerSection(), SCALARISATION.get(args.objective, ""))
+    if args.plateau_frames is not None:
+        defaults = defaults.model_copy(update={"plateau_frames": args.plateau_frames})
     print(
         f"optimizer defaults: surrogate_inputs={defaults.surrogate_inputs}, "
         f"score_transform={defaults.score_transform}, xi={defaults.xi:g}, "

@@ -196,7 +196,7 @@ class Stopped(_Ended):
 class Proposed(_FrameEvent):
     kind: Literal["proposed"] = "proposed"
     params: dict[str, float]
-    source: str = ""  # design | random | model
+    source: str = ""  # design | random | model | exploit
     decision_ms: float | None = None
 
 

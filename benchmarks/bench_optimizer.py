@@ -32,9 +32,16 @@ Objectives (``--objective``), each scoring one frame of the actin simulator:
 * Decision latency: tell + ask at 50 observations, median and p90 over 20 decisions, for
   scikit-optimize's default optimizer (no caps: L-BFGS acquisition), its sampling variant,
   and ours with and without the background hyper-parameter fit overlapping the acquisition.
+* ``--growth``: decision time (tell + ask, hyper-parameter fits in the foreground: the worst
+  case, a frame faster than the background fit) at 50, 250 and 1,000 observations, median
+  and p99, for the optimizer as it was before the capped model (every observation in every
+  fit, ``max_model_points = 0``, scikit-optimize's predictive variance) and as it is now.
+* ``--policy``: ``policy = "explore"`` against ``"exploit-after-plateau"`` over the seeds:
+  frames to 95 % and the image yield, the share of frames from frame 20 on (frames count from
+  0) within 90 % of the session's best, by expected value and by the noisy observed score.
 
 Run: ``python benchmarks/bench_optimizer.py [--objective expert|expert-series|fidelity-survival|cnn]``
-(``--quick`` for a small smoke run).
+(``--quick`` for a small smoke run; ``--growth`` or ``--policy`` for those parts alone).
 """
 
 from __future__ import annotations
@@ -54,6 +61,7 @@ import scipy
 import sklearn
 import skopt
 from machine import cpu_name
+from skopt.learning import GaussianProcessRegressor
 
 from stedloop.config.schema import OptimizerSection
 from stedloop.driver import AcquireRequest
@@ -63,7 +71,7 @@ from stedloop.session.regions import RegionTiler
 
 # The reusable core lives in stedloop.sweep (`stedloop sweep` runs the same sessions on Ray);
 # these names stay importable from here for the other benchmarks.
-from stedloop.sweep.cells import run_ours
+from stedloop.sweep.cells import run_ours, simulate_session
 from stedloop.sweep.judge import (  # noqa: F401 - re-exported
     BOX,
     CAPS,
@@ -84,6 +92,14 @@ from stedloop.sweep.judge import (  # noqa: F401 - re-exported
     simulator,
 )
 from stedloop.sweep.table import THRESHOLDS, frames_to, summarise  # noqa: F401 - re-exported
+
+
+def run_session(
+    settings: OptimizerSection, space: ParamSpace, seed: int, budget: int, truth: ExpectedObjective
+) -> tuple[list[float], list[float]]:
+    """One session on its own sample: the expected and the observed value of every frame."""
+    run = simulate_session(settings, space, seed, budget, truth)
+    return run.judged, run.observed
 
 
 def run_skopt_stock(seed: int, budget: int, truth: ExpectedObjective) -> list[float]:
@@ -178,6 +194,130 @@ def latency_skopt(acq_optimizer: str, decisions: int = 20) -> list[float]:
     return times
 
 
+# -- decision time as the history grows --------------------------------------------------------
+GROWTH_SIZES = (50, 250, 1000)
+
+
+class BeforeCappedModel(BayesianOptimizer):
+    """The optimizer as it was before the capped model: with ``max_model_points = 0`` every
+    fit uses every observation (hyper-parameters with restarts), and the predictive variance is
+    scikit-optimize's own (a three-operand einsum)."""
+
+    _regressor = GaussianProcessRegressor
+
+
+def growth_decisions(
+    optimizer_class: type[BayesianOptimizer],
+    settings: OptimizerSection,
+    history: int,
+    decisions: int,
+    limit_s: float,
+) -> tuple[list[float], list[float], float]:
+    """Decision times (tell + ask, s: wall clock and this thread's CPU time) after ``history``
+    observations at random allowed points, and the wall time of the first model decision
+    (not counted: a cold hyper-parameter fit)."""
+    search = SearchSpace(BOX, CAPS)
+    optimizer = optimizer_class(search, settings, seed=1)
+    rng = np.random.default_rng(1)
+    for point in search.space.rvs(n_samples=history, random_state=1):
+        params = search.to_params(point)
+        optimizer.tell(params, synthetic_objective(params) + rng.normal(0, 0.02))
+    started = time.perf_counter()
+    params = optimizer.ask(history).params
+    first = time.perf_counter() - started
+    times: list[float] = []
+    cpu: list[float] = []
+    deadline = time.perf_counter() + limit_s
+    for k in range(history + 1, history + 1 + decisions):
+        value = synthetic_objective(params) + rng.normal(0, 0.02)
+        started, started_cpu = time.perf_counter(), time.thread_time()
+        optimizer.tell(params, value)
+        params = optimizer.ask(k).params
+        times.append(time.perf_counter() - started)
+        cpu.append(time.thread_time() - started_cpu)
+        if len(times) >= 3 and time.perf_counter() > deadline:
+            break
+    return times, cpu, first
+
+
+def growth(decisions: int, limit_s: float) -> None:
+    print(
+        f"\ndecision time against the history (tell + ask; hyper-parameter fits in the "
+        f"foreground; up to {decisions} decisions or {limit_s:g} s per row; synthetic "
+        "objective, observations at random allowed points; wall clock, and in brackets the "
+        "deciding thread's CPU time, which a loaded machine does not inflate):"
+    )
+    now = OptimizerSection()
+    before = now.model_copy(update={"max_model_points": 0})
+    for history in GROWTH_SIZES:
+        for label, cls, settings in (
+            ("before (all points, skopt variance)", BeforeCappedModel, before),
+            (f"now (max_model_points = {now.max_model_points})", BayesianOptimizer, now),
+        ):
+            times, cpu, first = growth_decisions(cls, settings, history, decisions, limit_s)
+            print(
+                f"  {history:>5} observations  {label:<38} {len(times):>4} decisions  "
+                f"median {1e3 * statistics.median(times):7.1f} ms "
+                f"({1e3 * statistics.median(cpu):6.1f})   "
+                f"p99 {1e3 * percentile(times, 99):7.1f} ms ({1e3 * percentile(cpu, 99):6.1f})   "
+                f"max {1e3 * max(times):7.1f} ms   first model decision {1e3 * first:.0f} ms",
+                flush=True,
+            )
+
+
+# -- exploration against image yield --------------------------------------------------------------
+YIELD_FROM_FRAME = 20
+YIELD_SHARE = 0.9
+
+
+def image_yield(values: Sequence[float]) -> float:
+    """Share of the frames from YIELD_FROM_FRAME on within 90 % of the session's best."""
+    best = max(values)
+    late = values[YIELD_FROM_FRAME:]
+    return float(np.mean([v >= YIELD_SHARE * best for v in late])) if late else float("nan")
+
+
+def policies(
+    defaults: OptimizerSection, seeds: range, budget: int, truth: ExpectedObjective, best: float
+) -> None:
+    rows = []
+    for policy in ("explore", "exploit-after-plateau"):
+        settings = defaults.model_copy(update={"policy": policy})
+        runs = timed(
+            f"policy {policy}",
+            lambda s=settings: [run_session(s, BOX, seed, budget, truth) for seed in seeds],
+        )
+        judged = [r[0] for r in runs]
+        row = summarise(f"policy = {policy}", judged, best, budget)
+        row["yield_expected"] = [image_yield(r[0]) for r in runs]
+        row["yield_observed"] = [image_yield(r[1]) for r in runs]
+        row["late_expected"] = [float(np.mean(r[0][YIELD_FROM_FRAME:])) / best for r in runs]
+        rows.append(row)
+    print(
+        f"\nexploration against image yield ({len(seeds)} seeds, budget {budget} frames; yield: "
+        f"share of frames {YIELD_FROM_FRAME}-{budget - 1} within {100 * YIELD_SHARE:.0f} % of "
+        "the session's best; mean over seeds):"
+    )
+    for row in rows:
+        print_row(row, budget)
+        for key, label in (
+            ("yield_expected", "yield by expected value"),
+            ("yield_observed", "yield by observed score"),
+        ):
+            values = row[key]
+            assert isinstance(values, list)
+            print(
+                f"      {label:<28} mean {100 * np.mean(values):5.1f} %   "
+                f"median {100 * np.median(values):5.1f} %"
+            )
+        late = row["late_expected"]
+        assert isinstance(late, list)
+        print(
+            f"      {'expected value of those frames':<28} mean {100 * np.mean(late):5.1f} % "
+            "of the best achievable"
+        )
+
+
 def synthetic_objective(p: ImagingParams) -> float:
     return float(
         np.exp(
@@ -221,13 +361,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--random-pool", type=int, default=1200, help="judged random points")
     parser.add_argument("--skip-stock", action="store_true", help="skip the slow stock skopt runs")
     parser.add_argument("--quick", action="store_true", help="3 seeds, coarse grid (smoke run)")
+    parser.add_argument(
+        "--growth", action="store_true", help="only the decision time against the history"
+    )
+    parser.add_argument("--growth-decisions", type=int, default=100)
+    parser.add_argument("--growth-limit-s", type=float, default=60.0, help="per row")
+    parser.add_argument(
+        "--policy", action="store_true", help="only explore against exploit-after-plateau"
+    )
+    parser.add_argument("--plateau-frames", type=int, help="optimizer.plateau_frames")
     args = parser.parse_args(argv)
     if args.quick:
         args.seeds, args.grid, args.random_pool, args.reps = 3, "6,5,6", 100, 2
+        args.growth_decisions, args.growth_limit_s = 20, 10.0
     shape = [int(v) for v in args.grid.split(",")]
 
     print("# bench_optimizer")
     conditions()
+    if args.growth:
+        growth(args.growth_decisions, args.growth_limit_s)
+        return 0
     objective, description = OBJECTIVES[args.objective]
     print(
         f"objective ({args.objective}): {description}; actin simulator, {FIELD_PX} px frames at "
@@ -253,11 +406,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     budget, seeds = args.budget, range(args.seeds)
     # What a session configured with this objective would run ("auto" resolved).
     defaults = resolve_score_transform(OptimizerSection(), SCALARISATION.get(args.objective, ""))
+    if args.plateau_frames is not None:
+        defaults = defaults.model_copy(update={"plateau_frames": args.plateau_frames})
     print(
         f"optimizer defaults: surrogate_inputs={defaults.surrogate_inputs}, "
         f"score_transform={defaults.score_transform}, xi={defaults.xi:g}, "
-        f"n_initial_points={defaults.n_initial_points}"
+        f"n_initial_points={defaults.n_initial_points}, policy={defaults.policy}, "
+        f"plateau_frames={defaults.plateau_frames}"
     )
+    if args.policy:
+        policies(defaults, seeds, budget, truth, best)
+        print(f"\nexpected-value evaluations: {truth.evaluations}")
+        return 0
     rows = []
     ours = timed(
         "ours",

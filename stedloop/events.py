@@ -212,7 +212,7 @@ class WarmStarted(SessionEvent):
 class Proposed(_FrameEvent):
     kind: Literal["proposed"] = "proposed"
     params: dict[str, float]
-    source: str = ""  # prior | design | random | model
+    source: str = ""  # prior | design | random | model | exploit
     decision_ms: float | None = None
 
 

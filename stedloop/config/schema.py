@@ -146,6 +146,38 @@ class OptimizerSection(Section):
         0.05, ge=0, description="Exploration margin of EI and PI, in units of the modelled score."
     )
     kappa: float = Field(1.96, ge=0, description="Exploration weight of LCB.")
+    max_model_points: int = Field(
+        200,
+        ge=0,
+        le=100_000,
+        description="Observations the GP is fitted on at most: past this many, a subset of the "
+        "most recent, the best and a space-filling rest (decisions stay fast with a long "
+        "history); past 50 observations the hyper-parameters are re-optimised on at most 100 "
+        "of them, starting from the last ones. 0: every observation in every fit (slow past "
+        "~100).",
+    )
+    policy: Literal["explore", "exploit-after-plateau"] = Field(
+        "explore",
+        description="explore: every proposal maximises the acquisition. exploit-after-plateau: "
+        "once the last plateau_frames frames found nothing the model rates better than the best "
+        "before them, propose the settings the model is surest are good (near the best) instead, "
+        "so the frames after the search are images worth keeping.",
+    )
+    plateau_frames: int = Field(
+        8,
+        ge=1,
+        le=1000,
+        description="Frames without a better point (in the model's view) that make a plateau.",
+    )
+
+    @model_validator(mode="after")
+    def _model_points_or_all(self) -> OptimizerSection:
+        if 0 < self.max_model_points < 10:
+            raise ValueError(
+                f"optimizer.max_model_points ({self.max_model_points}) must be 0 (all "
+                "observations) or at least 10"
+            )
+        return self
 
 
 class SessionSection(Section):

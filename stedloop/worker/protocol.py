@@ -186,6 +186,7 @@ def description_from_dict(data: dict[str, Any]) -> DriverDescription:
                 str(k): (float(v[0]), float(v[1])) for k, v in data["parameter_ranges"].items()
             },
             details=dict(data.get("details", {})),
+            abilities=tuple(str(a) for a in data.get("abilities", ())),
         )
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise ProtocolError(f"malformed driver description from the worker: {exc!r}") from None

@@ -158,11 +158,11 @@ class Overview:
 
     @property
     def width_um(self) -> float:
-        return self.image.shape[1] * self.pixel_size_nm / 1000
+        return float(self.image.shape[1] * self.pixel_size_nm / 1000)
 
     @property
     def height_um(self) -> float:
-        return self.image.shape[0] * self.pixel_size_nm / 1000
+        return float(self.image.shape[0] * self.pixel_size_nm / 1000)
 
     def facts(self) -> dict[str, Any]:
         """Everything but the image and metadata, JSON-ready (for files and messages)."""

@@ -294,7 +294,8 @@ class OverviewTaken(SessionEvent):
     (``stedloop.session.overview_regions``); ``regions`` are imaged in this order."""
 
     kind: Literal["overview"] = "overview"
-    topic: ClassVar[str | None] = SESSION_TOPIC
+    # Ledger only: protocol v1 clients read every `session` event as a state change; the
+    # `log` line that goes with it says what was picked.
     overview: int  # from 0, per session
     before_frame: int | None = None  # the frame whose region it was taken for
     area: dict[str, float] = Field(default_factory=dict)  # x_um, y_um, width_um, height_um

@@ -146,7 +146,10 @@ def test_overview_settings_beyond_the_caps_are_refused_at_load() -> None:
         load_config(
             overrides={
                 "safety": {"max_light_dose_per_pixel_uj": 1e-4},
-                "params": {"dwell_time_us": {"min": 1, "max": 5}, "depletion_mw": {"min": 0, "max": 0.01}},
+                "params": {
+                    "dwell_time_us": {"min": 1, "max": 5},
+                    "depletion_mw": {"min": 0, "max": 0.01},
+                },
                 "session": {"overview": {"dwell_time_us": 50.0, "excitation_uw": 5.0}},
             }
         )

@@ -3,7 +3,6 @@ simulator's patchy samples, the picker, the session's supply, the ledger, the ca
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +21,7 @@ from stedloop.session import Session
 from stedloop.session.overview_picker import Bands, pick_regions
 from stedloop.store import SessionStore
 from stedloop.store.overviews import read_overview
-
-sys.path.insert(0, str(Path(__file__).parent))
-from test_session_loop import SpyDriver, config, objectives  # noqa: E402
+from tests.test_session_loop import SpyDriver, config, objectives
 
 PATCHY = {"sample_fields": 12, "empty_area_fraction": 0.4, "sparse_area_fraction": 0.3}
 PATCHY_SMALL = {**PATCHY, "patch_size_um": 4.0}
@@ -202,7 +199,7 @@ def test_a_session_images_the_regions_its_overviews_picked(tmp_path: Path) -> No
 
 def test_a_driver_without_the_ability_keeps_the_tiling(tmp_path: Path) -> None:
     sim = {**PATCHY_SMALL, "overviews": False}
-    session, summary, heard, store, _ = _run(tmp_path, 3, sim, OVERVIEW_ON)
+    session, summary, _, store, _ = _run(tmp_path, 3, sim, OVERVIEW_ON)
     assert summary.state == "finished"
     history = store.open(session.id, readonly=True).history()
     assert not [e for e in history.events if isinstance(e, ev.OverviewTaken)]

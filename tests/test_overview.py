@@ -292,3 +292,58 @@ def test_an_overview_crosses_the_worker_whole_and_caps_are_checked_first() -> No
         assert not takes_overviews(off, off.describe())
     finally:
         off.close()
+
+
+# -- show it: session show and the export ------------------------------------------------------
+OVERVIEW_CONFIG = """
+[objectives]
+names = ["resolution", "bleaching"]
+
+[optimizer]
+n_candidates = 300
+
+[session]
+retry_delay_s = 0.0
+
+[session.overview]
+enabled = true
+size_um = 8.0
+
+[drivers.simulator]
+field_px = 64
+sample_fields = 12
+empty_area_fraction = 0.4
+sparse_area_fraction = 0.3
+patch_size_um = 4.0
+"""
+
+
+def test_optimize_show_and_export_say_where_the_frames_went(
+    tmp_path: Path, isolated_home: Path
+) -> None:
+    import json
+
+    from tests.test_session_cli import stedloop
+
+    cfg = tmp_path / "site.toml"
+    cfg.write_text(OVERVIEW_CONFIG)
+    done = stedloop(
+        "optimize", "-c", str(cfg), "--budget", "4", "--seed", "5", "--json", home=isolated_home
+    )
+    assert done.returncode == 0, done.stderr
+    session_id = [json.loads(x) for x in done.stdout.splitlines() if x.startswith("{")][-1]["id"]
+    shown = json.loads(stedloop("session", "show", session_id, "--json", home=isolated_home).stdout)
+    (first, *_) = shown["overviews"]
+    assert first["overview"] == 0 and first["before_frame"] == 0 and first["regions_picked"] >= 4
+    assert first["frames"] == [0, 1, 2, 3] and first["tiff"] == "overviews/0000.tif"
+    text = stedloop("session", "show", session_id, home=isolated_home).stdout
+    assert "overview 0 (before frame 0): 8 x 8 µm at (0, 0) µm" in text and "frames 0-3" in text
+    out = tmp_path / "export"
+    exported = stedloop("session", "export", session_id, "--out", str(out), home=isolated_home)
+    assert exported.returncode == 0, exported.stderr
+    figure = out / "overview_0000.png"
+    assert figure.is_file() and str(figure) in exported.stdout
+    from matplotlib.image import imread
+
+    pixels = imread(figure)
+    assert pixels.shape[0] > 500 and pixels[..., :3].std() > 0.05  # a picture, not a blank

@@ -138,9 +138,9 @@ class OverviewSection(Section):
         description="Band (min, max) of a region's share of foreground pixels in the overview.",
     )
     structure_content: tuple[float, float] = Field(
-        (0.25, 4.0),
+        (0.15, 4.0),
         description="Band (min, max) of a region's structure brightness, relative to the "
-        "overview's typical structure (1).",
+        "overview's bright, well-labelled structure (1: its 90th percentile).",
     )
     threshold_sigma: float = Field(
         4.0, gt=0, le=100, description="Foreground: this many noise sigmas above background."

@@ -8,8 +8,8 @@ fields (the frame's field, every half field), and each gets two numbers:
 - ``foreground_fraction``: its share of foreground pixels (empty fields have ~0, fields full
   of debris or a cell body ~1);
 - ``structure_content``: the mean brightness above background of its foreground pixels,
-  relative to the median over all foreground pixels of the overview (1: the overview's
-  typical structure; sparse labelling is dimmer, aggregates brighter).
+  relative to the overview's bright, well-labelled structure (1: the 90th percentile of its
+  foreground pixels; sparse labelling is dimmer, aggregates brighter).
 
 A candidate is kept when both lie within their configured bands and it keeps ``margin_um``
 from every region exposed before (bleaching reaches past a field's edge); the kept ones are
@@ -30,6 +30,10 @@ from stedloop.frame import Overview, Region
 #: Percentile of the smoothed overview taken as the background level (assumes that at least
 #: a quarter of an overview is background, as on a coverslip with sparse structure).
 BACKGROUND_PERCENTILE = 25.0
+#: Percentile of the overview's foreground brightness (above background) taken as its
+#: typical structure: the bright, well-labelled structure (most foreground pixels are the dim
+#: edges of structures and stray labels).
+TYPICAL_PERCENTILE = 90.0
 #: Smallest noise level assumed, counts per smoothed pixel (an overview of near-zero counts).
 MIN_NOISE_COUNTS = 0.5
 
@@ -92,7 +96,9 @@ def pick_regions(
     scale = 1000.0 / overview.pixel_size_nm  # overview pixels per µm
     cw, ch = max(1, round(field_w_um * scale)), max(1, round(field_h_um * scale))
     rows, columns = foreground.shape
-    typical = float(np.median(excess[foreground])) if foreground.any() else 0.0
+    typical = (
+        float(np.percentile(excess[foreground], TYPICAL_PERCENTILE)) if foreground.any() else 0.0
+    )
     # Sums over every window by an integral image: cheap for any number of candidates.
     fg_sum = _window_sums(foreground.astype(np.float64), ch, cw)
     signal_sum = _window_sums(np.where(foreground, excess, 0.0), ch, cw)

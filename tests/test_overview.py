@@ -347,3 +347,42 @@ def test_optimize_show_and_export_say_where_the_frames_went(
 
     pixels = imread(figure)
     assert pixels.shape[0] > 500 and pixels[..., :3].std() > 0.05  # a picture, not a blank
+
+
+# -- through the daemon --------------------------------------------------------------------------
+def test_a_daemon_session_takes_overviews_and_refuses_them_beyond_the_caps(
+    tmp_path: Path,
+) -> None:
+    from stedloop.client import Client, DaemonError
+    from stedloop.client.local_daemon import stop_daemon
+    from tests.test_daemon_e2e import follow_until_end, spawn
+
+    process, ready = spawn(tmp_path / "home")
+    try:
+        with Client(ready["request_address"]) as client:
+            overview = {"enabled": True, "size_um": 6.0}
+            started = client.call(
+                "session.start", budget_frames=3, overrides={"session": {"overview": overview}}
+            )
+            session_id = started["session_id"]
+            events = follow_until_end(client, ready, session_id)
+            assert events[-1]["data"]["state"] == "finished"
+            logs = [e["data"]["message"] for e in events if e["topic"] == "log"]
+            assert any(m.startswith("overview 0: ") for m in logs)
+            with pytest.raises(DaemonError) as refused:
+                hot = {**overview, "excitation_uw": 30.0}  # the site's cap is 25 µW
+                client.call(
+                    "session.start", budget_frames=3, overrides={"session": {"overview": hot}}
+                )
+            assert "max_excitation_uw" in str(refused.value)
+    finally:
+        assert stop_daemon(process) == 0
+    record = SessionStore(tmp_path / "home" / "sessions").open(session_id, readonly=True)
+    try:
+        history = record.history()
+    finally:
+        record.close()
+    overviews = [e for e in history.events if isinstance(e, ev.OverviewTaken)]
+    assert overviews and (record.folder / str(overviews[0].tiff)).is_file()
+    picked = [Region.from_dict(r) for o in overviews for r in o.regions]
+    assert all(Region.from_dict(r) in picked for f in history.frames.values() for r in f.regions)

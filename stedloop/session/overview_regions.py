@@ -48,6 +48,9 @@ Say = Callable[[str, str], None]
 
 
 class OverviewRegions:
+    """The session's region supply from overviews (see the module's docstring); ``take`` and
+    ``remaining`` as ``RegionTiler``'s."""
+
     def __init__(
         self,
         description: DriverDescription,
@@ -90,7 +93,7 @@ class OverviewRegions:
         """Unknown until the overviews are taken."""
         return None
 
-    def take(self, frame_no: int | None = None) -> Region:
+    def take(self) -> Region:
         """The next region to image (it is marked used); ``SampleExhausted`` at the end."""
         while True:
             while self._queue:

@@ -51,11 +51,12 @@ from stedloop.config.schema import OptimizerSection, OverviewSection
 from stedloop.driver import AcquireRequest
 from stedloop.drivers.simulator import SimulatorDriver
 from stedloop.drivers.simulator.driver import SimulatorOptions
+from stedloop.frame import Region
 from stedloop.optimize import BayesianOptimizer, SearchSpace, resolve_score_transform
 from stedloop.session.overview_regions import OverviewRegions
-from stedloop.session.regions import RegionTiler
+from stedloop.session.regions import RegionTiler, SampleExhausted
 
-FIELDS = 10  # the sample is FIELDS x FIELDS fields (44.8 µm)
+FIELDS = 16  # the sample is FIELDS x FIELDS fields (71.7 µm): room for the budget's regions
 EMPTY, SPARSE, PATCH_UM = 0.4, 0.3, 8.0
 USABLE_FRACTION = 0.25
 
@@ -83,7 +84,7 @@ def usable_level(seed: int) -> float:
     return USABLE_FRACTION * float(np.median(fields))
 
 
-def supply(arm: str, driver: SimulatorDriver) -> Callable[[], object]:
+def supply(arm: str, driver: SimulatorDriver) -> Callable[[], Region]:
     tiler = RegionTiler(driver.describe())
     if arm == "tiling":
         return tiler.take
@@ -111,11 +112,14 @@ def run(
     usable: list[bool] = []
     failed = 0
     for k in range(budget):
+        try:
+            region = take()
+        except SampleExhausted:  # a session would finish here ("the sample is used up")
+            break
         params = optimizer.ask(k).params
         optimizer.prepare()
-        region = take()
-        usable.append(float(driver.fluorophore_map(region).sum()) >= level)  # type: ignore[arg-type]
-        frame = driver.acquire(AcquireRequest(params, region))  # type: ignore[arg-type]
+        usable.append(float(driver.fluorophore_map(region).sum()) >= level)
+        frame = driver.acquire(AcquireRequest(params, region))
         observed = expert_score(frame)
         if math.isfinite(observed):
             optimizer.tell(params, observed)
@@ -183,6 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs = [run(arm, s, args.budget, truth, settings) for s in seeds]
         usable = [float(np.mean(u)) for _, u, _ in runs]
         failed = [f for _, _, f in runs]
+        short = [len(j) for j, _, _ in runs if len(j) < args.budget]
         reached = [frames_to(j, 0.95 * best) for j, _, _ in runs]
         median_to = statistics.median([k if k is not None else math.inf for k in reached])
         best_within = statistics.median([max(j) / best for j, _, _ in runs])
@@ -190,7 +195,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"  {arm:<9} frames on usable structure: median {100 * statistics.median(usable):.0f} % "
             f"(min {100 * min(usable):.0f} %, max {100 * max(usable):.0f} %); "
-            f"failed frames {sum(failed)}; frames to 95 %: median {shown} "
+            f"failed frames {sum(failed)}; sample used up early in {len(short)} runs {short}; "
+            f"frames to 95 %: median {shown} "
             f"({sum(k is not None for k in reached)}/{len(runs)} reached); "
             f"best within {args.budget}: {100 * best_within:.1f} % "
             f"({time.perf_counter() - started:.0f} s)",

@@ -16,7 +16,8 @@ Reported per arm, median over seeds:
   picker sees): the region holds at least ``USABLE_FRACTION`` of the median labels per field
   of the same sample without patches (the fluorophores there when the frame starts);
 * frames until a proposal reaches 95 % of the best (judged as in ``bench_optimizer.py``, by
-  the expected ``expert`` objective over fixed full reference regions, so a point's worth does
+  the expected objective (``--objective``, those of ``bench_optimizer.py``; default the
+  ten-frame series ``expert-series``) over fixed full reference regions, so a point's worth does
   not depend on where it was tried; the best is that of a dense grid), and the best within the
   budget. A frame whose objective is not finite (no structure at all) is marked failed, as a
   session does.
@@ -40,10 +41,11 @@ from bench_optimizer import (
     BOX,
     CAPS,
     FIELD_PX,
+    OBJECTIVES,
+    SCALARISATION,
     ExpectedObjective,
     conditions,
     dense_grid,
-    expert_score,
     frames_to,
 )
 
@@ -120,7 +122,7 @@ def run(
         optimizer.prepare()
         usable.append(float(driver.fluorophore_map(region).sum()) >= level)
         frame = driver.acquire(AcquireRequest(params, region))
-        observed = expert_score(frame)
+        observed = truth.objective(frame)
         if math.isfinite(observed):
             optimizer.tell(params, observed)
         else:
@@ -133,6 +135,7 @@ def run(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--objective", choices=sorted(OBJECTIVES), default="expert-series")
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument(
         "--first-seed",
@@ -143,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--budget", type=int, default=30)
     parser.add_argument("--reps", type=int, default=3, help="reference samples per judged point")
-    parser.add_argument("--grid", default="6,5,6", help="dense grid: dwell,excitation,depletion")
+    parser.add_argument("--grid", default="12,10,12", help="dense grid: dwell,excitation,depletion")
     parser.add_argument("--quick", action="store_true", help="2 seeds, 10 frames")
     args = parser.parse_args(argv)
     if args.quick:
@@ -163,12 +166,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{section.foreground_fraction}, structure content {section.structure_content}, "
         f"margin {section.margin_um:g} µm"
     )
-    truth = ExpectedObjective(args.reps, expert_score)
+    objective, description = OBJECTIVES[args.objective]
+    print(f"objective ({args.objective}): {description}")
+    truth = ExpectedObjective(args.reps, objective)
     shape = [int(v) for v in args.grid.split(",")]
     started = time.perf_counter()
     best = max(truth(p) for p in dense_grid(shape))
     print(
-        f"best (dense {args.grid} grid, expected expert objective over {args.reps} full "
+        f"best (dense {args.grid} grid, expected objective over {args.reps} full "
         f"reference regions): {best:.4f}; 95 % threshold {0.95 * best:.4f} "
         f"({time.perf_counter() - started:.0f} s)"
     )
@@ -180,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         fields = driver.fluorophore_map().reshape(FIELDS, FIELD_PX, FIELDS, FIELD_PX).sum((1, 3))
         shares.append(float((fields >= level).mean()))
     print(f"usable share of the sample's tiles: median {100 * statistics.median(shares):.0f} %")
-    settings = resolve_score_transform(OptimizerSection(), "")
+    settings = resolve_score_transform(OptimizerSection(), SCALARISATION.get(args.objective, ""))
     print(f"budget {args.budget} frames, seeds {seeds.start}..{seeds.stop - 1}")
     for arm in ("tiling", "overview"):
         started = time.perf_counter()

@@ -8,6 +8,12 @@ backend's ``_acquire``.
 Everything one frame needs travels in its ``AcquireRequest`` (parameters, region, where raw
 data goes), so the request crosses a process boundary whole: the worker (stedloop.worker)
 forwards every method of the protocol and nothing is found by ``getattr``.
+
+Optional abilities: a backend that can take a fast confocal overview of a larger area also
+implements ``OverviewDriver.acquire_overview`` and lists ``OVERVIEW_ABILITY`` in its
+description's ``abilities``; the worker forwards that method too (and answers "not able" for
+a backend without it). A session picks its regions from overviews only when both hold
+(``takes_overviews``); every other backend keeps the tiling.
 """
 
 from __future__ import annotations
@@ -23,8 +29,11 @@ from pydantic import BaseModel, ConfigDict
 
 from stedloop import PLUGIN_API_VERSION
 from stedloop.errors import RegionError, SafetyCapExceeded
-from stedloop.frame import Frame, Region
+from stedloop.frame import Frame, Overview, Region
 from stedloop.params import ImagingParams, SafetyCaps
+
+#: ``DriverDescription.abilities`` entry of a backend that implements ``OverviewDriver``.
+OVERVIEW_ABILITY = "overview"
 
 
 @dataclass(frozen=True)
@@ -40,6 +49,8 @@ class DriverDescription:
     #: Settable range of each imaging parameter in stedloop units: name -> (min, max).
     parameter_ranges: dict[str, tuple[float, float]]
     details: dict[str, Any] = field(default_factory=dict)
+    #: Optional abilities beyond the protocol, e.g. ``OVERVIEW_ABILITY``.
+    abilities: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -49,6 +60,7 @@ class DriverDescription:
             "sample_extent_um": list(self.sample_extent_um) if self.sample_extent_um else None,
             "parameter_ranges": {k: list(v) for k, v in self.parameter_ranges.items()},
             "details": self.details,
+            "abilities": list(self.abilities),
         }
 
 
@@ -88,6 +100,48 @@ class AcquireRequest:
             Region.from_dict(data["region"]),
             RawOutput(Path(str(raw["folder"])), str(raw["stem"])) if raw else None,
         )
+
+
+@dataclass(frozen=True)
+class OverviewRequest:
+    """A confocal overview: the area (top-left corner and size, µm), its pixel size, and the
+    settings of the scan. Depletion stays off; the dose per pixel counts against the same
+    safety caps as a frame's (``params``)."""
+
+    x_um: float
+    y_um: float
+    width_um: float
+    height_um: float
+    pixel_size_nm: float
+    dwell_time_us: float
+    excitation_uw: float
+
+    @property
+    def params(self) -> ImagingParams:
+        """The scan's settings as imaging parameters (depletion 0), for the caps."""
+        return ImagingParams(self.dwell_time_us, self.excitation_uw, 0.0)
+
+    @property
+    def shape_px(self) -> tuple[int, int]:
+        """(rows, columns) of the overview image."""
+        scale = 1000.0 / self.pixel_size_nm
+        return max(1, round(self.height_um * scale)), max(1, round(self.width_um * scale))
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "x_um": self.x_um,
+            "y_um": self.y_um,
+            "width_um": self.width_um,
+            "height_um": self.height_um,
+            "pixel_size_nm": self.pixel_size_nm,
+            "dwell_time_us": self.dwell_time_us,
+            "excitation_uw": self.excitation_uw,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> OverviewRequest:
+        """Inverse of ``as_dict``; KeyError/TypeError/ValueError if malformed."""
+        return cls(**{k: float(data[k]) for k in cls.__dataclass_fields__})
 
 
 @runtime_checkable
@@ -131,6 +185,23 @@ class Driver(Protocol):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None: ...
+
+
+@runtime_checkable
+class OverviewDriver(Protocol):
+    """The optional overview ability (see the module's docstring)."""
+
+    def acquire_overview(self, request: OverviewRequest) -> Overview:
+        """Scan ``request``'s area confocally (depletion off) and return the image.
+
+        Checks the safety caps (the dose per pixel of ``request.params``) right before
+        anything is applied and refuses (never clips) with ``SafetyCapExceeded``; an area
+        outside the sample is refused with ``RegionError``. Puts the lasers back to zero."""
+
+
+def takes_overviews(driver: object, description: DriverDescription) -> bool:
+    """Whether ``driver`` can take overviews: it says so, and it has the method."""
+    return OVERVIEW_ABILITY in description.abilities and isinstance(driver, OverviewDriver)
 
 
 class NoOptions(BaseModel):
@@ -218,6 +289,31 @@ class BaseDriver(SafeStateContext, ABC):
         problems = self.caps.violations(sent)
         if problems:
             raise SafetyCapExceeded(f"{what}: {sent.describe()}: " + "; ".join(problems))
+
+    def check_overview(self, request: OverviewRequest) -> None:
+        """What every ``acquire_overview`` checks first: the caps (refused, never clipped)
+        and that the area lies on the sample."""
+        problems = self.caps.violations(request.params)
+        if problems:
+            raise SafetyCapExceeded("overview refused: " + "; ".join(problems))
+        if request.width_um <= 0 or request.height_um <= 0 or request.pixel_size_nm <= 0:
+            raise RegionError(
+                f"overview of {request.width_um:g}x{request.height_um:g} µm at "
+                f"{request.pixel_size_nm:g} nm pixels: sizes must be positive"
+            )
+        extent = self.describe().sample_extent_um
+        tolerance_um = 1e-9
+        if extent is not None and (
+            request.x_um < -tolerance_um
+            or request.y_um < -tolerance_um
+            or request.x_um + request.width_um > extent[0] + tolerance_um
+            or request.y_um + request.height_um > extent[1] + tolerance_um
+        ):
+            raise RegionError(
+                f"overview at ({request.x_um:g}, {request.y_um:g}) µm of "
+                f"{request.width_um:g}x{request.height_um:g} µm lies outside the sample "
+                f"(0..{extent[0]:g}, 0..{extent[1]:g}) µm"
+            )
 
     @abstractmethod
     def _acquire(self, request: AcquireRequest) -> Frame:

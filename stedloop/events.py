@@ -304,6 +304,29 @@ class Error(SessionEvent):
         return self.frame
 
 
+# -- overview-guided regions (issue 19, item 2) ---------------------------------------------
+class OverviewTaken(SessionEvent):
+    """A confocal overview was taken and the next regions were picked from it
+    (``stedloop.session.overview_regions``); ``regions`` are imaged in this order."""
+
+    kind: Literal["overview"] = "overview"
+    # Ledger only: protocol v1 clients read every `session` event as a state change; the
+    # `log` line that goes with it says what was picked.
+    overview: int  # from 0, per session
+    before_frame: int | None = None  # the frame whose region it was taken for
+    area: dict[str, float] = Field(default_factory=dict)  # x_um, y_um, width_um, height_um
+    pixel_size_nm: float | None = None
+    params_applied: dict[str, float] = Field(default_factory=dict)  # depletion 0
+    light_dose_per_pixel_uj: float | None = None  # counted against the caps like a frame's
+    tiff: str | None = None  # relative to the session folder; None when the write failed
+    #: Picked regions: x_um, y_um, width_px, height_px, foreground_fraction, structure_content.
+    regions: list[dict[str, float]] = Field(default_factory=list)
+    candidates: int = 0  # fields the overview was cut into
+    in_band: int = 0  # of which within both bands
+    threshold_counts: float | None = None  # foreground threshold on the smoothed overview
+
+
+# -- messages -----------------------------------------------------------------------------
 class Log(SessionEvent):
     """A message for people (not recorded: the ledger has the facts)."""
 
@@ -331,6 +354,7 @@ Event = Annotated[
     | Told
     | Failed
     | Error
+    | OverviewTaken
     | Log,
     Field(discriminator="kind"),
 ]
@@ -349,6 +373,7 @@ EVENT_CLASSES: tuple[type[SessionEvent], ...] = (
     Told,
     Failed,
     Error,
+    OverviewTaken,
     Log,
 )
 BY_KIND: dict[str, type[SessionEvent]] = {c.model_fields["kind"].default: c for c in EVENT_CLASSES}

@@ -127,3 +127,66 @@ class Frame:
     def stack(self) -> np.ndarray:
         """The three images as one (3, H, W) array in ``IMAGE_NAMES`` order."""
         return np.stack([getattr(self, n) for n in IMAGE_NAMES])
+
+
+@dataclass(frozen=True, slots=True)
+class Overview:
+    """A fast, low-dose confocal image of an area larger than one field, from which a session
+    picks where to image (``stedloop.session.overview_regions``).
+
+    ``image`` is 2-D (rows, columns) of whole counts; its pixel (0, 0) has its top-left corner
+    at (``x_um``, ``y_um``) in sample coordinates, pixels are ``pixel_size_nm`` square.
+    ``params`` are the values as applied (depletion 0: a confocal scan)."""
+
+    image: np.ndarray
+    x_um: float
+    y_um: float
+    pixel_size_nm: float
+    params: ImagingParams
+    started_at_s: float
+    finished_at_s: float
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        image = self.image
+        if not isinstance(image, np.ndarray) or image.ndim != 2 or min(image.shape) < 1:
+            raise DataError("an overview image must be a non-empty 2-D numpy array")
+        if not np.issubdtype(image.dtype, np.number):
+            raise DataError(f"overview image has non-numeric dtype {image.dtype}")
+        if not (self.pixel_size_nm > 0):
+            raise DataError(f"pixel_size_nm must be positive, got {self.pixel_size_nm!r}")
+
+    @property
+    def width_um(self) -> float:
+        return float(self.image.shape[1] * self.pixel_size_nm / 1000)
+
+    @property
+    def height_um(self) -> float:
+        return float(self.image.shape[0] * self.pixel_size_nm / 1000)
+
+    def facts(self) -> dict[str, Any]:
+        """Everything but the image and metadata, JSON-ready (for files and messages)."""
+        return {
+            "x_um": self.x_um,
+            "y_um": self.y_um,
+            "pixel_size_nm": self.pixel_size_nm,
+            "params": self.params.as_dict(),
+            "started_at_s": self.started_at_s,
+            "finished_at_s": self.finished_at_s,
+        }
+
+    @classmethod
+    def from_facts(
+        cls, image: np.ndarray, facts: Mapping[str, Any], metadata: dict[str, Any]
+    ) -> Overview:
+        """Inverse of ``facts()``; KeyError/TypeError/ValueError or a StedloopError if bad."""
+        return cls(
+            image=image,
+            x_um=float(facts["x_um"]),
+            y_um=float(facts["y_um"]),
+            pixel_size_nm=float(facts["pixel_size_nm"]),
+            params=ImagingParams.from_mapping(facts["params"]),
+            started_at_s=float(facts["started_at_s"]),
+            finished_at_s=float(facts["finished_at_s"]),
+            metadata=metadata,
+        )

@@ -59,6 +59,17 @@ def one_of_each() -> list[ev.SessionEvent]:
         ev.Told(combined=0.7, **outcome),
         ev.Failed(reason="r: nan", **outcome),
         ev.Error(frame=2, stage="acquire", attempt=1, error="DriverError: x", will_retry=True),
+        ev.OverviewTaken(
+            overview=0,
+            before_frame=2,
+            area={"x_um": 0.0, "y_um": 0.0, "width_um": 40.0, "height_um": 40.0},
+            pixel_size_nm=100.0,
+            params_applied={**PARAMS, "depletion_mw": 0.0},
+            tiff="overviews/0000.tif",
+            regions=[{**REGION, "foreground_fraction": 0.3, "structure_content": 1.1}],
+            candidates=100,
+            in_band=12,
+        ),
         ev.Log(level="warning", message="frame 2 attempt 1/3 failed"),
     ]
 

@@ -171,11 +171,24 @@ def test_heartbeat_timeout_must_exceed_two_intervals() -> None:
 def test_the_worker_forwards_every_method_of_the_driver_protocol() -> None:
     """A method added to the Driver protocol must cross the worker boundary too (raw output
     once did not: it was found by getattr, outside the protocol)."""
-    from stedloop.driver import Driver
+    from stedloop.driver import Driver, OverviewDriver
     from stedloop.worker.client import WorkerDriver
 
-    methods = {n for n, v in vars(Driver).items() if callable(v) and not n.startswith("_")}
-    assert methods == {"connect", "describe", "acquire", "request_abort", "safe_state", "close"}
+    methods = {
+        n
+        for protocol_class in (Driver, OverviewDriver)  # the protocol and its optional abilities
+        for n, v in vars(protocol_class).items()
+        if callable(v) and not n.startswith("_")
+    }
+    assert methods == {
+        "connect",
+        "describe",
+        "acquire",
+        "acquire_overview",
+        "request_abort",
+        "safe_state",
+        "close",
+    }
     calls = set(protocol.CALL_METHODS) - {"init"}
     assert methods == calls | {"request_abort"}  # an abort is its own message ("abort")
     assert all(callable(getattr(WorkerDriver, name)) for name in methods)

@@ -27,7 +27,14 @@ import numpy as np
 import structlog
 
 from stedloop import PLUGIN_API_VERSION
-from stedloop.driver import AcquireRequest, BaseDriver, DriverDescription, RawOutput
+from stedloop.driver import (
+    OVERVIEW_ABILITY,
+    AcquireRequest,
+    BaseDriver,
+    DriverDescription,
+    OverviewRequest,
+    RawOutput,
+)
 from stedloop.drivers.imspector.options import Calibration, ImspectorOptions
 from stedloop.errors import (
     AcquisitionAborted,
@@ -37,7 +44,7 @@ from stedloop.errors import (
     SafetyCapExceeded,
     StedloopError,
 )
-from stedloop.frame import Frame, Region
+from stedloop.frame import Frame, Overview, Region
 from stedloop.params import PARAM_UNITS, ImagingParams, SafetyCaps
 
 log = structlog.get_logger("stedloop.drivers.imspector")
@@ -145,7 +152,7 @@ class ImspectorDriver(BaseDriver):
                 f"Imspector has no usable measurement ({exc}): {which}; open the measurement "
                 "with the confocal and STED configurations in Imspector"
             ) from None
-        missing = sorted(set(opts.role_configurations().values()) - set(available))
+        missing = sorted(set(opts.all_configurations()) - set(available))
         if missing:
             self._forget()
             raise DriverError(
@@ -234,6 +241,7 @@ class ImspectorDriver(BaseDriver):
                 "connected": self.connected,
                 "imspector_version": getattr(self, "_version", None) if self.connected else None,
             },
+            abilities=(OVERVIEW_ABILITY,) if opts.overview_configuration else (),
         )
 
     # -- acquisition ------------------------------------------------------------------------
@@ -354,26 +362,47 @@ class ImspectorDriver(BaseDriver):
     def _apply(self, name: str, point: ImagingParams, region: Region) -> dict[str, Any]:
         """Set ``point`` and the geometry in configuration ``name``; read everything back."""
         opts = self.options
-        paths = self._paths
-        cal = self._calibration
         configuration = self._call(
             f"selecting configuration {name!r}", self._measurement.configuration, name
         )
-        psz_m = opts.pixel_size_nm * 1e-9
-        len_m = opts.field_px * psz_m
-        origin_x_um, origin_y_um = opts.scan_origin_um
-        half_um = len_m * 1e6 / 2
-        settings: list[tuple[str, float]] = [
-            (paths.pixel_size_x, psz_m),
-            (paths.pixel_size_y, psz_m),
-            (paths.length_x, len_m),
-            (paths.length_y, len_m),
-            (paths.offset_x, (origin_x_um + region.x_um + half_um) * 1e-6),
-            (paths.offset_y, (origin_y_um + region.y_um + half_um) * 1e-6),
+        size_um = opts.field_px * opts.pixel_size_nm / 1000
+        area = (region.x_um, region.y_um, size_um, size_um)
+        return self._set_and_read_back(
+            configuration, name, point, self._settings(area, opts.pixel_size_nm, point)
+        )
+
+    def _settings(
+        self,
+        area_um: tuple[float, float, float, float],
+        pixel_size_nm: float,
+        point: ImagingParams,
+    ) -> list[tuple[str, float]]:
+        """Imspector path -> value (its units) for a scan of ``area_um`` (x, y, width, height
+        in sample µm) with ``point``'s settings."""
+        paths = self._paths
+        cal = self._calibration
+        x_um, y_um, width_um, height_um = area_um
+        origin_x_um, origin_y_um = self.options.scan_origin_um
+        return [
+            (paths.pixel_size_x, pixel_size_nm * 1e-9),
+            (paths.pixel_size_y, pixel_size_nm * 1e-9),
+            (paths.length_x, width_um * 1e-6),
+            (paths.length_y, height_um * 1e-6),
+            (paths.offset_x, (origin_x_um + x_um + width_um / 2) * 1e-6),
+            (paths.offset_y, (origin_y_um + y_um + height_um / 2) * 1e-6),
             (paths.dwell_time, cal.dwell_to_imspector(point.dwell_time_us)),
             (paths.excitation_power, cal.excitation_to_imspector(point.excitation_uw)),
             (paths.depletion_power, cal.depletion_to_imspector(point.depletion_mw)),
         ]
+
+    def _set_and_read_back(
+        self,
+        configuration: Any,
+        name: str,
+        point: ImagingParams,
+        settings: list[tuple[str, float]],
+        field_px: tuple[int, int] | None = None,
+    ) -> dict[str, Any]:
         sent = self._as_sent(point)
         for path, value in settings:
             # Right before every set, whatever the caller checked: the value in Imspector's
@@ -385,7 +414,7 @@ class ImspectorDriver(BaseDriver):
                 path,
                 value,
             )
-        return self._read_back(configuration, name, point, dict(settings))
+        return self._read_back(configuration, name, point, dict(settings), field_px)
 
     def _as_sent(self, point: ImagingParams) -> ImagingParams:
         """``point`` as it will reach Imspector, converted there and back to stedloop units."""
@@ -397,8 +426,14 @@ class ImspectorDriver(BaseDriver):
         )
 
     def _read_back(
-        self, configuration: Any, name: str, asked: ImagingParams, sent: dict[str, float]
+        self,
+        configuration: Any,
+        name: str,
+        asked: ImagingParams,
+        sent: dict[str, float],
+        field_px: tuple[int, int] | None = None,
     ) -> dict[str, Any]:
+        """Read every value back; ``field_px`` (columns, rows) expected, default a frame's."""
         paths = self._paths
         cal = self._calibration
         values: dict[str, float] = {}
@@ -421,10 +456,11 @@ class ImspectorDriver(BaseDriver):
                     f"asked (more than {tolerance:.0%} apart); check the path and the units"
                 )
         field = (round(values[paths.resolution_x]), round(values[paths.resolution_y]))
-        if field != (self.options.field_px, self.options.field_px):
+        expected = field_px or (self.options.field_px, self.options.field_px)
+        if field != expected:
             raise DriverError(
                 f"Imspector set a {field[0]}x{field[1]} px field in {name!r}, not the "
-                f"{self.options.field_px} px asked; check pixel_size_nm and field_px"
+                f"{expected[0]}x{expected[1]} px asked; check the pixel sizes and field sizes"
             )
         try:
             self.caps.check(applied)  # what Imspector rounded to must be safe too
@@ -436,7 +472,10 @@ class ImspectorDriver(BaseDriver):
             "pixel_size_nm": values[paths.pixel_size_x] * 1e9,
         }
 
-    def _read_stack(self, configuration: Any, name: str) -> np.ndarray:
+    def _read_stack(
+        self, configuration: Any, name: str, shape: tuple[int, int] | None = None
+    ) -> np.ndarray:
+        """The configuration's 2-D image; ``shape`` (rows, columns), default a frame's."""
         which = self.options.stack
         stack = self._call(f"opening stack {which!r} of {name!r}", configuration.stack, which)
         label = self._call(f"reading stack {which!r} of {name!r}", stack.name)
@@ -458,12 +497,67 @@ class ImspectorDriver(BaseDriver):
                 "set the configuration to an xy scan without z or time steps"
             )
         image: np.ndarray = data.reshape(data.shape[-2:])
-        expected = (self.options.field_px, self.options.field_px)
+        expected = shape or (self.options.field_px, self.options.field_px)
         if image.shape != expected:
             raise DriverError(f"{where}: image is {image.shape} px, expected {expected}")
         if data.dtype.kind == "f" and not np.isfinite(image).all():
             raise DriverError(f"{where}: image holds NaN or infinite values")
         return image
+
+    # -- overviews (the optional ability) -----------------------------------------------------
+    def acquire_overview(self, request: OverviewRequest) -> Overview:
+        """A confocal scan of ``request``'s area in the overview configuration (depletion 0),
+        caps checked before every set, values read back; lasers safe afterwards, always."""
+        self.check_overview(request)
+        name = self.options.overview_configuration
+        if name is None:
+            raise DriverError(
+                "this Imspector setup takes no overviews: set "
+                "drivers.imspector.overview_configuration to a configuration of the measurement"
+            )
+        point = request.params
+        with self._lock:
+            self._check_ranges(point)
+            self._ensure_connected()
+            self._abort.clear()
+            started = time.time()
+            try:
+                return self._overview_connected(name, request, started)
+            finally:
+                self.safe_state()  # an overview leaves no laser on, whatever happened
+
+    def _overview_connected(self, name: str, request: OverviewRequest, started: float) -> Overview:
+        point = request.params
+        self.check_sent(self._as_sent(point), f"overview to be sent to configuration {name!r}")
+        rows, columns = request.shape_px
+        configuration = self._call(
+            f"selecting configuration {name!r}", self._measurement.configuration, name
+        )
+        area = (request.x_um, request.y_um, request.width_um, request.height_um)
+        applied = self._set_and_read_back(
+            configuration,
+            name,
+            point,
+            self._settings(area, request.pixel_size_nm, point),
+            field_px=(columns, rows),
+        )
+        if self.abort_requested:
+            raise AcquisitionAborted("overview aborted before its scan")
+        self._call(f"activating configuration {name!r}", self._measurement.activate, configuration)
+        self._call(f"running configuration {name!r}", self._app.run, self._measurement)
+        if self.abort_requested:
+            raise AcquisitionAborted("overview aborted during its scan")
+        image = self._read_stack(configuration, name, (rows, columns))
+        return Overview(
+            image=image,
+            x_um=request.x_um,
+            y_um=request.y_um,
+            pixel_size_nm=applied["pixel_size_nm"],
+            params=applied["params"],
+            started_at_s=started,
+            finished_at_s=time.time(),
+            metadata={"imspector": {"configuration": name, "values": applied["values"]}},
+        )
 
     def _raw_target(self, raw: RawOutput | None) -> tuple[Path, str] | None:
         """(folder, stem) for this frame's raw files: the request's, else the options'
@@ -502,7 +596,7 @@ class ImspectorDriver(BaseDriver):
                 return
             problems: list[str] = []
             self._stop_measurement(problems)
-            for name in dict.fromkeys(self.options.role_configurations().values()):
+            for name in self.options.all_configurations():
                 for path in self._paths.laser_paths():
                     try:
                         configuration = self._measurement.configuration(name)

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from stedloop.driver import AcquireRequest
+from stedloop.driver import AcquireRequest, OverviewRequest
 from stedloop.drivers.imspector.paths import PROFILES, ParameterPaths
 from stedloop.frame import Frame, Region
 from stedloop.params import ImagingParams
@@ -262,14 +262,21 @@ class SimulatorImageSource:
     One simulator frame covers the three runs of a frame: the first confocal run acquires a
     frame with the STED configuration's parameters and returns its confocal-before image,
     the STED run returns its STED image, the next confocal run its confocal-after image.
+    A run of ``overview_configuration`` is the simulator's overview of the scanned area.
     """
 
-    def __init__(self, sted_configuration: str = "STED", **simulator_options: Any) -> None:
+    def __init__(
+        self,
+        sted_configuration: str = "STED",
+        overview_configuration: str = "Overview",
+        **simulator_options: Any,
+    ) -> None:
         from stedloop.drivers.simulator import SimulatorDriver  # optional dependency here
 
         self._driver_cls = SimulatorDriver
         self._options = simulator_options
         self._sted = sted_configuration
+        self._overview = overview_configuration
         self._driver: Any = None
         self._geometry: tuple[float, int] | None = None
         self._pending: Any = None
@@ -286,6 +293,8 @@ class SimulatorImageSource:
         return self._driver
 
     def __call__(self, request: RunRequest) -> np.ndarray:
+        if request.configuration == self._overview:
+            return self._overview_image(request)
         sted_params = request.configuration_params.get(self._sted)
         if sted_params is None:  # lasers off: the detector sees nothing but dark counts
             shape = (request.region.height_px, request.region.width_px)
@@ -304,6 +313,27 @@ class SimulatorImageSource:
             self._sted_done = True
             return frame.sted
         return frame.confocal_before
+
+    def _overview_image(self, request: RunRequest) -> np.ndarray:
+        region = request.region
+        if request.params is None:  # lasers off
+            return np.zeros((region.height_px, region.width_px), dtype=np.uint16)
+        # The sample of the frames so far (its bleaching included), at the frames' geometry.
+        simulator = self._driver if self._driver is not None else self._simulator(20.0, 224)
+        size_nm = request.pixel_size_nm
+        overview = simulator.acquire_overview(
+            OverviewRequest(
+                region.x_um,
+                region.y_um,
+                region.width_px * size_nm / 1000,
+                region.height_px * size_nm / 1000,
+                size_nm,
+                request.params.dwell_time_us,
+                request.params.excitation_uw,
+            )
+        )
+        image: np.ndarray = overview.image
+        return image
 
 
 def default_image_source(sted_configuration: str = "STED", seed: int = 0) -> ImageSource:

@@ -53,6 +53,11 @@ class ImspectorOptions(BaseModel):
     confocal_after_configuration: str = Field(
         "Confocal", description="Configuration imaged last (may be the same as the first)."
     )
+    overview_configuration: str | None = Field(
+        None,
+        description="Configuration for confocal overviews of a larger area (depletion off); "
+        "empty: the driver takes no overviews and sessions use the tiling.",
+    )
     stack: int | str = Field(
         0, description="Stack (index or name) of each configuration holding the detector image."
     )
@@ -134,6 +139,13 @@ class ImspectorOptions(BaseModel):
             "sted": self.sted_configuration,
             "confocal_after": self.confocal_after_configuration,
         }
+
+    def all_configurations(self) -> list[str]:
+        """Every configuration the driver sets (frames' and the overview's), each once."""
+        names = list(self.role_configurations().values())
+        if self.overview_configuration is not None:
+            names.append(self.overview_configuration)
+        return list(dict.fromkeys(names))
 
 
 class Calibration:

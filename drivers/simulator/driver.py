@@ -15,11 +15,18 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import scipy.fft
+import scipy.signal
 from pydantic import BaseModel, ConfigDict, Field
 
-from stedloop.driver import AcquireRequest, BaseDriver, DriverDescription
+from stedloop.driver import (
+    OVERVIEW_ABILITY,
+    AcquireRequest,
+    BaseDriver,
+    DriverDescription,
+    OverviewRequest,
+)
 from stedloop.drivers.simulator import physics
-from stedloop.drivers.simulator.structures import generate
+from stedloop.drivers.simulator.structures import generate, patchy_coverage
 from stedloop.errors import (
     AcquisitionAborted,
     DriverDisconnected,
@@ -27,7 +34,7 @@ from stedloop.errors import (
     ParameterRejected,
     RegionError,
 )
-from stedloop.frame import Frame, Region
+from stedloop.frame import Frame, Overview, Region
 from stedloop.params import PARAM_NAMES, PARAM_UNITS, ImagingParams, SafetyCaps
 
 #: What the simulated hardware can be set to (the safety caps may be tighter).
@@ -69,12 +76,32 @@ class SimulatorOptions(BaseModel):
     dark_counts_per_s: float = Field(
         physics.Detector.dark_counts_per_s, ge=0, description="Detector dark counts, 1/s."
     )
+    empty_area_fraction: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Share of the sample area that holds no label (patches, as on a real "
+        "coverslip); 0: structure everywhere.",
+    )
+    sparse_area_fraction: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Share of the sample area that keeps only a tenth of its labels.",
+    )
+    patch_size_um: float = Field(
+        8.0, gt=0, le=1000, description="Size of the empty and sparse patches, µm."
+    )
     photobleaching_scale: float = Field(
         1.0,
         gt=0,
         le=100,
         description="Dye photostability: factor on both bleaching rates (1: the STAR635-like "
         "default; 3: a dye that bleaches three times faster).",
+    )
+    # -- overviews ------------------------------------------------------------------------------
+    overviews: bool = Field(
+        True, description="Offer the overview ability (a confocal scan of a larger area)."
     )
     # -- fault injection (tests of the worker, daemon and session) ---------------------------
     acquire_delay_s: float = Field(
@@ -142,8 +169,13 @@ class SimulatorDriver(BaseDriver):
         if self._sample is None:
             opts = self.opts
             size = opts.sample_fields * opts.field_px + 2 * self.RADIUS_PX
-            self._sample = generate(
-                opts.structure, size, opts.pixel_size_nm, opts.seed, opts.label_density
+            self._sample = patchy_coverage(
+                generate(opts.structure, size, opts.pixel_size_nm, opts.seed, opts.label_density),
+                opts.seed,
+                opts.pixel_size_nm,
+                opts.empty_area_fraction,
+                opts.sparse_area_fraction,
+                opts.patch_size_um,
             )
             self._initial_total = int(self._sample.sum())
             self._remaining_total = self._initial_total
@@ -167,6 +199,7 @@ class SimulatorDriver(BaseDriver):
                 "confocal_fwhm_nm": physics.Optics().confocal_fwhm_m * 1e9,
                 "units": dict(PARAM_UNITS),
             },
+            abilities=(OVERVIEW_ABILITY,) if opts.overviews else (),
         )
 
     def safe_state(self) -> None:
@@ -291,6 +324,69 @@ class SimulatorDriver(BaseDriver):
             started_at_s=started,
             finished_at_s=finished,
             metadata=metadata,
+        )
+
+    def acquire_overview(self, request: OverviewRequest) -> Overview:
+        """A confocal scan of ``request``'s area with coarse pixels (a whole multiple of the
+        sample's): the expected image sampled at each pixel centre, Poisson noise, and the
+        bleaching of that scan (dose spread over the coarser grid)."""
+        self.check_overview(request)
+        if not self.opts.overviews:
+            raise DriverError("this simulator is configured without overviews")
+        sample = self._require_sample()
+        params = request.params
+        low, high = HARDWARE_RANGES["dwell_time_us"]
+        if not low <= params.dwell_time_us <= high or params.excitation_uw > 100.0:
+            raise ParameterRejected(f"overview settings {params.describe()} outside the simulator")
+        pixel_nm = self.opts.pixel_size_nm
+        step = round(request.pixel_size_nm / pixel_nm)
+        if step < 1 or abs(step * pixel_nm - request.pixel_size_nm) > 1e-6 * pixel_nm:
+            raise ParameterRejected(
+                f"overview pixel size {request.pixel_size_nm:g} nm is not a whole multiple of "
+                f"the simulator's {pixel_nm:g} nm"
+            )
+        rows, columns = request.shape_px
+        scale = 1000.0 / pixel_nm
+        x0, y0 = round(request.x_um * scale), round(request.y_um * scale)
+        limit = self.opts.sample_fields * self.opts.field_px
+        height, width = min(rows * step, limit - y0), min(columns * step, limit - x0)
+        rows, columns = height // step, width // step
+        if rows < 1 or columns < 1:
+            raise RegionError(f"overview at ({request.x_um:g}, {request.y_um:g}) µm is empty")
+        started = time.time()
+        self.laser_levels = {"excitation_uw": params.excitation_uw, "depletion_mw": 0.0}
+        r = self.RADIUS_PX
+        window = sample[y0 : y0 + height + 2 * r, x0 : x0 + width + 2 * r]
+        kernels = self.beam.kernels(params.excitation_uw, 0.0)
+        # Correlation with the emission kernel (flip + convolution), at every sample pixel.
+        expected = scipy.signal.fftconvolve(
+            window.astype(np.float32), kernels.emission_per_s[::-1, ::-1], mode="valid"
+        )
+        centre = step // 2
+        expected = expected[centre::step, centre::step][:rows, :columns]
+        dwell_s = params.dwell_time_us * 1e-6
+        detector = self.beam.detector
+        background = (
+            detector.background_counts_per_s_per_uw * params.excitation_uw
+            + detector.dark_counts_per_s
+        ) * dwell_s
+        mean = np.maximum(expected * dwell_s + background, 0.0)
+        image = self._rng.poisson(mean).astype(np.uint16)
+        # Bleaching: each fluorophore under the area sees the beam at one grid point in
+        # step² of the fine raster, so its dose is the full-raster dose over step².
+        interior = window[r : r + height, r : r + width]
+        survival = np.float32(np.exp(-dwell_s * float(kernels.bleach_rate_per_s.sum()) / step**2))
+        self._thin(interior, np.full(interior.shape, survival, np.float32))
+        self.safe_state()
+        return Overview(
+            image=image,
+            x_um=x0 / scale,
+            y_um=y0 / scale,
+            pixel_size_nm=step * pixel_nm,
+            params=params,
+            started_at_s=started,
+            finished_at_s=time.time(),
+            metadata={"structure": self.opts.structure, "surviving_fraction": float(survival)},
         )
 
     def _image(

@@ -208,3 +208,39 @@ _GENERATORS: dict[
     "puncta": _puncta,
     "beads": _beads,
 }
+
+
+def patchy_coverage(
+    counts: np.ndarray,
+    seed: int,
+    pixel_size_nm: float,
+    empty_fraction: float,
+    sparse_fraction: float,
+    patch_size_um: float,
+    sparse_keep: float = 0.1,
+) -> np.ndarray:
+    """``counts`` thinned by patches, as on a real coverslip: ``empty_fraction`` of the area
+    holds no label at all, ``sparse_fraction`` keeps only ``sparse_keep`` of its labels.
+
+    The patches are the level sets of smooth random noise (correlation length about
+    ``patch_size_um``), so empty and sparse areas are contiguous and a few fields across.
+    Thinning is binomial: the map keeps integer counts. Its own random stream (``seed``, 7),
+    so the structure itself is the same as without patches."""
+    if empty_fraction <= 0 and sparse_fraction <= 0:
+        return counts
+    import scipy.ndimage
+
+    rng = np.random.default_rng([seed, 7])
+    size = counts.shape[0]
+    # Smooth noise on a coarse grid (one cell per ~patch/4), then up-sampled to the pixels.
+    cell_px = max(1, round(patch_size_um * 1000 / pixel_size_nm / 4))
+    coarse = rng.normal(size=(size // cell_px + 2, size // cell_px + 2))
+    coarse = scipy.ndimage.gaussian_filter(coarse, sigma=2.0, mode="wrap")
+    noise = scipy.ndimage.zoom(coarse, cell_px, order=1)[:size, :size]
+    empty_level = np.quantile(noise, empty_fraction) if empty_fraction > 0 else -np.inf
+    sparse_level = np.quantile(noise, min(1.0, empty_fraction + sparse_fraction))
+    keep = np.ones_like(noise)
+    keep[noise < sparse_level] = sparse_keep
+    keep[noise < empty_level] = 0.0
+    thinned: np.ndarray = rng.binomial(counts, keep).astype(np.int32)
+    return thinned

@@ -44,6 +44,19 @@ def _overrides(
     return overrides
 
 
+def _frame_list(frames: list[int]) -> str:
+    """Frame numbers, consecutive runs shortened (0-4, 7, 9-10); "none" when empty."""
+    if not frames:
+        return "none"
+    runs: list[list[int]] = []
+    for n in frames:
+        if runs and n == runs[-1][-1] + 1:
+            runs[-1].append(n)
+        else:
+            runs.append([n])
+    return ", ".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else f"{r[0]}" for r in runs)
+
+
 def _format_params(params: dict[str, float]) -> str:
     return (
         f"dwell {params['dwell_time_us']:6.2f} µs  exc {params['excitation_uw']:5.2f} µW  "
@@ -382,6 +395,15 @@ def register(app: typer.Typer) -> None:
         if best:
             typer.echo(
                 f"  best: frame {best['frame']}  {_format_params(best['params'])}  score {_format_score(best['combined'])}"
+            )
+        for row in info["overviews"]:  # regions picked from confocal overviews (issue 19)
+            area = row["area"]
+            typer.echo(
+                f"  overview {row['overview']} (before frame {row['before_frame']}): "
+                f"{area['width_um']:g} x {area['height_um']:g} µm at "
+                f"({area['x_um']:g}, {area['y_um']:g}) µm, {row['regions_picked']} regions "
+                f"picked ({row['in_band']}/{row['candidates']} fields within the bands), "
+                f"frames {_frame_list(row['frames'])}; {row['tiff'] or 'no file'}"
             )
         typer.echo(f"  Pareto front ({len(info['pareto_front'])} frames):")
         for point in info["pareto_front"]:

@@ -240,7 +240,7 @@ def load_config(
     except ValidationError as exc:
         raise ConfigError(explain_validation_error(exc, sources)) from None
     except StedloopError as exc:  # cross-field checks such as ranges beyond safety caps
-        keys = [k for k in sources if k.startswith(("params.", "safety."))]
+        keys = [k for k in sources if k.startswith(("params.", "safety.", "session.overview."))]
         origin = ", ".join(sorted({sources[k] for k in keys})) or DEFAULTS_LABEL
         raise ConfigError(f"invalid configuration (from {origin}): {exc}") from None
     return LoadedConfig(config=config, sources=sources, files=files)

@@ -12,7 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from stedloop.params import ParamSpace, SafetyCaps
+from stedloop.errors import SafetyCapExceeded
+from stedloop.params import ImagingParams, ParamSpace, SafetyCaps
 
 #: The sections that belong to one session rather than to the site: a daemon client may
 #: override them, and a resumed session takes them from its ledger. Everything else (safety
@@ -180,6 +181,61 @@ class OptimizerSection(Section):
         return self
 
 
+class OverviewSection(Section):
+    """``[session.overview]``: pick regions from confocal overviews (issue 19, item 2)."""
+
+    enabled: bool = Field(
+        False,
+        description="Pick regions from confocal overviews where the driver can take them "
+        "(else the tiling).",
+    )
+    size_um: float = Field(
+        40.0, gt=0, le=10_000, description="Edge of one overview's square area, µm."
+    )
+    pixel_size_nm: float = Field(
+        100.0, gt=0, le=10_000, description="Overview pixel size, nm (coarse: fast, low dose)."
+    )
+    dwell_time_us: float = Field(5.0, gt=0, description="Overview pixel dwell time, µs.")
+    excitation_uw: float = Field(
+        5.0, ge=0, description="Overview excitation power, µW (depletion is off)."
+    )
+    foreground_fraction: tuple[float, float] = Field(
+        (0.05, 0.8),
+        description="Band (min, max) of a region's share of foreground pixels in the overview.",
+    )
+    structure_content: tuple[float, float] = Field(
+        (0.15, 4.0),
+        description="Band (min, max) of a region's structure brightness, relative to the "
+        "overview's bright, well-labelled structure (1: its 90th percentile).",
+    )
+    threshold_sigma: float = Field(
+        4.0, gt=0, le=100, description="Foreground: this many noise sigmas above background."
+    )
+    margin_um: float = Field(
+        1.0, ge=0, le=1000, description="Distance kept from regions already exposed, µm."
+    )
+    max_overviews: int = Field(
+        50, ge=1, le=10_000, description="Overviews a session may take before the tiling."
+    )
+
+    @model_validator(mode="after")
+    def _bands(self) -> OverviewSection:
+        low, high = self.foreground_fraction
+        if not 0 <= low <= high <= 1:
+            raise ValueError("foreground_fraction must be (min, max) with 0 <= min <= max <= 1")
+        low, high = self.structure_content
+        if not 0 <= low <= high:
+            raise ValueError("structure_content must be (min, max) with 0 <= min <= max")
+        return self
+
+    def check_within_caps(self, caps: SafetyCaps) -> None:
+        """The overview is an exposure like a frame: its settings must lie within the caps
+        (checked when the config is read, and again before each overview is sent)."""
+        problems = caps.violations(ImagingParams(self.dwell_time_us, self.excitation_uw, 0.0))
+        if problems:
+            raise SafetyCapExceeded("session.overview: " + "; ".join(problems))
+
+
 class SessionSection(Section):
     budget_frames: int = Field(30, ge=1, le=100_000, description="Frames a session may take.")
     target_score: float | None = Field(
@@ -210,6 +266,10 @@ class SessionSection(Section):
         max_length=100,
         description="What the sample shows (e.g. actin, tubulin): a label `--warm-start auto` "
         "matches earlier sessions by. Empty: the driver's own (the simulator's structure).",
+    )
+    overview: OverviewSection = Field(
+        default_factory=OverviewSection,
+        description="Regions picked from confocal overviews ([session.overview]).",
     )
 
 
@@ -333,6 +393,7 @@ class StedloopConfig(BaseModel):
     def _ranges_within_caps(self) -> StedloopConfig:
         # Caps are enforced at config time too: a range reaching past a cap is an error.
         self.params.check_within_caps(self.safety)
+        self.session.overview.check_within_caps(self.safety)
         return self
 
     def driver_options(self) -> dict[str, Any]:

@@ -26,7 +26,15 @@ from stedloop import __version__
 from stedloop import events as ev
 from stedloop.config import LoadedConfig
 from stedloop.config.resume import recorded_space_beyond_caps
-from stedloop.driver import AcquireRequest, Driver, DriverDescription, RawOutput
+from stedloop.driver import (
+    AcquireRequest,
+    Driver,
+    DriverDescription,
+    OverviewDriver,
+    OverviewRequest,
+    RawOutput,
+    takes_overviews,
+)
 from stedloop.errors import (
     AcquisitionAborted,
     ConfigError,
@@ -37,7 +45,7 @@ from stedloop.errors import (
     StedloopError,
     StorageError,
 )
-from stedloop.frame import Frame, Region
+from stedloop.frame import Frame, Overview, Region
 from stedloop.objectives import build_objectives
 from stedloop.objectives.base import Objective, describe
 from stedloop.objectives.scalarise import Scalariser
@@ -47,10 +55,13 @@ from stedloop.quality.scorer_protocol import Scorer
 from stedloop.session import warm_start
 from stedloop.session.applied import told_params
 from stedloop.session.control import SessionControl
+from stedloop.session.overview_picker import Picks
+from stedloop.session.overview_regions import OverviewRefused, OverviewRegions
 from stedloop.session.regions import RegionTiler, SampleExhausted
 from stedloop.store.frames import read_frame, remove_stale_temp_files, set_aside, write_frame
 from stedloop.store.history import SessionHistory
 from stedloop.store.lock import FolderLock
+from stedloop.store.overviews import overview_path, write_overview
 from stedloop.store.session_store import FRAMES_DIR, SessionInfo, SessionRecord, SessionStore
 
 #: A listener of the session's events (after the ledger has recorded them).
@@ -148,6 +159,8 @@ class Session:
             gap_um=self.config.session.region_gap_um,
             unbounded_columns=self.config.session.unbounded_columns,
         )
+        self._region_frame: int | None = None  # the frame whose region is being taken
+        self.regions = self._region_supply(history)
         short = self._sample_shortfall()
         if short is not None:
             self._notes.append(short)
@@ -155,7 +168,7 @@ class Session:
     def _sample_shortfall(self) -> str | None:
         """A warning when the budget asks for more frames than the sample has fresh regions:
         said when the run opens, not found out as "sample is used up" at the end."""
-        remaining = self.tiler.remaining()
+        remaining = self.regions.remaining()
         wanted = self.config.session.budget_frames - self._done
         if remaining is None or wanted <= remaining:
             return None
@@ -509,6 +522,8 @@ class Session:
                     outcome = self._frame(frame_no, params, control)
             except SampleExhausted as exc:
                 return _Outcome("finished", str(exc))
+            except OverviewRefused as exc:
+                return _Outcome("failed", str(exc))
             if outcome is not None:
                 return outcome
             target = session.target_score
@@ -676,7 +691,8 @@ class Session:
         last_error = ""
         refused = False
         for attempt in range(1, attempts + 1):
-            region = self.tiler.take()  # a fresh region per attempt: a failed one may be bleached
+            self._region_frame = frame_no
+            region = self.regions.take()  # a fresh region per attempt: a failed one may be bleached
             self._emit(ev.Acquiring(frame=frame_no, attempt=attempt, region=region.as_dict()))
             started = time.perf_counter()
             try:
@@ -816,6 +832,96 @@ class Session:
             return
         control.mark_running()
         self._emit(ev.Resumed(**self._progress()))
+
+    # -- regions from confocal overviews (issue 19, item 2) --------------------------------
+    def _region_supply(self, history: SessionHistory | None) -> RegionTiler | OverviewRegions:
+        """The overview-guided supply when configured and the driver can; else the tiling."""
+        section = self.config.session.overview
+        if not section.enabled:
+            return self.tiler
+        if not takes_overviews(self.driver, self.description):
+            self._notes.append(
+                f"session.overview is enabled but the {self.description.name} driver takes no "
+                "overviews: regions come from the tiling"
+            )
+            return self.tiler
+        recorded = [e for e in history.events if isinstance(e, ev.OverviewTaken)] if history else []
+        return OverviewRegions(
+            self.description,
+            section,
+            self.tiler,
+            self._used_regions,
+            recorded,
+            take=self._take_overview,
+            record=self._record_overview,
+            say=self._log,
+            unbounded_columns=self.config.session.unbounded_columns,
+        )
+
+    def _take_overview(self, index: int, request: OverviewRequest) -> Overview | None:
+        """The overview from the driver; None (recorded) when it failed. Its dose is held to
+        the site's caps before it is sent and as applied: a refusal ends the session."""
+        try:
+            self.config.safety.check(request.params)
+            assert isinstance(self.driver, OverviewDriver)
+            overview = self.driver.acquire_overview(request)
+            problems = self.config.safety.violations(overview.params)
+            if problems:
+                raise SafetyCapExceeded(
+                    f"the driver reports it applied {overview.params.describe()}: "
+                    + "; ".join(problems)
+                )
+            return overview
+        except SafetyCapExceeded as exc:
+            message = f"overview {index} refused by the safety caps: {exc}"
+            self._emit(
+                ev.Error(frame=self._region_frame, stage="overview", error=message, refused=True)
+            )
+            self._log("error", message)
+            raise OverviewRefused(message) from None
+        except Exception as exc:  # any other fault: recorded; the tiling takes over
+            message = f"overview {index} failed: {type(exc).__name__}: {exc}"
+            self._emit(ev.Error(frame=self._region_frame, stage="overview", error=message))
+            self._make_safe()
+            return None
+
+    def _record_overview(
+        self, index: int, request: OverviewRequest, overview: Overview, picks: Picks
+    ) -> None:
+        path = overview_path(self.folder, index)
+        tiff: str | None = None
+        try:
+            write_overview(path, overview)
+            tiff = path.relative_to(self.folder).as_posix()
+        except (OSError, StedloopError) as exc:  # the picks still hold: say so and go on
+            message = f"overview {index} could not be written: {type(exc).__name__}: {exc}"
+            self._emit(ev.Error(frame=self._region_frame, stage="write", error=message))
+            self._log("warning", message)
+        self._emit(
+            ev.OverviewTaken(
+                overview=index,
+                before_frame=self._region_frame,
+                area={
+                    "x_um": overview.x_um,
+                    "y_um": overview.y_um,
+                    "width_um": overview.width_um,
+                    "height_um": overview.height_um,
+                },
+                pixel_size_nm=overview.pixel_size_nm,
+                params_applied=overview.params.as_dict(),
+                light_dose_per_pixel_uj=overview.params.light_dose_per_pixel_uj(),
+                tiff=tiff,
+                regions=[p.as_dict() for p in picks.regions],
+                candidates=picks.candidates,
+                in_band=picks.in_band,
+                threshold_counts=picks.threshold_counts,
+            )
+        )
+        self._log(
+            "info",
+            f"overview {index}: {len(picks.regions)} regions picked "
+            f"({picks.in_band} of {picks.candidates} fields within the bands)",
+        )
 
     # -- ending ---------------------------------------------------------------------------
     def _make_safe(self) -> None:

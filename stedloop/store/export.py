@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from stedloop import events as ev
 from stedloop.objectives.pareto import pareto_front
 from stedloop.params import PARAM_NAMES
 from stedloop.store.history import FrameRecord, SessionHistory
@@ -127,4 +128,34 @@ def summary(history: SessionHistory) -> dict[str, Any]:
             {"frame": f.frame, "params": f.params, "values": f.values, "combined": f.combined}
             for f in session_pareto(history)
         ],
+        "overviews": overview_summary(history),
     }
+
+
+def overview_summary(history: SessionHistory) -> list[dict[str, Any]]:
+    """Each confocal overview the session took, what was picked and which frames used it."""
+    rows = []
+    for event in history.events:
+        if not isinstance(event, ev.OverviewTaken):
+            continue
+        picked = [{k: r[k] for k in ("x_um", "y_um")} for r in event.regions]
+        imaged = sorted(
+            f.frame
+            for f in history.frames.values()
+            if any({k: r.get(k) for k in ("x_um", "y_um")} in picked for r in f.regions)
+        )
+        rows.append(
+            {
+                "overview": event.overview,
+                "before_frame": event.before_frame,
+                "area": event.area,
+                "pixel_size_nm": event.pixel_size_nm,
+                "light_dose_per_pixel_uj": event.light_dose_per_pixel_uj,
+                "tiff": event.tiff,
+                "regions_picked": len(event.regions),
+                "candidates": event.candidates,
+                "in_band": event.in_band,
+                "frames": imaged,
+            }
+        )
+    return rows

@@ -4,7 +4,8 @@
 frames.csv            one row per frame: parameters, objective values with units, times, paths
 summary.json          state, best point, Pareto front
 frames/NNNN.ome.tif   copies of the frame files whose OME MapAnnotation also holds the scores
-*.png                 plots and the best frame beside the session's first (``--plots``)
+*.png                 plots and the best frame beside the session's first (``--plots``);
+                      overview_NNNN.png: each overview with its picked and imaged regions
 ```
 
 The session's own frame files are written once, before they are scored, so they cannot carry
@@ -63,6 +64,9 @@ def export_session(
         figure = write_best_frame_figure(history, session_folder, folder)
         if figure is not None:
             written.append(figure)
+        from stedloop.store.overview_figures import write_overview_figures
+
+        written.extend(write_overview_figures(history, session_folder, folder))
     written.extend(copies.values())
     return written
 

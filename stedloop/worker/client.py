@@ -31,13 +31,13 @@ from typing import Any
 import zmq
 
 from stedloop.config.schema import StedloopConfig, WorkerSection
-from stedloop.driver import AcquireRequest, DriverDescription, SafeStateContext
+from stedloop.driver import AcquireRequest, DriverDescription, OverviewRequest, SafeStateContext
 from stedloop.errors import (
     AcquisitionAborted,
     DriverDisconnected,
     DriverError,
 )
-from stedloop.frame import Frame
+from stedloop.frame import Frame, Overview
 from stedloop.logs import get_logger
 from stedloop.params import SafetyCaps
 from stedloop.worker.link import WorkerLink
@@ -162,6 +162,16 @@ class WorkerDriver(SafeStateContext):
         # applied is held to the caps by BaseDriver in the worker and by the session.
         frame: Frame = self._invoke("acquire", request.as_dict(), self.settings.acquire_timeout_s)
         return frame
+
+    def acquire_overview(self, request: OverviewRequest) -> Overview:
+        """The optional overview ability, forwarded (the worker's driver refuses it when it
+        has none; ``describe().abilities`` says whether it has). Caps checked here first."""
+        self.caps.check(request.params)
+        self._ensure_started()
+        overview: Overview = self._invoke(
+            "acquire_overview", request.as_dict(), self.settings.acquire_timeout_s
+        )
+        return overview
 
     def safe_state(self) -> None:
         """Lasers to zero through the worker; an acquisition in flight is aborted first."""

@@ -322,6 +322,10 @@ class WorkerLink:
             if not isinstance(result, dict):
                 raise protocol.ProtocolError("acquire reply carries no frame")
             return protocol.decode_frame(result, buffers)
+        if method == "acquire_overview":
+            if not isinstance(result, dict):
+                raise protocol.ProtocolError("acquire_overview reply carries no overview")
+            return protocol.decode_overview(result, buffers)
         if method == "describe":
             if not isinstance(result, dict):
                 raise protocol.ProtocolError("describe reply carries no description")

@@ -33,7 +33,7 @@ from typing import Any
 import zmq
 
 from stedloop import __version__
-from stedloop.driver import AcquireRequest, Driver
+from stedloop.driver import AcquireRequest, Driver, OverviewDriver, OverviewRequest
 from stedloop.errors import ConfigError, DriverError
 from stedloop.logs import configure_logging, get_logger
 from stedloop.params import SafetyCaps
@@ -162,6 +162,11 @@ class _DriverThread:
             frame = driver.acquire(AcquireRequest.from_dict(args))
             header, buffers = protocol.encode_frame(frame)
             return header, buffers
+        elif method == "acquire_overview":
+            if not isinstance(driver, OverviewDriver):
+                raise DriverError(f"the {type(driver).__name__} driver takes no overviews")
+            overview = driver.acquire_overview(OverviewRequest.from_dict(args))
+            return protocol.encode_overview(overview)
         elif method == "safe_state":
             driver.safe_state()
         elif method == "close":

@@ -23,7 +23,7 @@ import numpy as np
 from stedloop import errors
 from stedloop.driver import DriverDescription
 from stedloop.errors import DriverError
-from stedloop.frame import IMAGE_NAMES, Frame
+from stedloop.frame import IMAGE_NAMES, Frame, Overview
 
 #: Bumped when a message changes shape; worker and daemon refuse to talk across versions.
 PROTOCOL_VERSION = 2  # 2: acquire carries a whole AcquireRequest (raw output included)
@@ -32,7 +32,7 @@ PROTOCOL_VERSION = 2  # 2: acquire carries a whole AcquireRequest (raw output in
 REPLY_SUFFIX = "r"
 
 #: Driver methods a ``call`` may name (``init`` builds the driver inside the worker).
-CALL_METHODS = ("init", "connect", "describe", "acquire", "safe_state", "close")
+CALL_METHODS = ("init", "connect", "describe", "acquire", "acquire_overview", "safe_state", "close")
 
 #: Exceptions that keep their type across the boundary; anything else arrives as DriverError.
 _TYPED_ERRORS: dict[str, type[errors.StedloopError]] = {
@@ -173,6 +173,30 @@ def decode_frame(header: dict[str, Any], buffers: Sequence[memoryview | bytes]) 
         raise ProtocolError(f"malformed frame from the worker: {exc!r}") from None
 
 
+# -- overviews ---------------------------------------------------------------------------------
+def encode_overview(overview: Overview) -> tuple[dict[str, Any], list[np.ndarray]]:
+    """An overview as a JSON-safe header and its one image buffer."""
+    image = check_array(overview.image, "overview image")
+    metadata = {}
+    for key, value in overview.metadata.items():
+        try:
+            json.dumps(value, default=_json_default)
+        except (TypeError, ValueError):
+            continue  # arrays and objects stay in the worker
+        metadata[str(key)] = value
+    return {"image": array_spec(image), **overview.facts(), "metadata": metadata}, [image]
+
+
+def decode_overview(header: dict[str, Any], buffers: Sequence[memoryview | bytes]) -> Overview:
+    try:
+        if len(buffers) != 1:
+            raise ProtocolError(f"an overview needs 1 buffer, {len(buffers)} arrived")
+        image = array_from_buffer(header["image"], buffers[0], "overview image")
+        return Overview.from_facts(image, header, dict(header.get("metadata", {})))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ProtocolError(f"malformed overview from the worker: {exc!r}") from None
+
+
 # -- small values ------------------------------------------------------------------------------
 def description_from_dict(data: dict[str, Any]) -> DriverDescription:
     try:
@@ -186,6 +210,7 @@ def description_from_dict(data: dict[str, Any]) -> DriverDescription:
                 str(k): (float(v[0]), float(v[1])) for k, v in data["parameter_ranges"].items()
             },
             details=dict(data.get("details", {})),
+            abilities=tuple(str(a) for a in data.get("abilities", ())),
         )
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise ProtocolError(f"malformed driver description from the worker: {exc!r}") from None

@@ -78,7 +78,8 @@ class Watchdog:
                 {**base, "silent_for_s": round(seen.heartbeat_age_s, 3)},
             )
         if seen.call_method is not None:
-            limit = s.acquire_timeout_s if seen.call_method == "acquire" else s.call_timeout_s
+            acquiring = seen.call_method in ("acquire", "acquire_overview")
+            limit = s.acquire_timeout_s if acquiring else s.call_timeout_s
             if seen.call_method == "init":
                 limit = s.start_timeout_s
             if seen.call_age_s > limit:

@@ -182,3 +182,47 @@ def test_the_table_follows_the_sessions_whatever_the_grid_chunks() -> None:
     chunked = run_sweep(spec.model_copy(update={"grid_chunk_points": 1}), workers=0)
     assert chunked.best == results.best
     assert chunked.runs[("expert", "actin", "defaults")][0][1].judged == run.judged
+
+
+def _data_set(folder: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted(folder.iterdir())}
+
+
+@pytest.mark.ray
+def test_dataset_synth_fans_out_on_ray_to_the_same_files(tmp_path: Path) -> None:
+    """`dataset synth --shards 3` gives the same TIFFs and manifest in this process and as
+    Ray tasks; one shard is the single random stream of a plain run."""
+    common = ["dataset", "synth", "--n", "6", "--seed", "4", "--variants", "1", "--json"]
+    here = run_stedloop(*common, "--shards", "3", "--out", str(tmp_path / "here"))
+    assert here.returncode == 0, here.stderr
+    ray = run_stedloop(
+        *common, "--shards", "3", "--workers", "2", "--out", str(tmp_path / "ray"), timeout_s=300
+    )
+    assert ray.returncode == 0, ray.stderr
+    files = _data_set(tmp_path / "here")
+    assert len(files) == 13  # 6 frames, 6 variants, the manifest
+    assert files == _data_set(tmp_path / "ray")
+    plain = run_stedloop(*common, "--out", str(tmp_path / "plain"))
+    one = run_stedloop(*common, "--shards", "1", "--out", str(tmp_path / "one"))
+    assert plain.returncode == one.returncode == 0, plain.stderr + one.stderr
+    assert _data_set(tmp_path / "plain") == _data_set(tmp_path / "one") != files
+
+
+def test_dataset_synth_on_ray_without_ray_says_so_before_writing(tmp_path: Path) -> None:
+    done = run_stedloop(
+        "dataset",
+        "synth",
+        "--n",
+        "2",
+        "--workers",
+        "2",
+        "--out",
+        str(tmp_path / "d"),
+        env=_without_ray(tmp_path / "fake"),
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == (
+        "error: data sets on Ray need the optional extra: pip install 'stedloop[ray]' "
+        "(or run them in this process with --workers 0)"
+    )
+    assert not (tmp_path / "d").exists()

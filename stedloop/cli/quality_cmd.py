@@ -445,14 +445,41 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(
             False, "--json", help="Print the summary as JSON (no progress)."
         ),
+        shards: int = typer.Option(
+            1,
+            "--shards",
+            min=1,
+            help="Split the set into this many seeded parts (the same --shards gives the same "
+            "files however they run; 1: one random stream).",
+        ),
+        workers: int = typer.Option(
+            0,
+            "--workers",
+            min=0,
+            help="Run the parts as Ray tasks on this many CPUs (0: here, one after another; "
+            "needs stedloop[ray]).",
+        ),
+        address: str | None = typer.Option(
+            None, "--address", help="A running Ray cluster (auto, ray://HOST:10001)."
+        ),
     ) -> None:
         """Generate labelled frames with the simulator, scored by the documented synthetic expert."""
         from stedloop.cli.progress import CommandProgress
-        from stedloop.quality.synth import synthesize
+        from stedloop.quality.synth import PartResult, SynthPart, synth_part, synthesize
+        from stedloop.sweep.engine import map_in_order, require_ray
 
         loaded = load_cli_config(config)
+        if workers or address:
+            require_ray("data sets on Ray")  # before any folder is made
         output_folder(out)
         with CommandProgress("dataset synth", n, "frames", quiet=as_json) as bar:
+
+            def on_ray(parts: list[SynthPart]) -> list[PartResult]:
+                def tell(done: int, _total: int) -> None:
+                    bar.update(sum(part.n for part in parts[:done]))
+
+                return map_in_order(synth_part, parts, workers, address, tell, "data sets on Ray")
+
             summary = synthesize(
                 out,
                 n=n,
@@ -462,6 +489,8 @@ def register(app: typer.Typer) -> None:
                 caps=loaded.config.safety,
                 progress=bar.update,
                 variants=variants,
+                shards=shards,
+                run_parts=on_ray if workers or address else None,
             )
         if as_json:
             print_json(summary)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +127,54 @@ def draw_params(rng: np.random.Generator, space: ParamSpace, caps: SafetyCaps) -
     raise DataError("could not draw parameters within the safety caps (is the space empty?)")
 
 
+@dataclass(frozen=True)
+class SynthPart:
+    """One seeded part of a data set: ``n`` frames named from ``first_index``, drawn from the
+    random stream ``seed_key``. Parts are independent, so they can run anywhere (a Ray task)
+    and give the same files."""
+
+    out: Path
+    structure: str
+    seed_key: tuple[int, ...]
+    n: int
+    first_index: int
+    variants: int
+    space: ParamSpace
+    caps: SafetyCaps
+
+
+@dataclass(frozen=True)
+class PartResult:
+    rows: list[dict[str, object]]
+    samples: int
+
+
+def plan_parts(
+    out: Path,
+    n: int,
+    structure: str,
+    seed: int,
+    space: ParamSpace,
+    caps: SafetyCaps,
+    variants: int,
+    shards: int = 1,
+) -> list[SynthPart]:
+    """``shards`` parts of (nearly) equal size. One part is the single random stream of a
+    plain ``dataset synth``; with more, part k draws from its own stream ``(seed, 7, k)``, so
+    the same ``shards`` gives the same files however the parts are run."""
+    if not 1 <= shards <= n:
+        raise DataError(f"--shards must be 1..--n ({n}), got {shards}")
+    if shards == 1:
+        return [SynthPart(out, structure, (seed, 7), n, 0, variants, space, caps)]
+    base, extra = divmod(n, shards)
+    parts, first = [], 0
+    for k in range(shards):
+        size = base + (1 if k < extra else 0)
+        parts.append(SynthPart(out, structure, (seed, 7, k), size, first, variants, space, caps))
+        first += size
+    return parts
+
+
 def synthesize(
     out: Path,
     n: int,
@@ -135,16 +184,16 @@ def synthesize(
     caps: SafetyCaps | None = None,
     progress: Callable[[int], Any] | None = None,
     variants: int = 0,
+    shards: int = 1,
+    run_parts: Callable[[list[SynthPart]], list[PartResult]] | None = None,
 ) -> dict[str, Any]:
     """Write ``n`` labelled frames (16-bit TIFF STED images + manifest.csv) to ``out``, each
     followed by ``variants`` labelled variants of it (``variants.py``: starved, gain,
-    structureless), so brightness and quality part ways in the data."""
-    import tifffile
+    structureless), so brightness and quality part ways in the data.
 
-    from stedloop.drivers.simulator import SimulatorDriver, SimulatorOptions
-    from stedloop.frame import Region
+    ``shards`` splits the set into seeded parts (``plan_parts``); ``run_parts`` runs them
+    (default: here, one after another), e.g. as Ray tasks."""
     from stedloop.quality.dataset import MANIFEST_NAME, write_manifest
-    from stedloop.quality.variants import make_variant, variant_row
 
     if structure not in STRUCTURES:
         raise DataError(f"unknown structure {structure!r}; expected one of {', '.join(STRUCTURES)}")
@@ -155,10 +204,46 @@ def synthesize(
     out = Path(out)
     if (out / MANIFEST_NAME).exists():
         raise DataError(f"{out} already holds a data set ({MANIFEST_NAME}); choose a new folder")
+    parts = plan_parts(
+        out, n, structure, seed, space or ParamSpace(), caps or SafetyCaps(), variants, shards
+    )
     out.mkdir(parents=True, exist_ok=True)
-    space = space or ParamSpace()
-    caps = caps or SafetyCaps()
-    rng = np.random.default_rng([seed, 7])
+    if run_parts is not None:
+        results = run_parts(parts)
+    else:
+        results = []
+        for part in parts:
+            offset = part.first_index
+            tell = None if progress is None else (lambda done, o=offset: progress(o + done))
+            results.append(synth_part(part, tell))
+    rows = [row for result in results for row in result.rows]
+    write_manifest(out, rows)
+    originals = sum(part.n for part in parts)
+    labels = np.array([float(r["score"]) for r in rows])  # type: ignore[arg-type]
+    return {
+        "out": str(out),
+        "n": originals,
+        "variants": len(rows) - originals,
+        "structure": structure,
+        "seed": seed,
+        "shards": len(parts),
+        "samples": sum(result.samples for result in results),
+        "label_histogram": np.histogram(labels, bins=5, range=(0, 1))[0].tolist(),
+        "label_mean": round(float(labels.mean()), 4),
+    }
+
+
+def synth_part(part: SynthPart, progress: Callable[[int], Any] | None = None) -> PartResult:
+    """Make one part's frames (and variants) in ``part.out``; its manifest rows."""
+    import tifffile
+
+    from stedloop.drivers.simulator import SimulatorDriver, SimulatorOptions
+    from stedloop.frame import Region
+    from stedloop.quality.variants import make_variant, variant_row
+
+    out, structure, n, variants = part.out, part.structure, part.n, part.variants
+    space, caps = part.space, part.caps
+    rng = np.random.default_rng(list(part.seed_key))
     rows: list[dict[str, object]] = []
     originals = 0
     sample_index = 0
@@ -191,7 +276,7 @@ def synthesize(
                 meta = frame.metadata
                 measures = frame_expert_measures(frame)
                 label = expert_label(measures["true_score"], rng)
-                name = f"{structure}_{originals:05d}.tif"
+                name = f"{structure}_{part.first_index + originals:05d}.tif"
                 tifffile.imwrite(out / name, frame.sted.astype(np.uint16))
                 no_variant = {"variant": "", "parent": "", "photon_fraction": 1.0, "gain": 1.0}
                 rows.append(
@@ -221,7 +306,7 @@ def synthesize(
                     variant = make_variant(
                         rng, frame.sted, meta["ground_truth"], expert_inputs, measures["true_score"]
                     )
-                    variant_name = f"{structure}_{originals:05d}_v{j}.tif"
+                    variant_name = f"{structure}_{part.first_index + originals:05d}_v{j}.tif"
                     tifffile.imwrite(out / variant_name, variant.image)
                     # The parent's parameters and region; its own measures do not apply.
                     parent = {
@@ -243,15 +328,4 @@ def synthesize(
         finally:
             driver.close()
         sample_index += 1
-    write_manifest(out, rows)
-    labels = np.array([float(r["score"]) for r in rows])  # type: ignore[arg-type]
-    return {
-        "out": str(out),
-        "n": originals,
-        "variants": len(rows) - originals,
-        "structure": structure,
-        "seed": seed,
-        "samples": sample_index,
-        "label_histogram": np.histogram(labels, bins=5, range=(0, 1))[0].tolist(),
-        "label_mean": round(float(labels.mean()), 4),
-    }
+    return PartResult(rows, sample_index)

@@ -158,6 +158,7 @@ def test_session_ids_are_exact_or_a_literal_prefix_on_every_method(daemon: Any) 
             calls = [
                 ("session.get", {"session_id": pattern}),
                 ("frame.get", {"session_id": pattern, "frame": 0}),
+                ("overview.get", {"session_id": pattern, "overview": 0}),
                 ("session.start", {"resume": pattern}),
             ]
             for method, params in calls:

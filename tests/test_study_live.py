@@ -110,3 +110,83 @@ def test_the_follower_stops_with_the_web_app_while_the_daemon_runs(
         wait_for(lambda: web.get("/api/live/state").json()["connected"])
     # TestClient's exit ran the app's shutdown; the daemon is idle, so no event arrives.
     wait_for(lambda: not any(t.name == "live-follow" for t in threading.enumerate()), 5.0)
+
+
+def test_live_view_shows_each_frames_origin_and_the_overview_with_its_regions(
+    daemon: dict[str, Any],
+) -> None:
+    """Issue 19, item 5: a warm-started session that picks its regions from overviews shows
+    where each frame's setting came from and the overview, drawn like the export's."""
+    import base64
+
+    import numpy as np
+
+    from stedloop.store import SessionStore
+    from stedloop.store.overview_figures import overview_events, overview_png
+    from stedloop.store.overviews import read_overview
+    from stedloop.study.live_overview import overview_event
+
+    app = create_app(mode="live", live_address=daemon["request_address"])
+    with TestClient(app) as web, Client(daemon["request_address"]) as client:
+        wait_for(lambda: web.get("/api/live/state").json()["connected"])
+        earlier = client.call("session.start", budget_frames=3)["session_id"]
+        wait_for(lambda: client.call("session.get", session_id=earlier)["state"] == "finished")
+        session_id = client.call(
+            "session.start",
+            budget_frames=4,
+            warm_start=[earlier],
+            overrides={"session": {"overview": {"enabled": True, "size_um": 6.0}}},
+        )["session_id"]
+        done = wait_for(
+            lambda: (
+                (s := web.get("/api/live/state").json())["session"]
+                and s["session"]["id"] == session_id
+                and s["session"]["state"] == "finished"
+                and len(s["frames"]) == 4
+                and s
+            )
+        )
+        detail = client.call("session.get", session_id=session_id)
+        # each frame's optimizer step and origin, as the ledger has them (learnt from events)
+        assert [(f["source"], f["prior_from"]) for f in done["frames"]] == [
+            (f["source"], f["prior_from"]) for f in detail["frames"]
+        ]
+        priors = [f for f in done["frames"] if f["source"] == "prior"]
+        assert priors and all(f["prior_from"].startswith(f"{earlier}#") for f in priors)
+        assert all(f["prior_from"] is None for f in done["frames"] if f["source"] != "prior")
+        assert done["warm_start"]["sessions"] == [earlier]
+        # the overviews, with the regions picked and the frames imaged on each
+        (first, *_) = done["overviews"]
+        assert done["overviews"] == detail["overviews"]
+        assert first["overview"] == 0 and first["before_frame"] == 0
+        # every frame was imaged on a picked region (the simulator's sample is patchy)
+        assert sorted(n for o in done["overviews"] for n in o["frames"]) == [0, 1, 2, 3]
+        for o in done["overviews"]:
+            assert o["frames"] == sorted(n for r in o["regions"] for n in r["frames"])
+        assert first["frames"] and all(r["width_um"] == 64 * 0.02 for r in first["regions"])
+        # overview.get serves the TIFF's counts
+        store = SessionStore(Path(detail["folder"]).parent)
+        stored = read_overview(Path(detail["folder"]) / first["tiff"]).image
+        reply = client.call("overview.get", session_id=session_id, overview=0)
+        got = np.frombuffer(base64.b64decode(reply["data_b64"]), "<u2").reshape(reply["shape"])
+        assert np.array_equal(got, stored) and reply["area"] == first["area"]
+        # the live view's picture is the export's drawing, imaged regions marked
+        png = web.get(f"/api/live/overview/{session_id}/0.png")
+        assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
+        record = store.open(session_id, readonly=True)
+        try:
+            (event, *_) = overview_events(record.history())
+        finally:
+            record.close()
+        assert overview_event(first) == event
+        bare = overview_png(event, stored, [], 20.0, f"session {session_id}")
+        assert png.content != bare  # the frames' outlines and numbers are drawn
+        assert web.get(f"/api/live/overview/{session_id}/7.png").status_code == 404
+        assert web.get(f"/api/live/overview/{earlier}/0.png").status_code == 404
+
+    # opened afterwards, the view backfills the same from the ledger
+    late = create_app(mode="live", live_address=daemon["request_address"])
+    with TestClient(late) as web:
+        s = wait_for(lambda: (s := web.get("/api/live/state").json())["connected"] and s)
+        assert s["session"]["id"] == session_id and s["overviews"] == done["overviews"]
+        assert s["warm_start"] == done["warm_start"] and s["frames"] == done["frames"]

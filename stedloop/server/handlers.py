@@ -21,6 +21,7 @@ from stedloop.server.methods import (
     EventsSinceParams,
     FrameGetParams,
     NoParams,
+    OverviewGetParams,
     Params,
     SessionGetParams,
     SessionsListParams,
@@ -101,6 +102,10 @@ def _frame_get(daemon: Daemon, params: FrameGetParams, scope: str) -> Any:
     return queries.frame_get(daemon.store, params)
 
 
+def _overview_get(daemon: Daemon, params: OverviewGetParams, scope: str) -> Any:
+    return queries.overview_get(daemon.store, params)
+
+
 def _events_since(daemon: Daemon, params: EventsSinceParams, scope: str) -> Any:
     return daemon.bus.since(params.seq, params.limit)
 
@@ -115,6 +120,7 @@ METHODS: dict[str, Method] = {
     "session.get": Method(SessionGetParams, _session_get),
     "sessions.list": Method(SessionsListParams, _sessions_list),
     "frame.get": Method(FrameGetParams, _frame_get),
+    "overview.get": Method(OverviewGetParams, _overview_get),
     "events.since": Method(EventsSinceParams, _events_since),
 }
 

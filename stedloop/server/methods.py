@@ -72,6 +72,13 @@ class FrameGetParams(Params):
     max_px: int = Field(128, ge=8, le=1024, description="Thumbnail's longest side.")
 
 
+class OverviewGetParams(Params):
+    session_id: str = Field(min_length=1, max_length=128)
+    overview: int = Field(ge=0, description="Overview number as in session.get's overviews.")
+    mode: Literal["thumbnail", "full"] = "full"
+    max_px: int = Field(128, ge=8, le=1024, description="Thumbnail's longest side.")
+
+
 class EventsSinceParams(Params):
     seq: int = Field(0, ge=0, description="Return events with a sequence number above this.")
     limit: int = Field(1000, ge=1, le=10_000)

@@ -10,7 +10,12 @@ import numpy as np
 
 from stedloop.errors import DataError, StorageError
 from stedloop.frame import IMAGE_NAMES
-from stedloop.server.methods import FrameGetParams, SessionGetParams, SessionsListParams
+from stedloop.server.methods import (
+    FrameGetParams,
+    OverviewGetParams,
+    SessionGetParams,
+    SessionsListParams,
+)
 from stedloop.server.sessions import SessionHost
 from stedloop.wire.protocol import ProtocolError
 
@@ -75,6 +80,8 @@ def sessions_list(
 
 
 def session_get(store: SessionStore, host: SessionHost, params: SessionGetParams) -> dict[str, Any]:
+    from stedloop.store.export import overview_summary
+
     record = _open(store, params.session_id)
     try:
         history = _history(record)
@@ -122,6 +129,7 @@ def session_get(store: SessionStore, host: SessionHost, params: SessionGetParams
         "live": live if running else None,
         "warm_start": None if history.warm_start is None else history.warm_start.ledger_payload(),
         "frames": frames,
+        "overviews": overview_summary(history),
     }
 
 
@@ -164,6 +172,48 @@ def frame_get(store: SessionStore, params: FrameGetParams) -> dict[str, Any]:
         data_b64=base64.b64encode(data.tobytes()).decode(),
     )
     return result
+
+
+def overview_get(store: SessionStore, params: OverviewGetParams) -> dict[str, Any]:
+    """A confocal overview's image, from its TIFF (``overviews/NNNN.tif``)."""
+    from stedloop.store.overview_figures import overview_events
+    from stedloop.store.overviews import read_overview
+
+    record = _open(store, params.session_id)
+    try:
+        history = _history(record)
+        event = next((e for e in overview_events(history) if e.overview == params.overview), None)
+        if event is None or event.tiff is None:
+            raise ProtocolError(
+                "not_found", f"session {record.id} has no stored overview {params.overview}"
+            )
+        path = record.folder / event.tiff
+        if not path.resolve().is_relative_to(record.folder.resolve()):
+            raise ProtocolError(
+                "storage", f"session {record.id}: overview {params.overview}'s file is outside it"
+            )
+    finally:
+        record.close()
+    try:
+        image = read_overview(path).image
+    except DataError as exc:
+        raise ProtocolError("not_found", str(exc)) from None
+    if params.mode == "full":
+        data = np.ascontiguousarray(image, dtype="<u2")
+    else:
+        data = thumbnail(image, params.max_px)
+    return {
+        "session_id": record.id,
+        "expanded_from": expanded_from(params.session_id, record.id),
+        "overview": params.overview,
+        "area": event.area,
+        "pixel_size_nm": event.pixel_size_nm,
+        "mode": params.mode,
+        "shape": list(data.shape),
+        "dtype": "uint16" if params.mode == "full" else "uint8",
+        "byte_order": "little",
+        "data_b64": base64.b64encode(data.tobytes()).decode(),
+    }
 
 
 def _read_channel(path: Path, name: str) -> np.ndarray:

@@ -133,29 +133,49 @@ def summary(history: SessionHistory) -> dict[str, Any]:
 
 
 def overview_summary(history: SessionHistory) -> list[dict[str, Any]]:
-    """Each confocal overview the session took, what was picked and which frames used it."""
+    """Each confocal overview the session took, what was picked and which frames used it:
+    ``frames`` of the overview, and ``frames`` of each picked region (``regions``, in imaging
+    order, with its size in µm at the frames' pixel size)."""
+    frame_pixel_nm = (history.created.get("driver") or {}).get("pixel_size_nm")
+    um_per_px = float(frame_pixel_nm) / 1000 if frame_pixel_nm else None
     rows = []
     for event in history.events:
         if not isinstance(event, ev.OverviewTaken):
             continue
-        picked = [{k: r[k] for k in ("x_um", "y_um")} for r in event.regions]
-        imaged = sorted(
-            f.frame
-            for f in history.frames.values()
-            if any({k: r.get(k) for k in ("x_um", "y_um")} in picked for r in f.regions)
-        )
+        regions: list[dict[str, Any]] = []
+        imaged: set[int] = set()
+        for picked in event.regions:
+            corner = {k: picked.get(k) for k in ("x_um", "y_um")}
+            on_it = sorted(
+                f.frame
+                for f in history.frames.values()
+                if any({k: r.get(k) for k in ("x_um", "y_um")} == corner for r in f.regions)
+            )
+            imaged.update(on_it)
+            regions.append(
+                {
+                    **picked,
+                    "width_um": None if um_per_px is None else picked["width_px"] * um_per_px,
+                    "height_um": None if um_per_px is None else picked["height_px"] * um_per_px,
+                    "frames": on_it,
+                }
+            )
         rows.append(
             {
                 "overview": event.overview,
                 "before_frame": event.before_frame,
                 "area": event.area,
                 "pixel_size_nm": event.pixel_size_nm,
+                "params_applied": event.params_applied,
                 "light_dose_per_pixel_uj": event.light_dose_per_pixel_uj,
                 "tiff": event.tiff,
                 "regions_picked": len(event.regions),
                 "candidates": event.candidates,
                 "in_band": event.in_band,
-                "frames": imaged,
+                "threshold_counts": event.threshold_counts,
+                "frame_pixel_size_nm": frame_pixel_nm,
+                "regions": regions,
+                "frames": sorted(imaged),
             }
         )
     return rows

@@ -3,9 +3,12 @@ against frame number, Pareto front.
 
 A background thread follows the daemon's events with ``stedloop.client.Client.follow`` (no gap,
 no repeat; catches up through ``events.since``) and keeps a snapshot of the current session;
-after (re)connecting it backfills the session's frames with ``session.get``. The browser gets
-the snapshot through server-sent events (``/api/live/events``) or by polling
-``/api/live/state``; frame images come from ``frame.get`` and are rendered like the study's.
+after (re)connecting it backfills the session's frames with ``session.get``, and after each
+frame's outcome it reads ``session.get`` from that frame on: the frame's ``source`` and
+``prior_from``, the warm start and the overviews are in the ledger, not in the events. The
+browser gets the snapshot through server-sent events (``/api/live/events``) or by polling
+``/api/live/state``; frame images come from ``frame.get`` and are rendered like the study's,
+overviews from ``overview.get``, drawn like the export's (``stedloop.study.live_overview``).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 
 from stedloop import events as ev
 from stedloop.errors import StedloopError
+from stedloop.study.live_overview import draw_daemon_overview
 from stedloop.study.render import render_png
 
 if TYPE_CHECKING:
@@ -80,6 +84,9 @@ class LiveHub:
         self.pixel_size_nm = 20.0
         self.session: dict[str, Any] | None = None
         self.frames: dict[int, dict[str, Any]] = {}
+        #: From the ledger (``session.get``): the warm start's event and the overviews.
+        self.warm_start: dict[str, Any] | None = None
+        self.overviews: list[dict[str, Any]] = []
         self.directions: dict[str, str | None] = {}
         self.logs: list[dict[str, Any]] = []
 
@@ -158,7 +165,7 @@ class LiveHub:
     def _set_session(self, session: dict[str, Any], detail: dict[str, Any] | None) -> None:
         new_id = session.get("id")
         if self.session is None or self.session.get("id") != new_id:
-            self.frames = {}
+            self.frames, self.warm_start, self.overviews = {}, None, []
         objectives = list(session.get("objectives") or (detail or {}).get("objectives") or [])
         self.session = {
             "id": new_id,
@@ -170,7 +177,15 @@ class LiveHub:
             "objectives": objectives,
         }
         self.directions = objective_directions(objectives)
-        for record in (detail or {}).get("frames") or []:
+        self._merge_detail(detail or {})
+
+    def _merge_detail(self, detail: dict[str, Any]) -> None:
+        """Frames, warm start and overviews from a ``session.get`` reply of this session."""
+        if "warm_start" in detail:
+            self.warm_start = detail["warm_start"]
+        if "overviews" in detail:
+            self.overviews = list(detail["overviews"] or [])
+        for record in detail.get("frames") or []:
             if record.get("status") in ("told", "scored", "failed") and "frame" in record:
                 self.frames[int(record["frame"])] = {
                     "frame": int(record["frame"]),
@@ -178,6 +193,8 @@ class LiveHub:
                     "values": record.get("values") or {},
                     "combined": record.get("combined"),
                     "status": record.get("status"),
+                    "source": record.get("source"),
+                    "prior_from": record.get("prior_from"),
                 }
 
     def _apply(self, client: Client, event: dict[str, Any]) -> None:
@@ -203,6 +220,8 @@ class LiveHub:
                     self.session["frames_done"] = typed.frames_done
                 self._changed()
         elif isinstance(typed, ev.FrameOutcome):
+            # where the frame's setting came from, and any overview taken for it: ledger only
+            detail = client.call("session.get", session_id=session_id, first_frame=typed.frame)
             with self._lock:
                 if self.session is None or self.session.get("id") != session_id:
                     self.session = {"id": session_id, "state": "running", "objectives": []}
@@ -212,7 +231,10 @@ class LiveHub:
                     "values": dict(typed.values),
                     "combined": typed.combined,
                     "status": typed.status,
+                    "source": None,
+                    "prior_from": None,
                 }
+                self._merge_detail(detail)
                 if typed.frames_done is not None:
                     self.session["frames_done"] = typed.frames_done
                 self.session["budget_frames"] = typed.budget_frames
@@ -243,6 +265,8 @@ class LiveHub:
                 "daemon": {k: self.daemon.get(k) for k in ("version", "boot_id", "uptime_s")},
                 "session": dict(self.session) if self.session else None,
                 "frames": frames,
+                "warm_start": self.warm_start,
+                "overviews": list(self.overviews),
                 "latest": frames[-1] if frames else None,
                 "best": best,
                 "directions": dict(self.directions),
@@ -305,5 +329,13 @@ def add_live_routes(app: FastAPI, address: str, event_address: str | None = None
         return Response(
             render_png(image, hub.pixel_size_nm), media_type="image/png", headers=_NO_STORE
         )
+
+    @app.get("/api/live/overview/{session_id}/{number}.png", include_in_schema=False)
+    def overview_png(session_id: str, number: int) -> Response:
+        try:
+            png = draw_daemon_overview(hub.call, session_id, number, hub.pixel_size_nm)
+        except StedloopError as exc:
+            raise HTTPException(404, str(exc)) from None
+        return Response(png, media_type="image/png", headers=_NO_STORE)
 
     return hub

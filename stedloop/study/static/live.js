@@ -5,6 +5,7 @@ const $ = (id) => document.getElementById(id);
 const COLOURS = ["#1f6feb", "#d9480f", "#2f9e44", "#9c36b5", "#e8590c", "#0b7285"];
 const SVG = "http://www.w3.org/2000/svg";
 let lastFrameKey = null;
+let lastOverviewKey = null;
 
 function fmt(v, digits = 3) {
   if (v === null || v === undefined || Number.isNaN(v)) return "–";
@@ -88,6 +89,51 @@ function frameRows(f) {
   ];
 }
 
+// Where the session's first settings came from: earlier sessions (warm start) or nothing.
+function warmLine(sess, warm) {
+  if (!sess) return "";
+  if (!warm) return "Cold start: no earlier sessions.";
+  const from = (warm.sessions || []).join(", ") || "–";
+  return `Warm-started from ${from}${warm.auto ? " (auto)" : ""}: ${warm.observations ?? 0} earlier frames, ` +
+    `${(warm.prior_points || []).length} prior setting(s).`;
+}
+
+// One row per frame, newest first: its optimizer step and, for a prior frame, its origin.
+function frameTable(frames) {
+  const body = $("frames-table").querySelector("tbody");
+  body.replaceChildren(...frames.slice().reverse().map((f) => {
+    const tr = document.createElement("tr");
+    tr.dataset.frame = String(f.frame);
+    for (const v of [String(f.frame), f.status || "–", f.source || "–", f.prior_from || "–", fmt(f.combined)]) {
+      const td = document.createElement("td"); td.textContent = v; tr.append(td);
+    }
+    return tr;
+  }));
+}
+
+// The latest overview, redrawn when a frame lands on one of its regions.
+function overview(sess, overviews) {
+  const latest = sess && overviews && overviews.length ? overviews[overviews.length - 1] : null;
+  const img = $("overview");
+  if (!latest) {
+    img.hidden = true;
+    lastOverviewKey = null;
+    $("overview-caption").textContent = "No overview: regions come from the tiling.";
+    return;
+  }
+  const key = `${sess.id}/${latest.overview}/${(latest.frames || []).join(",")}`;
+  if (key !== lastOverviewKey) {
+    lastOverviewKey = key;
+    img.src = `/api/live/overview/${encodeURIComponent(sess.id)}/${latest.overview}.png?frames=${(latest.frames || []).length}`;
+    img.hidden = false;
+  }
+  const a = latest.area || {};
+  $("overview-caption").textContent = `overview ${latest.overview} (before frame ${latest.before_frame ?? "–"}), ` +
+    `${fmt(a.width_um)} x ${fmt(a.height_um)} µm at (${fmt(a.x_um)}, ${fmt(a.y_um)}) µm: ` +
+    `${latest.regions_picked} regions picked (dashed), frames imaged on them: ${(latest.frames || []).join(", ") || "none yet"}` +
+    (overviews.length > 1 ? ` (${overviews.length} overviews so far)` : "");
+}
+
 function render(s) {
   document.body.dataset.version = String(s.version);
   $("conn").textContent = s.connected ? `connected to ${s.address}` : `not connected: ${s.error || "…"}`;
@@ -96,6 +142,7 @@ function render(s) {
     ? `Session ${sess.id} — ${sess.state} — ${sess.frames_done ?? s.frames.length}${sess.budget_frames ? " of " + sess.budget_frames : ""} frames`
     : "No session yet.";
   $("session-line").dataset.state = sess ? sess.state : "";
+  $("warm-line").textContent = warmLine(sess, s.warm_start);
   const pct = sess && sess.budget_frames ? (100 * (sess.frames_done || 0)) / sess.budget_frames : 0;
   $("progress-bar").style.width = `${pct}%`;
   rows($("latest"), frameRows(s.latest));
@@ -109,6 +156,8 @@ function render(s) {
     }
   }
   const frames = s.frames;
+  frameTable(frames);
+  overview(sess, s.overviews);
   const names = Object.keys(s.directions || {});
   const pareto = new Set(s.pareto || []);
   // Objectives have their own units: each is scaled to its own range (shown in the legend).

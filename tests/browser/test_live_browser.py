@@ -78,6 +78,43 @@ def test_live_page_updates_as_the_daemon_publishes(
             assert page.locator("#plot-pareto circle[r='4.5']").count() == len(state["pareto"]) >= 1
             assert "on the front" in page.inner_text("#pareto-note")
             page.screenshot(path=str(screenshot_dir / "live_page.png"), full_page=True)
+            # Each frame's step, the cold start and no overview (tiling) ...
+            assert page.locator("#frames-table tbody tr").count() == 6
+            assert "Cold start" in page.inner_text("#warm-line")
+            assert page.is_hidden("#overview") and "tiling" in page.inner_text("#overview-caption")
+            # ... then a session warm-started from it that picks its regions from overviews.
+            with Client(ready["request_address"]) as client:
+                warm_id = client.call(
+                    "session.start",
+                    budget_frames=3,
+                    warm_start=[session_id],
+                    overrides={"session": {"overview": {"enabled": True, "size_um": 8.0}}},
+                )["session_id"]
+            page.wait_for_function(
+                f"document.getElementById('session-line')?.textContent.includes('{warm_id}')"
+                " && document.getElementById('session-line').dataset.state === 'finished'"
+                " && document.querySelectorAll('#frames-table tbody tr').length === 3",
+                timeout=60_000,
+            )
+            page.wait_for_function("document.getElementById('overview')?.complete")
+            assert f"Warm-started from {session_id}" in page.inner_text("#warm-line")
+            state = page.evaluate("fetch('/api/live/state').then(r => r.json())")
+            rows = page.locator("#frames-table tbody tr")
+            for f, row in zip(reversed(state["frames"]), rows.all(), strict=True):  # newest first
+                cells = row.locator("td").all_inner_texts()
+                assert cells[:4] == [
+                    str(f["frame"]),
+                    f["status"],
+                    f["source"],
+                    f["prior_from"] or "–",
+                ]
+            assert any(f["prior_from"] for f in state["frames"])  # a setting from the first session
+            assert page.evaluate("document.getElementById('overview').naturalWidth") > 0
+            latest = state["overviews"][-1]
+            caption = page.inner_text("#overview-caption")
+            assert f"overview {latest['overview']}" in caption
+            assert ", ".join(str(n) for n in latest["frames"]) in caption
+            page.screenshot(path=str(screenshot_dir / "live_page_overview.png"), full_page=True)
             page.close()  # ends the event stream before the server stops
             app.state.live_hub.stop()  # no follower thread outlives the test
             assert not any(t.name == "live-follow" for t in threading.enumerate())

@@ -138,6 +138,11 @@ def overview_summary(history: SessionHistory) -> list[dict[str, Any]]:
     order, with its size in µm at the frames' pixel size)."""
     frame_pixel_nm = (history.created.get("driver") or {}).get("pixel_size_nm")
     um_per_px = float(frame_pixel_nm) / 1000 if frame_pixel_nm else None
+    # frames by the corner of each region they were acquired on (attempts included)
+    on_corner: dict[tuple[Any, Any], set[int]] = {}
+    for record in history.frames.values():
+        for region in record.regions:
+            on_corner.setdefault((region.get("x_um"), region.get("y_um")), set()).add(record.frame)
     rows = []
     for event in history.events:
         if not isinstance(event, ev.OverviewTaken):
@@ -145,12 +150,7 @@ def overview_summary(history: SessionHistory) -> list[dict[str, Any]]:
         regions: list[dict[str, Any]] = []
         imaged: set[int] = set()
         for picked in event.regions:
-            corner = {k: picked.get(k) for k in ("x_um", "y_um")}
-            on_it = sorted(
-                f.frame
-                for f in history.frames.values()
-                if any({k: r.get(k) for k in ("x_um", "y_um")} == corner for r in f.regions)
-            )
+            on_it = sorted(on_corner.get((picked.get("x_um"), picked.get("y_um")), set()))
             imaged.update(on_it)
             regions.append(
                 {

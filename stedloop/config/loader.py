@@ -33,14 +33,15 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 ENV_PREFIX = "STEDLOOP_"
-#: Environment variables with the prefix that are not settings (the last three are the
-#: test suite's switches, inherited by the daemons the tests start).
+#: Environment variables with the prefix that are not settings (the last four are the
+#: test suite's switches, inherited by the daemons and commands the tests start).
 RESERVED_ENV = {
     "STEDLOOP_CONFIG",
     "STEDLOOP_DEBUG",
     "STEDLOOP_HOME",
     "STEDLOOP_LOG_FORMAT",
     "STEDLOOP_REQUIRE_BROWSER",
+    "STEDLOOP_REQUIRE_RAY",
     "STEDLOOP_CHROMIUM",
     "STEDLOOP_SCREENSHOTS",
 }

@@ -47,12 +47,12 @@ from bench_optimizer import (
     conditions,
     dense_grid,
     frames_to,
+    simulator,
 )
 
 from stedloop.config.schema import OptimizerSection, OverviewSection
 from stedloop.driver import AcquireRequest
 from stedloop.drivers.simulator import SimulatorDriver
-from stedloop.drivers.simulator.driver import SimulatorOptions
 from stedloop.frame import Region
 from stedloop.optimize import BayesianOptimizer, SearchSpace, resolve_score_transform
 from stedloop.session.overview_regions import OverviewRegions
@@ -64,19 +64,13 @@ USABLE_FRACTION = 0.25
 
 
 def patchy(seed: int, empty: float = EMPTY, sparse: float = SPARSE) -> SimulatorDriver:
-    options = SimulatorOptions(
-        structure="actin",
-        seed=seed,
-        sample_fields=FIELDS,
-        field_px=FIELD_PX,
-        include_ground_truth=True,
+    return simulator(
+        seed,
+        FIELDS,
         empty_area_fraction=empty,
         sparse_area_fraction=sparse,
         patch_size_um=PATCH_UM,
     )
-    driver = SimulatorDriver(options, CAPS)
-    driver.connect()
-    return driver
 
 
 def usable_level(seed: int) -> float:

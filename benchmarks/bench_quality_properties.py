@@ -54,10 +54,10 @@ def main() -> None:
     from stedloop.quality.degradations import evaluate_degradations
     from stedloop.quality.probes import (
         STRUCTURELESS_KINDS,
-        degradation_series,
         gained,
         good_simulated_frames,
         structureless,
+        write_degradation_series,
     )
     from stedloop.quality.scorer import CNNScorer
 
@@ -77,13 +77,7 @@ def main() -> None:
     print(f"frames: {len(simulated)} simulated (actin, good settings), {len(real)} real")
 
     with tempfile.TemporaryDirectory() as scratch:
-        simulated_folder = Path(scratch)
-        for i, frame in enumerate(simulated):
-            series = simulated_folder / f"simulated_{i}"
-            series.mkdir()
-            for family, images in degradation_series(frame, seed=i).items():
-                for level, image in enumerate(images):
-                    tifffile.imwrite(series / f"{family}_{level}.tif", image)
+        simulated_folder = write_degradation_series(Path(scratch), simulated)
 
         for model in args.model or [None]:
             scorer = CNNScorer.from_checkpoint(model, device="cpu")

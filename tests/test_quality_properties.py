@@ -22,10 +22,10 @@ from stedloop.quality import shipped_model_path
 from stedloop.quality.degradations import evaluate_degradations
 from stedloop.quality.probes import (
     Structureless,
-    degradation_series,
     gained,
     good_simulated_frames,
     structureless,
+    write_degradation_series,
 )
 
 REAL_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_sted"
@@ -46,13 +46,7 @@ def scorer():
 def simulated_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Degradation series of three simulated STED frames of actin at good settings."""
     folder = tmp_path_factory.mktemp("simulated-degradations")
-    for i, frame in enumerate(good_simulated_frames()):
-        series = folder / f"simulated_{i}"
-        series.mkdir()
-        for family, images in degradation_series(frame, seed=i).items():
-            for level, image in enumerate(images):
-                tifffile.imwrite(series / f"{family}_{level}.tif", image)
-    return folder
+    return write_degradation_series(folder, good_simulated_frames())
 
 
 def real_folder() -> Path:

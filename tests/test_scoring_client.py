@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 import tifffile
+from cli_helpers import run_stedloop
 
 from stedloop import events as ev
 from stedloop.config import load_config
@@ -244,14 +245,7 @@ def test_stedloop_score_against_an_unreachable_service_says_so_in_one_line(
 ) -> None:
     path = tmp_path / "frame.tif"
     tifffile.imwrite(path, frames(1)[0])
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    result = subprocess.run(
-        ["stedloop", "score", "--endpoint", closed_port_url(), str(path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
+    result = run_stedloop("score", "--endpoint", closed_port_url(), str(path), timeout_s=120)
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "unreachable" in lines[0], result.stderr
@@ -259,15 +253,8 @@ def test_stedloop_score_against_an_unreachable_service_says_so_in_one_line(
 
 
 def test_scoring_serve_refuses_a_non_loopback_address_without_a_token() -> None:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     started = time.monotonic()
-    result = subprocess.run(
-        ["stedloop", "scoring", "serve", "--host", "0.0.0.0", "--device", "cpu"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
+    result = run_stedloop("scoring", "serve", "--host", "0.0.0.0", "--device", "cpu", timeout_s=120)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "without a token" in lines[0], result.stderr

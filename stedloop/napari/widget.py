@@ -39,11 +39,16 @@ class _Polled(QObject):
     arrived = Signal(object, object)  # PanelState, Frame | None
 
 
-def _read(path: Path) -> Frame | None:
+def _poll(panel: DaemonPanel, known_tiff: Path | None) -> tuple[PanelState, Frame | None]:
+    """One poll: the daemon's state, and the last frame when its file is new and readable
+    (not readable yet: the next poll tries again)."""
+    state = panel.poll()
+    if state.last_tiff is None or state.last_tiff == known_tiff:
+        return state, None
     try:
-        return read_frame(path)
+        return state, read_frame(state.last_tiff)
     except (StedloopError, OSError):
-        return None  # not readable (yet): the next poll tries again
+        return state, None
 
 
 class DaemonWidget(QWidget):
@@ -93,10 +98,7 @@ class DaemonWidget(QWidget):
 
     def refresh(self) -> PanelState:
         """Poll the daemon now, on this thread, and show what it says; returns it."""
-        state = self.panel.poll()
-        frame = None
-        if state.last_tiff is not None and state.last_tiff != self._shown_tiff:
-            frame = _read(state.last_tiff)
+        state, frame = _poll(self.panel, self._shown_tiff)
         self._show(state, frame)
         return state
 
@@ -104,12 +106,9 @@ class DaemonWidget(QWidget):
         """The polling thread: status and the new frame file, then hand both to the GUI."""
         read_tiff: Path | None = None
         while not self._closing.is_set():
-            state = self._poll_panel.poll()
-            frame = None
-            if state.last_tiff is not None and state.last_tiff != read_tiff:
-                frame = _read(state.last_tiff)
-                if frame is not None:
-                    read_tiff = state.last_tiff
+            state, frame = _poll(self._poll_panel, read_tiff)
+            if frame is not None:
+                read_tiff = state.last_tiff
             if self._closing.is_set():
                 break
             self._polled.arrived.emit(state, frame)

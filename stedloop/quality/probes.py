@@ -14,6 +14,8 @@ in a known order.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -57,6 +59,20 @@ def degradation_series(original: np.ndarray, seed: int) -> dict[str, list[np.nda
         smooth = ndimage.gaussian_filter(counts, sigma, mode="reflect")
         blur.append(rng.poisson(smooth).astype(np.float64))
     return {"noise": [_as_uint16(i) for i in noise], "blur": [_as_uint16(i) for i in blur]}
+
+
+def write_degradation_series(folder: Path, originals: Sequence[np.ndarray]) -> Path:
+    """``folder/simulated_I/{noise,blur}_L.tif`` for each original (seed I), laid out as
+    ``stedloop evaluate-degradations`` reads them; returns ``folder``."""
+    import tifffile
+
+    for i, original in enumerate(originals):
+        series = folder / f"simulated_{i}"
+        series.mkdir(parents=True)
+        for family, images in degradation_series(original, seed=i).items():
+            for level, image in enumerate(images):
+                tifffile.imwrite(series / f"{family}_{level}.tif", image)
+    return folder
 
 
 def gained(image: np.ndarray, gain: float) -> np.ndarray:

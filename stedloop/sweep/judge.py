@@ -138,13 +138,16 @@ ObjectiveName = Literal["expert", "fidelity-survival", "cnn", "expert-series"]
 SCALARISATION = {"expert-series": "product"}
 
 
-def simulator(seed: int, fields: int, structure: str = "actin") -> SimulatorDriver:
+def simulator(seed: int, fields: int, structure: str = "actin", **sample: float) -> SimulatorDriver:
+    """A connected simulator of ``fields`` x ``fields`` fields with the ground truth;
+    ``sample``: further ``SimulatorOptions`` of the sample (e.g. empty_area_fraction)."""
     options = SimulatorOptions(
         structure=structure,  # type: ignore[arg-type]  # checked by SimulatorOptions
         seed=seed,
         sample_fields=fields,
         field_px=FIELD_PX,
         include_ground_truth=True,
+        **sample,  # type: ignore[arg-type]  # checked by SimulatorOptions
     )
     driver = SimulatorDriver(options, CAPS)
     driver.connect()
